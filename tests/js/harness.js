@@ -1,0 +1,271 @@
+'use strict'
+// Node.js side of the hyperdht-rs interop tests (MIT OR Apache-2.0).
+//
+// Protocol: newline-delimited JSON on stdin/stdout.
+//   request: {"id": N, "cmd": "...", ...args}
+//   reply:   {"id": N, "ok": true, "result": ...} | {"id": N, "ok": false, "error": "message"}
+// Commands run concurrently; replies may come out of order and are matched by id.
+// stdout carries replies only; every log line goes to stderr.
+// On stdin EOF or the `shutdown` command all nodes are destroyed and the process exits 0.
+// Nodes only ever bind 127.0.0.1.
+
+const readline = require('readline')
+const DHT = require('hyperdht')
+const b4a = require('b4a')
+
+const HOST = '127.0.0.1'
+const DEBUG = !!process.env.HYPERDHT_HARNESS_DEBUG
+
+// Keep stdout clean for replies, whatever a dependency might print.
+console.log = console.error
+console.info = console.error
+
+const nodes = new Map() // handle -> HyperDHT
+let nextHandle = 1
+let shuttingDown = false
+
+function log(...args) {
+  if (DEBUG) console.error('[harness]', ...args)
+}
+
+process.on('unhandledRejection', (err) => {
+  console.error('[harness] unhandled rejection:', err)
+})
+
+// ---- encoding helpers ------------------------------------------------------
+
+function hex(buf) {
+  return buf ? b4a.toString(buf, 'hex') : null
+}
+
+function fromHex(s, len, what) {
+  if (s === undefined || s === null) return null
+  if (typeof s !== 'string' || !/^([0-9a-fA-F]{2})*$/.test(s)) throw new Error(`${what} must be hex`)
+  const buf = b4a.from(s, 'hex')
+  if (len && buf.byteLength !== len) throw new Error(`${what} must be ${len} bytes`)
+  return buf
+}
+
+function peer(p) {
+  return { host: p.host, port: p.port, id: hex(p.id) }
+}
+
+function addr(p) {
+  return { host: p.host, port: p.port }
+}
+
+function getNode(args) {
+  const dht = nodes.get(args.node)
+  if (!dht) throw new Error(`unknown node handle ${args.node}`)
+  return dht
+}
+
+function checkHost(host) {
+  if (typeof host !== 'string') throw new Error('host must be a string')
+  return host
+}
+
+function checkPort(port) {
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error('bad port')
+  return port
+}
+
+function describe(handle, dht) {
+  return {
+    node: handle,
+    host: HOST,
+    port: dht.io.serverSocket.address().port,
+    id: hex(dht.table.id),
+    ephemeral: dht.ephemeral,
+    firewalled: dht.firewalled
+  }
+}
+
+// ---- node lifecycle --------------------------------------------------------
+
+async function createNode(opts) {
+  const o = { host: HOST, bootstrap: opts.bootstrap || [] }
+  if (opts.port !== undefined && opts.port !== null) o.port = opts.port
+  if (opts.ephemeral !== undefined && opts.ephemeral !== null) o.ephemeral = opts.ephemeral
+  if (opts.firewalled !== undefined && opts.firewalled !== null) o.firewalled = opts.firewalled
+
+  const dht = new DHT(o)
+  const handle = nextHandle++
+  nodes.set(handle, dht)
+  try {
+    await dht.fullyBootstrapped()
+  } catch (err) {
+    nodes.delete(handle)
+    await dht.destroy().catch(() => {})
+    throw err
+  }
+  if (shuttingDown) throw new Error('shutting down')
+  log('node', handle, 'up on port', dht.io.serverSocket.address().port)
+  return describe(handle, dht)
+}
+
+async function destroyNode(handle) {
+  const dht = nodes.get(handle)
+  if (!dht) return
+  nodes.delete(handle)
+  await dht.destroy()
+}
+
+async function destroyAll() {
+  const handles = [...nodes.keys()].reverse()
+  await Promise.allSettled(handles.map(destroyNode))
+}
+
+// ---- commands --------------------------------------------------------------
+
+const commands = {
+  async createNode(args) {
+    return createNode({
+      bootstrap: args.bootstrap,
+      port: args.port,
+      ephemeral: args.ephemeral,
+      firewalled: args.firewalled
+    })
+  },
+
+  // Same shape as hyperdht's testnet.js, always on 127.0.0.1.
+  async testnet({ size }) {
+    if (!Number.isInteger(size) || size < 1) throw new Error('size must be a positive integer')
+    const first = await createNode({ bootstrap: [], ephemeral: false, firewalled: false })
+    const bootstrap = [`${HOST}:${first.port}`]
+    const list = [first]
+    while (list.length < size) {
+      list.push(await createNode({ bootstrap, ephemeral: false, firewalled: false }))
+    }
+    return { bootstrap, nodes: list }
+  },
+
+  async table(args) {
+    return getNode(args).table.toArray().map(peer)
+  },
+
+  async info(args) {
+    const dht = getNode(args)
+    return {
+      id: hex(dht.table.id),
+      ephemeral: dht.ephemeral,
+      firewalled: dht.firewalled,
+      host: dht.host,
+      port: dht.port,
+      bootstrapped: dht.bootstrapped,
+      tableSize: dht.table.toArray().length
+    }
+  },
+
+  async findNode(args) {
+    const dht = getNode(args)
+    const target = fromHex(args.target, 32, 'target')
+    if (!target) throw new Error('target is required')
+    const q = dht.findNode(target)
+    const replies = []
+    for await (const m of q) replies.push({ host: m.from.host, port: m.from.port, id: hex(m.from.id) })
+    return { closest: q.closestNodes.map(peer), replies }
+  },
+
+  async ping(args) {
+    const dht = getNode(args)
+    const res = await dht.ping({ host: checkHost(args.host), port: checkPort(args.port) })
+    return { rtt_ms: res.rtt, id: hex(res.from.id) }
+  },
+
+  async request(args) {
+    const dht = getNode(args)
+    if (!Number.isInteger(args.command) || args.command < 0) throw new Error('bad command')
+    const to = { id: null, host: checkHost(args.host), port: checkPort(args.port) }
+    const req = dht.io.createRequest(
+      to,
+      fromHex(args.token, 32, 'token'),
+      !!args.internal,
+      args.command,
+      fromHex(args.target, 32, 'target'),
+      fromHex(args.value, 0, 'value'),
+      null,
+      0
+    )
+    if (req === null) throw new Error('node destroyed')
+    if (args.socket === 'server') req.socket = dht.io.serverSocket
+    else if (args.socket === 'client') req.socket = dht.io.clientSocket
+    else if (args.socket !== undefined && args.socket !== null) throw new Error('bad socket')
+    if (Number.isInteger(args.retries) && args.retries >= 0) req.retries = args.retries
+
+    return new Promise((resolve, reject) => {
+      req.onresponse = (res) =>
+        resolve({
+          tid: res.tid,
+          from: peer(res.from),
+          to: addr(res.to),
+          token: hex(res.token),
+          closerNodes: (res.closerNodes || []).map(addr),
+          error: res.error,
+          value: hex(res.value)
+        })
+      req.onerror = (err) => {
+        if (err && err.code === 'REQUEST_TIMEOUT') resolve({ timeout: true })
+        else reject(err)
+      }
+      req.send()
+    })
+  },
+
+  async stats(args) {
+    return JSON.parse(JSON.stringify(getNode(args).stats))
+  },
+
+  async destroy(args) {
+    getNode(args)
+    await destroyNode(args.node)
+    return null
+  }
+}
+
+// ---- I/O loop --------------------------------------------------------------
+
+function send(msg) {
+  process.stdout.write(JSON.stringify(msg) + '\n')
+}
+
+async function shutdown() {
+  if (shuttingDown) return
+  shuttingDown = true
+  log('shutting down')
+  await destroyAll()
+  // stdout to a pipe is synchronous on POSIX, but wait for the flush to be safe.
+  process.stdout.write('', () => process.exit(0))
+}
+
+async function handle(line) {
+  let msg
+  try {
+    msg = JSON.parse(line)
+  } catch (err) {
+    console.error('[harness] bad JSON line:', line)
+    return
+  }
+  const id = msg.id
+  if (msg.cmd === 'shutdown') {
+    send({ id, ok: true, result: null })
+    await shutdown()
+    return
+  }
+  try {
+    const fn = Object.prototype.hasOwnProperty.call(commands, msg.cmd) ? commands[msg.cmd] : null
+    if (!fn) throw new Error(`unknown command ${JSON.stringify(msg.cmd)}`)
+    if (shuttingDown) throw new Error('shutting down')
+    const result = await fn(msg)
+    send({ id, ok: true, result: result === undefined ? null : result })
+  } catch (err) {
+    log('command', msg.cmd, 'failed:', err)
+    send({ id, ok: false, error: String((err && err.message) || err) })
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity })
+rl.on('line', (line) => {
+  if (line.trim() !== '') handle(line)
+})
+rl.on('close', () => shutdown())
