@@ -1,1 +1,73 @@
-//! placeholder
+//! # hyperdht-proto
+//!
+//! A sans-IO implementation of HyperDHT, the peer-to-peer stack behind Holepunch's Pear and
+//! Keet, speaking the same bytes as the Node.js `hyperdht` 6.34 / `dht-rpc` 6.27 packages.
+//!
+//! Nothing in this crate touches a socket, a clock, the OS random source or a thread. A
+//! [`Node`] is driven from outside:
+//!
+//! ```text
+//! Node::new(config, seed, now)
+//! handle_datagram(now, socket, from, bytes)   // world -> engine; never fails
+//! handle_timeout(now)
+//! handle_socket_bound(now, socket, addr) / handle_socket_failed(now, socket)
+//! find_node / query / ping / request / ...    // application -> engine
+//! poll_socket_op / poll_transmit / poll_event // engine -> world, drained until None
+//! poll_timeout                                // the next deadline
+//! ```
+//!
+//! ## Run-loop contract
+//! 1. Wait for the earliest of [`Node::poll_timeout`], a readable socket, or an application
+//!    command.
+//! 2. Apply the inputs with one `now`: datagrams through [`Node::handle_datagram`], then
+//!    [`Node::handle_timeout`] (calling it early is harmless).
+//! 3. Drain [`Node::poll_socket_op`], then [`Node::poll_transmit`], then [`Node::poll_event`],
+//!    each until `None`.
+//! 4. Read [`Node::poll_timeout`] last; it is `now` while output is queued.
+//!
+//! ## A blocking loop in a few lines
+//! ```
+//! use hyperdht_proto::{Config, Node, SocketOp, Timestamp, Event};
+//! use std::net::SocketAddr;
+//!
+//! let mut node = Node::new(Config::bootstrapper("127.0.0.1:49737".parse().unwrap()), [7; 32], Timestamp::ZERO);
+//! // The driver binds what the node asks for and reports back.
+//! while let Some(op) = node.poll_socket_op() {
+//!     if let SocketOp::Bind { socket, addr } = op {
+//!         let port = if addr.port() == 0 { 40000 } else { addr.port() };
+//!         let bound = SocketAddr::new((*addr.ip()).into(), port);
+//!         node.handle_socket_bound(Timestamp::ZERO, socket, bound);
+//!     }
+//! }
+//! // ... send every `poll_transmit()`, feed received datagrams to `handle_datagram`,
+//! // and call `handle_timeout` at `poll_timeout()`.
+//! let mut events = Vec::new();
+//! while let Some(e) = node.poll_event() { events.push(e); }
+//! assert!(matches!(events[0], Event::Listening { .. }));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod commands;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod event;
+pub mod ids;
+mod node;
+pub mod query;
+pub mod rng;
+pub mod routing;
+pub mod rpc;
+pub mod stats;
+pub mod time;
+pub mod wire;
+
+pub use config::{Config, Persistence};
+pub use error::{ApiError, QueryError, RequestError};
+pub use event::{Event, Reply, SocketOp, Transmit};
+pub use ids::{NodeId, QueryId, RequestId, SocketId};
+pub use node::{Node, QuerySpec, RequestSpec};
+pub use rpc::HealthState;
+pub use stats::{Dropped, Stats};
+pub use time::Timestamp;

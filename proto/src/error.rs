@@ -1,0 +1,73 @@
+//! Typed errors. Network input never produces an error value: junk is dropped and counted in
+//! [`crate::Stats`]. These describe failed operations and API misuse.
+
+use core::fmt;
+
+/// Why a request got no reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No reply after every retransmission (dht-rpc `REQUEST_TIMEOUT`).
+    Timeout,
+    /// The node shut down or the request was cancelled (`REQUEST_DESTROYED`).
+    Destroyed,
+    /// The node has no bound socket to send from yet.
+    NotListening,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestError::Timeout => "request timed out",
+            RequestError::Destroyed => "request destroyed",
+            RequestError::NotListening => "node is not listening",
+        })
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Why a query failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The commit phase had no node to commit to (`Too few nodes responded`).
+    TooFewNodes,
+    /// Every commit request failed.
+    CommitFailed,
+    /// The node shut down.
+    Destroyed,
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QueryError::TooFewNodes => "too few nodes responded",
+            QueryError::CommitFailed => "every commit request failed",
+            QueryError::Destroyed => "node destroyed",
+        })
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+/// Misuse of the node's API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The node was shut down.
+    Closed,
+    /// `DELAYED_PING` delay above the node's `max_ping_delay`.
+    DelayTooLong,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiError::Closed => "node is closed",
+            ApiError::DelayTooLong => "delay exceeds the maximum ping delay",
+        })
+    }
+}
+
+impl std::error::Error for ApiError {}

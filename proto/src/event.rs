@@ -1,0 +1,123 @@
+//! What the engine tells the application ([`Event`], drained with `Node::poll_event`) and the
+//! world ([`Transmit`], [`SocketOp`]).
+
+use core::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::error::{QueryError, RequestError};
+use crate::ids::{NodeId, QueryId, RequestId, SocketId};
+use crate::rpc::HealthState;
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The socket to send from.
+    pub socket: SocketId,
+    /// Where to.
+    pub dst: SocketAddr,
+    /// IP TTL for this datagram (holepunch probes); `None` = the socket's default.
+    pub ttl: Option<u8>,
+    /// The bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A socket the driver must bind or close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketOp {
+    /// Bind `socket` to `addr` (port 0 = any), then call `handle_socket_bound` or
+    /// `handle_socket_failed`.
+    Bind {
+        /// Which socket.
+        socket: SocketId,
+        /// Local address to bind.
+        addr: SocketAddrV4,
+    },
+    /// Close `socket`.
+    Close {
+        /// Which socket.
+        socket: SocketId,
+    },
+}
+
+/// A decoded response to one of our requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Transaction id.
+    pub tid: u16,
+    /// Who answered (the UDP source).
+    pub from: SocketAddrV4,
+    /// The responder's id, if it sent one that matches its address.
+    pub id: Option<NodeId>,
+    /// Our address as the responder saw it.
+    pub to: SocketAddrV4,
+    /// A token for commands that need one.
+    pub token: Option<[u8; 32]>,
+    /// Nodes closer to the target.
+    pub closer_nodes: Vec<SocketAddrV4>,
+    /// Error code (0 = OK).
+    pub error: u64,
+    /// Reply value.
+    pub value: Option<Vec<u8>>,
+    /// Time from the first transmission to this reply.
+    pub rtt: Duration,
+}
+
+/// Something the application should know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Both sockets are bound.
+    Listening {
+        /// The server socket's local address.
+        server: SocketAddr,
+        /// The client socket's local address.
+        client: SocketAddr,
+    },
+    /// A socket could not be bound on any allowed port; the node cannot run.
+    BindFailed {
+        /// Which socket.
+        socket: SocketId,
+    },
+    /// The bootstrap walk (and the network checks it triggers) finished.
+    Bootstrapped,
+    /// The node proved it is reachable and now serves others as a persistent node.
+    Persistent {
+        /// Its id: `H(public address)`.
+        id: NodeId,
+    },
+    /// The node went back to ephemeral (after a wake-up).
+    Ephemeral,
+    /// The NAT sampler changed its view of our public address.
+    NatUpdate {
+        /// Public host, if agreed.
+        host: Option<Ipv4Addr>,
+        /// Public port (0 if unknown or randomised).
+        port: u16,
+    },
+    /// Network health changed.
+    Health(HealthState),
+    /// A request finished.
+    RequestDone {
+        /// Which.
+        id: RequestId,
+        /// The reply, or why there is none.
+        result: Result<Reply, RequestError>,
+    },
+    /// A query got a reply without error.
+    QueryReply {
+        /// Which query.
+        id: QueryId,
+        /// The reply.
+        reply: Reply,
+    },
+    /// A query finished.
+    QueryFinished {
+        /// Which query.
+        id: QueryId,
+        /// The closest replies (at most k, closest first), or why it failed.
+        result: Result<Vec<Reply>, QueryError>,
+    },
+    /// The node was shut down; all sockets are closed.
+    Closed,
+}

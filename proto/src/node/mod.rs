@@ -1,0 +1,514 @@
+//! [`Node`]: one DHT node as a pure state machine. It owns the routing table, the requests in
+//! flight, the queries, the NAT sampler and the bootstrap/persistence logic of dht-rpc 6.27
+//! (`index.js`, `lib/io.js`, `lib/query.js`), and answers the internal commands exactly as JS.
+//!
+//! Submodules split the concerns: `rpc` (requests in flight, retries, replies), `incoming`
+//! (datagram demultiplexing and the internal command handlers), `queries` (driving walks and
+//! their commit phase), `maintenance` (ticks, table upkeep, bootstrap, reachability checks).
+
+mod incoming;
+mod maintenance;
+mod queries;
+mod rpc;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use core::time::Duration;
+
+use crate::config::{
+    Config, Persistence, DRAIN_INTERVAL, REFRESH_TICKS, STABLE_TICKS, TICK_INTERVAL,
+};
+use crate::error::ApiError;
+use crate::event::{Event, SocketOp, Transmit};
+use crate::ids::{NodeId, QueryId, RequestId, SocketId};
+use crate::rng::Rng;
+use crate::routing::RoutingTable;
+use crate::rpc::{CongestionWindow, Health, HealthState, NatSampler, Tokens};
+use crate::stats::Stats;
+use crate::time::Timestamp;
+
+pub use queries::QuerySpec;
+pub use rpc::RequestSpec;
+
+use maintenance::{Boot, NetworkCheck};
+use queries::QueryState;
+use rpc::Requests;
+
+/// Binding state of one of the two DHT sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SocketState {
+    Unbound,
+    Binding,
+    Bound(SocketAddr),
+    Closed,
+}
+
+/// One DHT node. See the crate docs for the run-loop contract.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    rng: Rng,
+    now: Timestamp,
+
+    server: SocketState,
+    client: SocketState,
+    server_ports: Vec<u16>,
+    server_port_try: usize,
+
+    table: RoutingTable,
+    nat: NatSampler,
+    tokens: Tokens,
+    congestion: CongestionWindow,
+    health: Health,
+
+    ephemeral: bool,
+    firewalled: bool,
+    adaptive: bool,
+    bootstrapped: bool,
+    closed: bool,
+
+    tick: u64,
+    refresh_ticks: i64,
+    stable_ticks: i64,
+    last_tick_at: Timestamp,
+    next_tick_at: Timestamp,
+    next_drain_at: Option<Timestamp>,
+    last_host: Option<Ipv4Addr>,
+    repinging: u32,
+    checks: u32,
+    bootstrap_samples: Vec<SocketAddrV4>,
+    down_hints_this_tick: u32,
+
+    requests: Requests,
+    queries: BTreeMap<u64, QueryState>,
+    next_query: u64,
+    next_request: u64,
+    delayed_pings: BTreeMap<(Timestamp, u64), Transmit>,
+    delayed_seq: u64,
+
+    boot: Boot,
+    network_check: Option<NetworkCheck>,
+
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    socket_ops: VecDeque<SocketOp>,
+    stats: Stats,
+}
+
+/// dht-rpc `randomOffset(n)`: a value in `(n/2, n]`.
+fn random_offset(rng: &mut Rng, n: u64) -> u64 {
+    n - (rng.unit() * 0.5 * n as f64) as u64
+}
+
+impl Node {
+    /// A node with `config`, seeded with 32 random bytes (the only randomness it will use),
+    /// created at `now`. It asks the driver to bind its server socket first: drain
+    /// [`Node::poll_socket_op`].
+    pub fn new(config: Config, seed: [u8; 32], now: Timestamp) -> Node {
+        let mut rng = Rng::from_seed(seed);
+        let table = RoutingTable::new(NodeId(rng.bytes32()));
+        let mut tokens_rng = rng.child();
+        let tokens = match config.token_secrets {
+            Some([prev, cur]) => Tokens::with_secrets(prev, cur),
+            None => Tokens::new(&mut tokens_rng),
+        };
+        let tick = random_offset(&mut rng, 100);
+        let refresh_ticks = random_offset(&mut rng, REFRESH_TICKS as u64) as i64;
+        let tid = rng.next_u32() as u16;
+        let mut nat = NatSampler::new();
+        if let Some(addr) = config.public_address {
+            nat.add(*addr.ip(), addr.port());
+        }
+        let adaptive = config.persistence == Persistence::Adaptive;
+        let server_ports = config.server_ports();
+        let mut node = Node {
+            rng,
+            now,
+            server: SocketState::Unbound,
+            client: SocketState::Unbound,
+            server_ports,
+            server_port_try: 0,
+            table,
+            nat,
+            tokens,
+            congestion: CongestionWindow::new(config.max_window),
+            health: Health::default(),
+            ephemeral: true,
+            firewalled: config.firewalled,
+            adaptive,
+            bootstrapped: false,
+            closed: false,
+            tick,
+            refresh_ticks,
+            stable_ticks: if adaptive { STABLE_TICKS } else { 0 },
+            last_tick_at: now,
+            next_tick_at: now + TICK_INTERVAL,
+            next_drain_at: None,
+            last_host: None,
+            repinging: 0,
+            checks: 0,
+            bootstrap_samples: Vec::new(),
+            down_hints_this_tick: 0,
+            requests: Requests::new(tid),
+            queries: BTreeMap::new(),
+            next_query: 0,
+            next_request: 0,
+            delayed_pings: BTreeMap::new(),
+            delayed_seq: 0,
+            boot: Boot::Binding,
+            network_check: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            socket_ops: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        };
+        node.bind_next_server_port();
+        node
+    }
+
+    fn set_now(&mut self, now: Timestamp) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    // ----- sockets -------------------------------------------------------------------------
+
+    fn bind_next_server_port(&mut self) {
+        let Some(&port) = self.server_ports.get(self.server_port_try) else {
+            self.server = SocketState::Closed;
+            tracing::error!("could not bind the server socket on any allowed port");
+            self.events.push_back(Event::BindFailed {
+                socket: SocketId::SERVER,
+            });
+            return;
+        };
+        self.server_port_try += 1;
+        self.server = SocketState::Binding;
+        self.socket_ops.push_back(SocketOp::Bind {
+            socket: SocketId::SERVER,
+            addr: SocketAddrV4::new(self.config.host, port),
+        });
+    }
+
+    /// The driver bound `socket` to `local`.
+    pub fn handle_socket_bound(&mut self, now: Timestamp, socket: SocketId, local: SocketAddr) {
+        self.set_now(now);
+        match socket {
+            SocketId::SERVER if self.server == SocketState::Binding => {
+                self.server = SocketState::Bound(local);
+                self.client = SocketState::Binding;
+                self.socket_ops.push_back(SocketOp::Bind {
+                    socket: SocketId::CLIENT,
+                    addr: SocketAddrV4::new(self.config.host, 0),
+                });
+            }
+            SocketId::CLIENT if self.client == SocketState::Binding => {
+                self.client = SocketState::Bound(local);
+                if let SocketState::Bound(server) = self.server {
+                    tracing::debug!(%server, client = %local, "listening");
+                    self.events.push_back(Event::Listening {
+                        server,
+                        client: local,
+                    });
+                }
+                self.next_drain_at = Some(self.now + DRAIN_INTERVAL);
+                self.start_bootstrap();
+            }
+            _ => tracing::warn!(?socket, "unexpected socket bound report ignored"),
+        }
+    }
+
+    /// The driver could not bind `socket`.
+    pub fn handle_socket_failed(&mut self, now: Timestamp, socket: SocketId) {
+        self.set_now(now);
+        match socket {
+            SocketId::SERVER if self.server == SocketState::Binding => self.bind_next_server_port(),
+            SocketId::CLIENT if self.client == SocketState::Binding => {
+                self.client = SocketState::Closed;
+                tracing::error!("could not bind the client socket");
+                self.events.push_back(Event::BindFailed { socket });
+            }
+            _ => tracing::warn!(?socket, "unexpected socket failure report ignored"),
+        }
+    }
+
+    fn is_listening(&self) -> bool {
+        matches!(self.server, SocketState::Bound(_)) && matches!(self.client, SocketState::Bound(_))
+    }
+
+    /// The socket requests leave from: the client socket while firewalled, else the server's.
+    fn request_socket(&self) -> SocketId {
+        if self.firewalled {
+            SocketId::CLIENT
+        } else {
+            SocketId::SERVER
+        }
+    }
+
+    /// Local address of `socket`, once bound.
+    pub fn local_addr(&self, socket: SocketId) -> Option<SocketAddr> {
+        match (socket, self.server, self.client) {
+            (SocketId::SERVER, SocketState::Bound(a), _) => Some(a),
+            (SocketId::CLIENT, _, SocketState::Bound(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn server_port(&self) -> u16 {
+        self.local_addr(SocketId::SERVER).map_or(0, |a| a.port())
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    /// Next socket to bind or close.
+    pub fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        self.socket_ops.pop_front()
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next (`now` while output is queued;
+    /// `None` once closed).
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if !self.transmits.is_empty() || !self.events.is_empty() || !self.socket_ops.is_empty() {
+            return Some(self.now);
+        }
+        if self.closed {
+            return None;
+        }
+        let mut t = self.next_tick_at;
+        if let Some(d) = self.next_drain_at {
+            t = t.min(d);
+        }
+        if let Some(r) = self.requests.next_deadline() {
+            t = t.min(r);
+        }
+        if let Some((&(d, _), _)) = self.delayed_pings.first_key_value() {
+            t = t.min(d);
+        }
+        Some(t)
+    }
+
+    /// Runs every timer due at `now`. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.set_now(now);
+        if self.closed {
+            return;
+        }
+        while let Some(entry) = self.delayed_pings.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let t = entry.remove();
+            self.push_transmit(t);
+        }
+        if let Some(d) = self.next_drain_at {
+            if d <= self.now {
+                self.next_drain_at = Some(later_slot(d, self.now, DRAIN_INTERVAL));
+                self.on_drain();
+            }
+        }
+        if self.next_tick_at <= self.now {
+            self.next_tick_at = later_slot(self.next_tick_at, self.now, TICK_INTERVAL);
+            self.on_tick();
+        }
+        self.fire_request_timers();
+    }
+
+    fn push_transmit(&mut self, t: Transmit) {
+        self.stats.datagrams_sent += 1;
+        self.transmits.push_back(t);
+    }
+
+    fn push_event(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
+    // ----- commands ------------------------------------------------------------------------
+
+    fn next_query_id(&mut self) -> u64 {
+        self.next_query += 1;
+        self.next_query
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    /// Starts a FIND_NODE walk towards `target`; replies arrive as [`Event::QueryReply`] and the
+    /// k closest nodes as [`Event::QueryFinished`].
+    pub fn find_node(&mut self, now: Timestamp, target: NodeId) -> QueryId {
+        self.query(now, QuerySpec::find_node(target.0))
+    }
+
+    /// Starts a walk with any command (JS `dht.query`).
+    pub fn query(&mut self, now: Timestamp, spec: QuerySpec) -> QueryId {
+        self.set_now(now);
+        self.refresh_ticks = REFRESH_TICKS;
+        QueryId(self.start_query(spec, queries::QueryKind::User))
+    }
+
+    /// Sends one PING to `addr` (up to 4 transmissions); the outcome is an
+    /// [`Event::RequestDone`].
+    pub fn ping(&mut self, now: Timestamp, addr: SocketAddrV4) -> RequestId {
+        self.request(now, addr, RequestSpec::internal(crate::commands::PING))
+    }
+
+    /// Sends a DELAYED_PING asking `addr` to answer after `delay`.
+    pub fn delayed_ping(
+        &mut self,
+        now: Timestamp,
+        addr: SocketAddrV4,
+        delay: Duration,
+    ) -> Result<RequestId, ApiError> {
+        if delay > self.config.max_ping_delay {
+            return Err(ApiError::DelayTooLong);
+        }
+        let ms = delay.as_millis() as u32;
+        let mut spec = RequestSpec::internal(crate::commands::DELAYED_PING);
+        spec.value = Some(ms.to_le_bytes().to_vec());
+        spec.timeout = Some(delay + Duration::from_millis(1000));
+        Ok(self.request(now, addr, spec))
+    }
+
+    /// Sends one request (JS `dht.request`, or an internal command); the outcome is an
+    /// [`Event::RequestDone`].
+    pub fn request(&mut self, now: Timestamp, addr: SocketAddrV4, spec: RequestSpec) -> RequestId {
+        self.set_now(now);
+        let id = self.next_request_id();
+        if self.closed || !self.is_listening() {
+            let err = if self.closed {
+                crate::error::RequestError::Destroyed
+            } else {
+                crate::error::RequestError::NotListening
+            };
+            self.push_event(Event::RequestDone {
+                id,
+                result: Err(err),
+            });
+            return id;
+        }
+        self.send_request(addr, None, spec, rpc::Owner::User(id));
+        id
+    }
+
+    /// Adds a node to the routing table by address (JS `dht.addNode`).
+    pub fn add_node(&mut self, now: Timestamp, addr: SocketAddrV4) {
+        self.set_now(now);
+        self.add_node_entry(NodeId::from_addr(&addr), addr, None);
+    }
+
+    /// Starts a background refresh walk (JS `dht.refresh`).
+    pub fn refresh(&mut self, now: Timestamp) {
+        self.set_now(now);
+        self.refresh_table();
+    }
+
+    /// Cancels everything, reports failed requests and queries, and closes the sockets.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        self.set_now(now);
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.destroy_all_requests();
+        let ids: Vec<u64> = self.queries.keys().copied().collect();
+        for q in ids {
+            self.fail_query(q, crate::error::QueryError::Destroyed);
+        }
+        self.delayed_pings.clear();
+        for (socket, state) in [
+            (SocketId::SERVER, &mut self.server),
+            (SocketId::CLIENT, &mut self.client),
+        ] {
+            if matches!(*state, SocketState::Bound(_) | SocketState::Binding) {
+                self.socket_ops.push_back(SocketOp::Close { socket });
+            }
+            *state = SocketState::Closed;
+        }
+        self.push_event(Event::Closed);
+    }
+
+    // ----- accessors -----------------------------------------------------------------------
+
+    /// Our node id as others see it: `None` while ephemeral (JS `dht.id`).
+    pub fn id(&self) -> Option<NodeId> {
+        (!self.ephemeral).then_some(*self.table.id())
+    }
+
+    /// The routing table.
+    pub fn table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Whether we are ephemeral (not in others' tables).
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// Whether we believe we are behind a firewall.
+    pub fn is_firewalled(&self) -> bool {
+        self.firewalled
+    }
+
+    /// Whether bootstrap has finished.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped
+    }
+
+    /// Our public host and port as the NAT sampler sees them (port 0 = randomised or unknown).
+    pub fn nat(&self) -> (Option<Ipv4Addr>, u16) {
+        (self.nat.host(), self.nat.port())
+    }
+
+    /// Our reachable address, if we are reachable on the server port (JS `remoteAddress()`).
+    pub fn remote_address(&self) -> Option<SocketAddrV4> {
+        let host = self.nat.host()?;
+        let port = self.nat.port();
+        if port == 0 || self.firewalled || port != self.server_port() {
+            return None;
+        }
+        Some(SocketAddrV4::new(host, port))
+    }
+
+    /// Network health.
+    pub fn health(&self) -> HealthState {
+        self.health.state()
+    }
+
+    /// Counters, including dropped input by reason.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.requests_active = self.requests.len() as u64;
+        s.queries_active = self.queries.len() as u64;
+        s
+    }
+
+    /// The current dht-rpc tick counter.
+    pub fn tick(&self) -> u64 {
+        self.tick
+    }
+}
+
+/// The first `prev + k * every` strictly after `now` (periodic timers skip missed slots, as JS
+/// intervals do).
+fn later_slot(prev: Timestamp, now: Timestamp, every: Duration) -> Timestamp {
+    let next = prev + every;
+    if next > now {
+        next
+    } else {
+        now + every
+    }
+}

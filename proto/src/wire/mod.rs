@@ -1,0 +1,6 @@
+//! Pure codecs: no state, no I/O. Each submodule mirrors one JS encoding module.
+
+pub mod compact;
+pub mod rpc;
+
+pub use compact::DecodeError;
