@@ -1,0 +1,592 @@
+//! The event loop thread and the blocking handle.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hyperdht_proto::{
+    Config, Event, Node, NodeId, QueryError, QueryId, QuerySpec, Reply, RequestError, RequestId,
+    RequestSpec, SocketId, SocketOp, Stats, Timestamp, Transmit,
+};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// Token of the command waker; socket tokens are their `SocketId` index.
+const WAKER: Token = Token(usize::MAX);
+/// Datagrams read from one socket per wake-up before other work gets a turn.
+const RECV_BATCH: usize = 256;
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65536;
+
+/// Why a handle call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket operation failed.
+    Io(io::Error),
+    /// The node could not bind its sockets.
+    BindFailed,
+    /// A request got no reply.
+    Request(RequestError),
+    /// A query failed.
+    Query(QueryError),
+    /// The node has shut down.
+    Closed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::BindFailed => f.write_str("could not bind the DHT sockets"),
+            Error::Request(e) => write!(f, "request failed: {e}"),
+            Error::Query(e) => write!(f, "query failed: {e}"),
+            Error::Closed => f.write_str("node is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// A snapshot of the node's state.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// Our id as others see it (`None` while ephemeral).
+    pub id: Option<NodeId>,
+    /// The routing table's centre.
+    pub table_id: NodeId,
+    /// Whether the node is ephemeral.
+    pub ephemeral: bool,
+    /// Whether the node believes it is firewalled.
+    pub firewalled: bool,
+    /// Whether bootstrap finished.
+    pub bootstrapped: bool,
+    /// The server socket's local address.
+    pub server_addr: Option<SocketAddr>,
+    /// The client socket's local address.
+    pub client_addr: Option<SocketAddr>,
+    /// The routing table's nodes.
+    pub table: Vec<(NodeId, SocketAddrV4)>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// The result of a query: every reply without error, and the closest ones.
+#[derive(Clone, Debug)]
+pub struct QueryOutcome {
+    /// Replies in arrival order.
+    pub replies: Vec<Reply>,
+    /// The k closest replies, closest first.
+    pub closest: Vec<Reply>,
+}
+
+enum Command {
+    Request(SocketAddrV4, RequestSpec, Sender<Result<Reply, Error>>),
+    Query(QuerySpec, Sender<Result<QueryOutcome, Error>>),
+    WaitBootstrapped(Sender<Result<(), Error>>),
+    Info(Sender<NodeInfo>),
+    Subscribe(Sender<Event>),
+    Shutdown,
+}
+
+/// A handle to a node running on its own thread. The node stops when [`MioNode::shutdown`] is
+/// called or the handle is dropped. The handle is `Sync`: share it by reference across threads.
+pub struct MioNode {
+    inner: Arc<HandleInner>,
+    thread: Option<JoinHandle<()>>,
+    server_addr: SocketAddr,
+}
+
+struct HandleInner {
+    cmds: Sender<Command>,
+    waker: Waker,
+}
+
+impl HandleInner {
+    fn send(&self, c: Command) -> Result<(), Error> {
+        self.cmds.send(c).map_err(|_| Error::Closed)?;
+        self.waker.wake().map_err(Error::Io)
+    }
+}
+
+impl fmt::Debug for MioNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MioNode")
+            .field("server_addr", &self.server_addr)
+            .finish()
+    }
+}
+
+impl MioNode {
+    /// Starts a node with `config` on a new thread, seeded from the OS. Returns once both
+    /// sockets are bound (bootstrap goes on in the background; see [`MioNode::wait_bootstrapped`]).
+    pub fn spawn(config: Config) -> Result<MioNode, Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| Error::Io(io::Error::other(e.to_string())))?;
+        Self::spawn_with_seed(config, seed)
+    }
+
+    /// Like [`MioNode::spawn`] with a fixed seed (reproducible ids and tids, for tests).
+    pub fn spawn_with_seed(config: Config, seed: [u8; 32]) -> Result<MioNode, Error> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hyperdht-mio".into())
+            .spawn(move || {
+                let mut lp = Loop::new(poll, cmd_rx, config, seed);
+                lp.run(ready_tx);
+            })?;
+        let inner = Arc::new(HandleInner {
+            cmds: cmd_tx,
+            waker,
+        });
+        match ready_rx.recv() {
+            Ok(Ok(server_addr)) => Ok(MioNode {
+                inner,
+                thread: Some(thread),
+                server_addr,
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    /// The server socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server_addr
+    }
+
+    /// Blocks until bootstrap has finished.
+    pub fn wait_bootstrapped(&self) -> Result<(), Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::WaitBootstrapped(tx))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Sends one request and waits for its reply.
+    pub fn request(&self, to: SocketAddrV4, spec: RequestSpec) -> Result<Reply, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::Request(to, spec, tx))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// PINGs `to`.
+    pub fn ping(&self, to: SocketAddrV4) -> Result<Reply, Error> {
+        self.request(to, RequestSpec::internal(hyperdht_proto::commands::PING))
+    }
+
+    /// Runs a query to completion.
+    pub fn query(&self, spec: QuerySpec) -> Result<QueryOutcome, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::Query(spec, tx))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// FIND_NODE towards `target`: the closest replies.
+    pub fn find_node(&self, target: NodeId) -> Result<QueryOutcome, Error> {
+        self.query(QuerySpec::find_node(target.0))
+    }
+
+    /// A snapshot of the node's state.
+    pub fn info(&self) -> Result<NodeInfo, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::Info(tx))?;
+        rx.recv().map_err(|_| Error::Closed)
+    }
+
+    /// Every node-level event from now on (`Bootstrapped`, `Persistent`, `NatUpdate`, ...).
+    pub fn subscribe(&self) -> Result<Receiver<Event>, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::Subscribe(tx))?;
+        Ok(rx)
+    }
+
+    /// Stops the node: pending calls fail with [`Error::Closed`], sockets close, the thread ends.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.inner.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MioNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Pending {
+    requests: HashMap<RequestId, Sender<Result<Reply, Error>>>,
+    queries: HashMap<QueryId, (Vec<Reply>, Sender<Result<QueryOutcome, Error>>)>,
+    bootstrapped: Vec<Sender<Result<(), Error>>>,
+    subscribers: Vec<Sender<Event>>,
+}
+
+struct Loop {
+    poll: Poll,
+    cmds: Receiver<Command>,
+    node: Node,
+    start: Instant,
+    sockets: HashMap<SocketId, UdpSocket>,
+    tokens: HashMap<Token, SocketId>,
+    /// Sockets that may still hold datagrams (a batch stopped early).
+    readable: Vec<SocketId>,
+    /// The one datagram the kernel refused; sending resumes when its socket is writable.
+    unsent: Option<Transmit>,
+    pending: Pending,
+    bootstrapped: bool,
+    buf: Vec<u8>,
+    ready: Option<Sender<Result<SocketAddr, Error>>>,
+    done: bool,
+}
+
+impl Loop {
+    fn new(poll: Poll, cmds: Receiver<Command>, config: Config, seed: [u8; 32]) -> Loop {
+        let start = Instant::now();
+        Loop {
+            poll,
+            cmds,
+            node: Node::new(config, seed, Timestamp::ZERO),
+            start,
+            sockets: HashMap::new(),
+            tokens: HashMap::new(),
+            readable: Vec::new(),
+            unsent: None,
+            pending: Pending {
+                requests: HashMap::new(),
+                queries: HashMap::new(),
+                bootstrapped: Vec::new(),
+                subscribers: Vec::new(),
+            },
+            bootstrapped: false,
+            buf: vec![0; MAX_DATAGRAM],
+            ready: None,
+            done: false,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_duration(self.start.elapsed())
+    }
+
+    fn run(&mut self, ready: Sender<Result<SocketAddr, Error>>) {
+        self.ready = Some(ready);
+        let mut events = Events::with_capacity(64);
+        self.flush();
+        while !self.done {
+            let now = self.now();
+            let timeout = if !self.readable.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.node.poll_timeout().map(|t| t - now)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed; stopping node");
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let Some(&id) = self.tokens.get(&ev.token()) else {
+                    continue;
+                };
+                if ev.is_readable() && !self.readable.contains(&id) {
+                    self.readable.push(id);
+                }
+                if ev.is_writable() {
+                    self.retry_unsent();
+                }
+            }
+            self.read_sockets();
+            self.handle_commands();
+            let now = self.now();
+            self.node.handle_timeout(now);
+            self.flush();
+        }
+        self.fail_all();
+    }
+
+    fn read_sockets(&mut self) {
+        let ids = std::mem::take(&mut self.readable);
+        for id in ids {
+            let Some(sock) = self.sockets.get(&id) else {
+                continue;
+            };
+            let mut n = 0;
+            let mut more = true;
+            while n < RECV_BATCH {
+                match sock.recv_from(&mut self.buf) {
+                    Ok((len, from)) => {
+                        let now = Timestamp::from_duration(self.start.elapsed());
+                        self.node.handle_datagram(now, id, from, &self.buf[..len]);
+                        n += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        more = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // ICMP errors (connection refused) surface here on Linux; ignore them.
+                        tracing::trace!(error = %e, "recv error ignored");
+                    }
+                }
+            }
+            if more {
+                self.readable.push(id);
+            }
+        }
+    }
+
+    fn handle_commands(&mut self) {
+        let now = self.now();
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Command::Request(to, spec, tx) => {
+                    let id = self.node.request(now, to, spec);
+                    self.pending.requests.insert(id, tx);
+                }
+                Command::Query(spec, tx) => {
+                    let id = self.node.query(now, spec);
+                    self.pending.queries.insert(id, (Vec::new(), tx));
+                }
+                Command::WaitBootstrapped(tx) => {
+                    if self.bootstrapped {
+                        let _ = tx.send(Ok(()));
+                    } else {
+                        self.pending.bootstrapped.push(tx);
+                    }
+                }
+                Command::Info(tx) => {
+                    let n = &self.node;
+                    let info = NodeInfo {
+                        id: n.id(),
+                        table_id: *n.table().id(),
+                        ephemeral: n.is_ephemeral(),
+                        firewalled: n.is_firewalled(),
+                        bootstrapped: n.is_bootstrapped(),
+                        server_addr: n.local_addr(SocketId::SERVER),
+                        client_addr: n.local_addr(SocketId::CLIENT),
+                        table: n.table().iter().map(|t| (t.id, t.addr)).collect(),
+                        stats: n.stats(),
+                    };
+                    let _ = tx.send(info);
+                }
+                Command::Subscribe(tx) => self.pending.subscribers.push(tx),
+                Command::Shutdown => {
+                    self.node.shutdown(now);
+                }
+            }
+        }
+    }
+
+    /// Drains socket ops, transmits and events, in that order.
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(op) = self.node.poll_socket_op() {
+                progressed = true;
+                self.apply_socket_op(op);
+            }
+            if self.unsent.is_none() {
+                while let Some(t) = self.node.poll_transmit() {
+                    progressed = true;
+                    if !self.send(t) {
+                        break;
+                    }
+                }
+            }
+            while let Some(ev) = self.node.poll_event() {
+                progressed = true;
+                self.dispatch(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn apply_socket_op(&mut self, op: SocketOp) {
+        let now = self.now();
+        match op {
+            SocketOp::Bind { socket, addr } => match bind(addr) {
+                Ok(mut s) => {
+                    let local = s.local_addr();
+                    let reg =
+                        self.poll
+                            .registry()
+                            .register(&mut s, token_of(socket), Interest::READABLE);
+                    match (local, reg) {
+                        (Ok(local), Ok(())) => {
+                            self.sockets.insert(socket, s);
+                            self.tokens.insert(token_of(socket), socket);
+                            self.node.handle_socket_bound(now, socket, local);
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::warn!(%addr, error = %e, "socket setup failed");
+                            self.node.handle_socket_failed(now, socket);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "bind failed");
+                    self.node.handle_socket_failed(now, socket);
+                }
+            },
+            SocketOp::Close { socket } => {
+                self.tokens.remove(&token_of(socket));
+                if let Some(mut s) = self.sockets.remove(&socket) {
+                    let _ = self.poll.registry().deregister(&mut s);
+                }
+                if self.unsent.as_ref().is_some_and(|t| t.socket == socket) {
+                    self.unsent = None;
+                }
+            }
+            other => tracing::warn!(?other, "unsupported socket op ignored"),
+        }
+    }
+
+    /// Sends one datagram; `false` if the kernel would block (the datagram is kept).
+    fn send(&mut self, t: Transmit) -> bool {
+        let Some(sock) = self.sockets.get_mut(&t.socket) else {
+            tracing::debug!(socket = ?t.socket, "transmit on unknown socket dropped");
+            return true;
+        };
+        if let Some(ttl) = t.ttl {
+            let _ = sock.set_ttl(u32::from(ttl));
+        }
+        let res = sock.send_to(&t.payload, t.dst);
+        if t.ttl.is_some() {
+            let _ = sock.set_ttl(64);
+        }
+        match res {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let token = token_of(t.socket);
+                let _ = self.poll.registry().reregister(
+                    sock,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+                self.unsent = Some(t);
+                false
+            }
+            Err(e) => {
+                tracing::debug!(dst = %t.dst, error = %e, "send failed");
+                true
+            }
+        }
+    }
+
+    fn retry_unsent(&mut self) {
+        if let Some(t) = self.unsent.take() {
+            let socket = t.socket;
+            if self.send(t) {
+                if let Some(sock) = self.sockets.get_mut(&socket) {
+                    let _ =
+                        self.poll
+                            .registry()
+                            .reregister(sock, token_of(socket), Interest::READABLE);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        self.pending
+            .subscribers
+            .retain(|s| s.send(ev.clone()).is_ok());
+        match ev {
+            Event::Listening { server, .. } => {
+                if let Some(r) = self.ready.take() {
+                    let _ = r.send(Ok(server));
+                }
+            }
+            Event::BindFailed { .. } => {
+                if let Some(r) = self.ready.take() {
+                    let _ = r.send(Err(Error::BindFailed));
+                }
+                self.done = true;
+            }
+            Event::Bootstrapped => {
+                self.bootstrapped = true;
+                for tx in self.pending.bootstrapped.drain(..) {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Event::RequestDone { id, result } => {
+                if let Some(tx) = self.pending.requests.remove(&id) {
+                    let _ = tx.send(result.map_err(Error::Request));
+                }
+            }
+            Event::QueryReply { id, reply } => {
+                if let Some((replies, _)) = self.pending.queries.get_mut(&id) {
+                    replies.push(reply);
+                }
+            }
+            Event::QueryFinished { id, result } => {
+                if let Some((replies, tx)) = self.pending.queries.remove(&id) {
+                    let _ = tx.send(
+                        result
+                            .map(|closest| QueryOutcome { replies, closest })
+                            .map_err(Error::Query),
+                    );
+                }
+            }
+            Event::Closed => self.done = true,
+            _ => {}
+        }
+    }
+
+    fn fail_all(&mut self) {
+        for (_, tx) in self.pending.requests.drain() {
+            let _ = tx.send(Err(Error::Closed));
+        }
+        for (_, (_, tx)) in self.pending.queries.drain() {
+            let _ = tx.send(Err(Error::Closed));
+        }
+        for tx in self.pending.bootstrapped.drain(..) {
+            let _ = tx.send(Err(Error::Closed));
+        }
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Err(Error::Closed));
+        }
+    }
+}
+
+fn token_of(socket: SocketId) -> Token {
+    Token(socket.index() as usize)
+}
+
+fn bind(addr: SocketAddrV4) -> io::Result<UdpSocket> {
+    let s = StdUdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(s))
+}
