@@ -173,9 +173,9 @@ impl Node {
             return;
         };
         n.pinged = tick;
-        let (addr, last_seen) = (n.addr, n.seen);
+        let addr = n.addr;
         self.checks += 1;
-        let owner = Owner::Check { id: *id, last_seen };
+        let owner = Owner::Check { id: *id };
         if self
             .send_request(addr, None, RequestSpec::internal(PING), owner)
             .is_none()
@@ -277,14 +277,13 @@ impl Node {
         {
             return;
         }
-        let (old, addr, last_seen) = (oldest.id, oldest.addr, oldest.seen);
+        let (old, addr) = (oldest.id, oldest.addr);
         if let Some(n) = self.table.get_mut(&old) {
             n.pinged = tick;
         }
         self.repinging += 1;
         let owner = Owner::Reping {
             old,
-            last_seen,
             new: Box::new(new),
         };
         if self
@@ -298,13 +297,6 @@ impl Node {
     pub(super) fn remove_node(&mut self, id: &NodeId) {
         if self.table.remove(id).is_some() {
             tracing::debug!(node = %id, "node removed from routing table");
-        }
-    }
-
-    /// `_removeStaleNode`: a check reply that did not refresh `seen` removes the node.
-    pub(super) fn remove_stale_node(&mut self, id: &NodeId, last_seen: u64) {
-        if self.table.get(id).is_some_and(|n| n.seen <= last_seen) {
-            self.remove_node(id);
         }
     }
 

@@ -72,12 +72,10 @@ pub(super) enum Owner {
     /// A liveness check of a table node (`_check`).
     Check {
         id: NodeId,
-        last_seen: u64,
     },
     /// Ping-and-swap for a full row (`_repingAndSwap`).
     Reping {
         old: NodeId,
-        last_seen: u64,
         new: Box<TableNode>,
     },
     /// The bootstrap's quick PING_NAT probe.
@@ -151,6 +149,16 @@ impl Requests {
         }
         Some(req)
     }
+}
+
+/// Whether a liveness check was answered by the node we checked, with its id.
+///
+/// JS (`_removeStaleNode`) compares the node's `seen` tick before and after the reply, which
+/// also removes a live node that had already been heard from in the same 5 s tick (its `seen`
+/// cannot grow within a tick). The reply carrying the node's valid id is what that comparison
+/// means to detect, so that is what we check.
+fn answered_as(outcome: &Outcome, id: &NodeId) -> bool {
+    matches!(outcome, Outcome::Reply(r) if r.id.as_ref() == Some(id))
 }
 
 /// What happened to a request, for its owner.
@@ -345,22 +353,15 @@ impl Node {
                 }
             },
             Owner::Commit(q) => self.on_commit_done(q, matches!(outcome, Outcome::Reply(_))),
-            Owner::Check { id, last_seen } => {
+            Owner::Check { id } => {
                 self.checks = self.checks.saturating_sub(1);
-                match outcome {
-                    Outcome::Reply(_) => self.remove_stale_node(&id, last_seen),
-                    Outcome::Failed(_) => self.remove_node(&id),
+                if !answered_as(&outcome, &id) {
+                    self.remove_node(&id);
                 }
             }
-            Owner::Reping {
-                old,
-                last_seen,
-                new,
-            } => {
+            Owner::Reping { old, new } => {
                 self.repinging = self.repinging.saturating_sub(1);
-                let alive = matches!(outcome, Outcome::Reply(_))
-                    && self.table.get(&old).is_some_and(|n| n.seen > last_seen);
-                if !alive {
+                if !answered_as(&outcome, &old) {
                     self.remove_node(&old);
                     self.add_node_entry(new.id, new.addr, new.to);
                 }
