@@ -33,8 +33,10 @@ pub struct Health {
     window: Vec<Snapshot>,
     head: usize,
     offline_ticks: u32,
-    degraded_ticks: usize,
-    healthy_ticks: usize,
+    // Signed like the JS counters: an offline tick is stored as `degraded: false` without
+    // counting as healthy, so dropping it from the window takes `healthy_ticks` below zero.
+    degraded_ticks: i64,
+    healthy_ticks: i64,
     state: HealthState,
 }
 
@@ -119,9 +121,9 @@ impl Health {
         } else if self.offline_ticks >= OFFLINE_THRESHOLD {
             online = false;
         }
-        if !online || self.healthy_ticks == MAX_HEALTH_WINDOW {
+        if !online || self.healthy_ticks == MAX_HEALTH_WINDOW as i64 {
             is_degraded = false;
-        } else if self.degraded_ticks == MAX_HEALTH_WINDOW {
+        } else if self.degraded_ticks == MAX_HEALTH_WINDOW as i64 {
             is_degraded = true;
         }
         let next = if !online {
@@ -153,6 +155,21 @@ mod tests {
         assert_eq!(h.update(r, t), None, "one silent tick");
         t += 5;
         assert_eq!(h.update(r, t), Some(HealthState::Offline));
+        r += 10;
+        assert_eq!(h.update(r, t), Some(HealthState::Online));
+    }
+
+    #[test]
+    fn offline_ticks_leaving_the_window_do_not_underflow() {
+        // JS stores an offline tick as `degraded: false` but does not count it as healthy; when
+        // it leaves the window `_healthyTicks` goes negative. This used to underflow a usize.
+        let mut h = Health::default();
+        let (mut r, mut t) = (0, 0);
+        for _ in 0..8 {
+            t += 5;
+            h.update(r, t);
+        }
+        assert_eq!(h.state(), HealthState::Offline);
         r += 10;
         assert_eq!(h.update(r, t), Some(HealthState::Online));
     }
