@@ -176,8 +176,10 @@ mod tests {
             Config::default().server_ports(),
             vec![49737, 49738, 49739, 49740, 49741, 0]
         );
-        let mut c = Config::default();
-        c.port = 0;
+        let mut c = Config {
+            port: 0,
+            ..Config::default()
+        };
         assert_eq!(c.server_ports(), vec![0]);
         c.port = 5000;
         c.any_port = false;

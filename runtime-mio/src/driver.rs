@@ -239,9 +239,12 @@ impl Drop for MioNode {
     }
 }
 
+/// Where a query's outcome goes.
+type QueryReplyTx = Sender<Result<QueryOutcome, Error>>;
+
 struct Pending {
     requests: HashMap<RequestId, Sender<Result<Reply, Error>>>,
-    queries: HashMap<QueryId, (Vec<Reply>, Sender<Result<QueryOutcome, Error>>)>,
+    queries: HashMap<QueryId, (Vec<Reply>, QueryReplyTx)>,
     bootstrapped: Vec<Sender<Result<(), Error>>>,
     subscribers: Vec<Sender<Event>>,
 }
