@@ -317,7 +317,10 @@ impl Node {
 
     /// Fails every request (shutdown).
     pub(super) fn destroy_all_requests(&mut self) {
-        let tids: Vec<u16> = self.requests.inflight.keys().copied().collect();
+        // `inflight` is a HashMap: sort, so the failures (and the events they cause) come out
+        // in the same order on every run.
+        let mut tids: Vec<u16> = self.requests.inflight.keys().copied().collect();
+        tids.sort_unstable();
         for tid in tids {
             if let Some(req) = self.requests.take(tid) {
                 self.congestion.recv();
