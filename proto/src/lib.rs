@@ -51,6 +51,7 @@
 pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod dht;
 pub mod error;
 pub mod event;
 pub mod ids;
