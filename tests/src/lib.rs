@@ -5,3 +5,4 @@
 //! them explicitly. See [`js`].
 
 pub mod js;
+pub mod sim;
