@@ -91,6 +91,11 @@ pub struct Config {
     pub public_address: Option<SocketAddrV4>,
     /// Fixed token secrets `[previous, current]` (for vectors and tests).
     pub token_secrets: Option<[[u8; 32]; 2]>,
+    /// Storage limits of a persistent node.
+    pub store_limits: crate::dht::StoreLimits,
+    /// Wall-clock time (Unix milliseconds) at `Timestamp::ZERO`, for checking announce bumps
+    /// (`None`: bumps are never stored).
+    pub unix_ms_at_zero: Option<u64>,
 }
 
 impl Default for Config {
@@ -112,6 +117,8 @@ impl Default for Config {
             filter_stray_nodes: true,
             public_address: None,
             token_secrets: None,
+            store_limits: crate::dht::StoreLimits::default(),
+            unix_ms_at_zero: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use crate::error::{QueryError, RequestError};
 use crate::ids::{NodeId, QueryId, RequestId, SocketId};
 use crate::rpc::HealthState;
+use crate::wire::hyperdht::{MutableRecord, Peer};
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +119,42 @@ pub enum Event {
         /// The closest replies (at most k, closest first), or why it failed.
         result: Result<Vec<Reply>, QueryError>,
     },
+    /// A record query found a valid record (hash and signature already checked).
+    RecordFound {
+        /// Which query.
+        id: QueryId,
+        /// The node that stored it.
+        from: SocketAddrV4,
+        /// The record.
+        record: Record,
+    },
+    /// A node answered a commit request (ANNOUNCE, UNANNOUNCE, a put): `reply.error` carries
+    /// its verdict (0, or SEQ_REUSED / SEQ_TOO_LOW for mutable puts).
+    CommitReply {
+        /// Which query.
+        id: QueryId,
+        /// The reply.
+        reply: Reply,
+    },
     /// The node was shut down; all sockets are closed.
     Closed,
+}
+
+/// A record found by a record query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Record {
+    /// A server's peer record (FIND_PEER).
+    Peer(Peer),
+    /// The peers announced on a topic at one node (LOOKUP).
+    Lookup {
+        /// Announced peers.
+        peers: Vec<Peer>,
+        /// The topic's bump.
+        bump: u64,
+    },
+    /// A signed mutable value.
+    Mutable(MutableRecord),
+    /// An immutable value.
+    Immutable(Vec<u8>),
 }

@@ -49,6 +49,8 @@ pub struct Stats {
     pub queries_total: u64,
     /// Queries running now.
     pub queries_active: u64,
+    /// PEER_HANDSHAKE / PEER_HOLEPUNCH messages forwarded.
+    pub relayed: u64,
     /// Dropped input, by reason.
     pub dropped: Dropped,
 }

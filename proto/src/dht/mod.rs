@@ -3,5 +3,9 @@
 
 pub mod cache;
 pub mod keys;
+pub mod router;
+pub mod store;
 
 pub use keys::{command, KeyPair};
+pub use router::{Forward, RelayAction, Router};
+pub use store::{Answer, Store, StoreLimits, StoreRequest};

@@ -140,17 +140,7 @@ impl Node {
             self.add_node_from_network(!external, from, id, req.to);
         }
         if !req.internal {
-            // The application (hyperdht) command space: handled by the records layer when it
-            // exists; until then every command gets UNKNOWN_COMMAND plus routing help.
-            self.send_reply(
-                socket,
-                from,
-                req.tid,
-                ERROR_UNKNOWN_COMMAND,
-                None,
-                false,
-                target.as_ref(),
-            );
+            self.on_external_request(socket, from, &req);
             return;
         }
         match req.command {

@@ -534,6 +534,9 @@ impl Node {
             }
         }
         if !self.ephemeral {
+            if self.store.is_none() {
+                self.store = Some(crate::dht::Store::new(self.now, &self.config.store_limits));
+            }
             tracing::info!(%id, "node is persistent");
             self.push_event(Event::Persistent { id });
         }

@@ -9,6 +9,7 @@
 mod incoming;
 mod maintenance;
 mod queries;
+mod records;
 mod rpc;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -19,6 +20,7 @@ use core::time::Duration;
 use crate::config::{
     Config, Persistence, DRAIN_INTERVAL, REFRESH_TICKS, STABLE_TICKS, TICK_INTERVAL,
 };
+use crate::dht::{Router, Store};
 use crate::error::ApiError;
 use crate::event::{Event, SocketOp, Transmit};
 use crate::ids::{NodeId, QueryId, RequestId, SocketId};
@@ -90,6 +92,11 @@ pub struct Node {
     boot: Boot,
     network_check: Option<NetworkCheck>,
 
+    /// hyperdht storage, created when the node becomes persistent (JS `once('persistent')`).
+    store: Option<Store>,
+    /// Forward entries for relaying handshakes; every node relays.
+    router: Router,
+
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     socket_ops: VecDeque<SocketOp>,
@@ -158,6 +165,12 @@ impl Node {
             delayed_seq: 0,
             boot: Boot::Binding,
             network_check: None,
+            store: None,
+            router: Router::new(
+                now,
+                config.store_limits.max_records,
+                config.store_limits.records_max_age,
+            ),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             socket_ops: VecDeque::new(),
@@ -297,6 +310,10 @@ impl Node {
         if let Some((&(d, _), _)) = self.delayed_pings.first_key_value() {
             t = t.min(d);
         }
+        t = t.min(self.router.next_timeout());
+        if let Some(store) = &self.store {
+            t = t.min(store.next_timeout());
+        }
         Some(t)
     }
 
@@ -324,6 +341,10 @@ impl Node {
             self.on_tick();
         }
         self.fire_request_timers();
+        self.router.handle_timeout(self.now);
+        if let Some(store) = &mut self.store {
+            store.handle_timeout(self.now);
+        }
     }
 
     fn push_transmit(&mut self, t: Transmit) {
@@ -494,6 +515,21 @@ impl Node {
         s.requests_active = self.requests.len() as u64;
         s.queries_active = self.queries.len() as u64;
         s
+    }
+
+    /// Announce records stored here (0 while not persistent).
+    pub fn stored_records(&self) -> usize {
+        self.store.as_ref().map_or(0, Store::records_len)
+    }
+
+    /// Mutable and immutable values stored here.
+    pub fn stored_values(&self) -> usize {
+        self.store.as_ref().map_or(0, Store::values_len)
+    }
+
+    /// Forward entries (announced servers we relay for).
+    pub fn forwards(&self) -> usize {
+        self.router.len()
     }
 
     /// The current dht-rpc tick counter.

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddrV4;
 
+use super::records::{Commit, RecordKind};
 use super::rpc::{Owner, RequestSpec};
 use super::Node;
 use crate::commands::{DOWN_HINT, FIND_NODE};
@@ -75,10 +76,17 @@ pub(super) enum QueryKind {
 pub(super) struct QueryState {
     pub query: Query,
     pub kind: QueryKind,
-    spec: QuerySpec,
+    pub spec: QuerySpec,
     retries: u32,
-    commit_pending: usize,
+    /// What the commit phase sends.
+    pub commit: Commit,
+    /// Which records replies carry, to report them as [`Event::RecordFound`].
+    pub records: RecordKind,
+    /// Commit (or in-walk UNANNOUNCE) requests not settled yet.
+    pub commit_pending: usize,
     commit_ok: usize,
+    /// The walk is over; waiting for commits.
+    walk_done: bool,
 }
 
 /// Background walks run at this concurrency (`_backgroundQuery`: min(c, max(2, c / 8))).
@@ -88,6 +96,21 @@ fn background_concurrency(c: usize) -> usize {
 
 impl Node {
     pub(super) fn start_query(&mut self, spec: QuerySpec, kind: QueryKind) -> u64 {
+        let commit = if spec.commit {
+            Commit::Same
+        } else {
+            Commit::None
+        };
+        self.start_query_with(spec, kind, commit, RecordKind::None)
+    }
+
+    pub(super) fn start_query_with(
+        &mut self,
+        spec: QuerySpec,
+        kind: QueryKind,
+        commit: Commit,
+        records: RecordKind,
+    ) -> u64 {
         let id = self.next_query_id();
         self.stats.queries_total += 1;
         let concurrency = match kind {
@@ -115,8 +138,11 @@ impl Node {
                 kind,
                 spec,
                 retries,
+                commit,
+                records,
                 commit_pending: 0,
                 commit_ok: 0,
+                walk_done: false,
             },
         );
         self.drive_query(id);
@@ -193,10 +219,13 @@ impl Node {
                 };
             }
             match kind {
-                QueryKind::User => self.push_event(Event::QueryReply {
-                    id: QueryId(id),
-                    reply: reply.clone(),
-                }),
+                QueryKind::User => {
+                    self.on_record_reply(id, &reply);
+                    self.push_event(Event::QueryReply {
+                        id: QueryId(id),
+                        reply: reply.clone(),
+                    })
+                }
                 QueryKind::Bootstrap => self.on_bootstrap_data(&reply),
                 QueryKind::Background => {}
             }
@@ -245,7 +274,8 @@ impl Node {
         let Some(state) = self.queries.get_mut(&id) else {
             return;
         };
-        if !state.spec.commit {
+        state.walk_done = true;
+        if matches!(state.commit, Commit::None) {
             self.finish_query(id, Ok(()));
             return;
         }
@@ -254,24 +284,32 @@ impl Node {
             self.fail_query(id, QueryError::TooFewNodes);
             return;
         }
-        let spec = state.spec.clone();
-        state.commit_pending = targets.len();
+        if matches!(state.commit, Commit::Unannounce { .. }) {
+            // The UNANNOUNCEs went out during the walk; every closest reply counts as committed
+            // once they settle (`lookupAndUnannounce`'s commit awaits them).
+            state.commit_ok += targets.len();
+            if state.commit_pending == 0 {
+                self.finish_query(id, Ok(()));
+            }
+            return;
+        }
+        state.commit_pending += targets.len();
         for r in targets {
-            let Some(token) = r.token else {
-                self.on_commit_done(id, false);
-                continue;
-            };
-            let req = RequestSpec {
-                internal: spec.internal,
-                command: spec.command,
-                target: Some(spec.target),
-                value: spec.value.clone(),
-                token: Some(token),
-                retry: true,
-                timeout: None,
-            };
-            if self
-                .create_request(
+            let request = r.token.and_then(|token| {
+                let state = self.queries.get(&id)?;
+                let (command, value) = self.commit_value(state, &r, &token)?;
+                Some(RequestSpec {
+                    internal: state.spec.internal,
+                    command,
+                    target: Some(state.spec.target),
+                    value: Some(value),
+                    token: Some(token),
+                    retry: true,
+                    timeout: None,
+                })
+            });
+            let sent = request.is_some_and(|req| {
+                self.create_request(
                     r.from,
                     None,
                     &req,
@@ -280,28 +318,40 @@ impl Node {
                     REQUEST_TIMEOUT,
                     false,
                 )
-                .is_none()
-            {
-                self.on_commit_done(id, false);
+                .is_some()
+            });
+            if !sent {
+                self.on_commit_done(id, None);
             }
         }
     }
 
-    pub(super) fn on_commit_done(&mut self, id: u64, ok: bool) {
+    /// A commit request settled (`reply` is `None` when it failed).
+    pub(super) fn on_commit_done(&mut self, id: u64, reply: Option<Reply>) {
         let Some(state) = self.queries.get_mut(&id) else {
             return;
         };
         state.commit_pending = state.commit_pending.saturating_sub(1);
-        if ok {
+        if reply.is_some() && !matches!(state.commit, Commit::Unannounce { .. }) {
             state.commit_ok += 1;
         }
-        if state.commit_pending > 0 {
-            return;
+        let settled = state.walk_done && state.commit_pending == 0;
+        let ok = state.commit_ok > 0;
+        if let (Some(reply), QueryKind::User) = (reply, state.kind) {
+            self.push_event(Event::CommitReply {
+                id: QueryId(id),
+                reply,
+            });
         }
-        if state.commit_ok > 0 {
-            self.finish_query(id, Ok(()));
-        } else {
-            self.fail_query(id, QueryError::CommitFailed);
+        if settled {
+            self.finish_query(
+                id,
+                if ok {
+                    Ok(())
+                } else {
+                    Err(QueryError::CommitFailed)
+                },
+            );
         }
     }
 

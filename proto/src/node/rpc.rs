@@ -355,7 +355,13 @@ impl Node {
                     self.on_query_error(q, req.to, e == RequestError::Timeout, req.went_slow)
                 }
             },
-            Owner::Commit(q) => self.on_commit_done(q, matches!(outcome, Outcome::Reply(_))),
+            Owner::Commit(q) => self.on_commit_done(
+                q,
+                match outcome {
+                    Outcome::Reply(r) => Some(r),
+                    Outcome::Failed(_) => None,
+                },
+            ),
             Owner::Check { id } => {
                 self.checks = self.checks.saturating_sub(1);
                 if !answered_as(&outcome, &id) {
