@@ -113,7 +113,9 @@ impl Node {
     fn on_wakeup(&mut self) {
         tracing::info!("clock jump detected: treating as wake-up");
         self.tick += 2 * OLD_NODE;
-        self.tick += 8 - (self.tick & 7) - 2;
+        // JS `tick += 8 - (tick & 7) - 2`, which is -1 when `tick & 7 == 7`: add before
+        // subtracting so the u64 cannot underflow.
+        self.tick = self.tick + 6 - (self.tick & 7);
         self.stable_ticks = MORE_STABLE_TICKS;
         self.refresh_ticks = 1;
         self.last_host = None;
