@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hyperdht_proto::NodeId;
 use hyperdht_tests::js::{interop_enabled, JsHarness, NodeOptions};
+use serde_json::json;
 
 /// A running `hyperdht-chat node`, killed on drop if still alive.
 struct NodeProcess {
@@ -175,4 +176,118 @@ fn bad_flags_are_explained() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--bootstrap"));
+}
+
+#[test]
+fn js_peers_connect_through_ten_cli_nodes() {
+    if !interop_enabled() {
+        return;
+    }
+    let port = free_port();
+    let first = NodeProcess::start(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--bootstrap",
+        "none",
+    ]);
+    let boot = first.addr.to_string();
+    let others: Vec<NodeProcess> = (0..9)
+        .map(|_| {
+            NodeProcess::start(&[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--bootstrap",
+                &boot,
+                "--persistent",
+            ])
+        })
+        .collect();
+    for n in &others {
+        assert_eq!(
+            n.id,
+            NodeId::from_addr(&n.addr),
+            "CLI node became persistent"
+        );
+    }
+
+    // JS peers whose only DHT nodes are the ten Rust processes (JS nodes start ephemeral, so
+    // they route and relay through nobody but the Rust nodes).
+    let h = JsHarness::new().expect("harness");
+    let server = h.call("createNode", json!({"bootstrap": [boot]})).unwrap();
+    let client = h.call("createNode", json!({"bootstrap": [boot]})).unwrap();
+    assert_eq!(server["ephemeral"], true);
+    assert_eq!(client["ephemeral"], true);
+    let table = h.table(client["node"].as_u64().unwrap()).unwrap();
+    let rust_ids: Vec<[u8; 32]> = others.iter().chain([&first]).map(|n| n.id.0).collect();
+    assert!(
+        table.iter().all(|p| rust_ids.contains(&p.id)),
+        "only Rust nodes route"
+    );
+
+    let seed = "5e".repeat(32);
+    let pk = h
+        .call("listen", json!({"node": server["node"], "seed": seed}))
+        .unwrap()["publicKey"]
+        .clone();
+    let msg = hyperdht_proto::crypto::to_hex(b"relayed by hyperdht-chat nodes");
+    let echo = h
+        .call(
+            "connectEcho",
+            json!({"node": client["node"], "publicKey": pk, "message": msg}),
+        )
+        .unwrap();
+    assert_eq!(echo["echo"].as_str().unwrap(), msg);
+    assert_eq!(echo["remotePublicKey"], pk);
+
+    // JS records on the Rust network too.
+    let topic = "ab".repeat(32);
+    h.call(
+        "announce",
+        json!({"node": server["node"], "topic": topic, "seed": seed}),
+    )
+    .unwrap();
+    let found = h
+        .call("lookup", json!({"node": client["node"], "topic": topic}))
+        .unwrap();
+    assert!(found.as_array().unwrap().iter().any(|r| r["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["publicKey"] == pk)));
+    let put = h
+        .call(
+            "mutablePut",
+            json!({"node": client["node"], "seed": "11".repeat(32), "value": "6869", "seq": 2}),
+        )
+        .unwrap();
+    let pk11 = h.call("keyPair", json!({"seed": "11".repeat(32)})).unwrap()["publicKey"].clone();
+    let got = h
+        .call(
+            "mutableGet",
+            json!({"node": server["node"], "publicKey": pk11}),
+        )
+        .unwrap();
+    assert_eq!(got["signature"], put["signature"]);
+    let imm = h
+        .call(
+            "immutablePut",
+            json!({"node": server["node"], "value": "abcdef"}),
+        )
+        .unwrap();
+    let got = h
+        .call(
+            "immutableGet",
+            json!({"node": client["node"], "hash": imm["hash"]}),
+        )
+        .unwrap();
+    assert_eq!(got["value"], "abcdef");
+
+    for n in others {
+        assert!(n.terminate().success());
+    }
+    assert!(first.terminate().success());
 }

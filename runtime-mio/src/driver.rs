@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hyperdht_proto::dht::KeyPair;
+use hyperdht_proto::event::Record;
+use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
     Config, Event, Node, NodeId, QueryError, QueryId, QuerySpec, Reply, RequestError, RequestId,
     RequestSpec, SocketId, SocketOp, Stats, Timestamp, Transmit,
@@ -82,18 +85,26 @@ pub struct NodeInfo {
     pub stats: Stats,
 }
 
-/// The result of a query: every reply without error, and the closest ones.
-#[derive(Clone, Debug)]
+/// The result of a query: every reply without error, the records found, the commit replies,
+/// and the closest nodes.
+#[derive(Clone, Debug, Default)]
 pub struct QueryOutcome {
     /// Replies in arrival order.
     pub replies: Vec<Reply>,
+    /// Valid records found (record queries), with the node that stored each.
+    pub records: Vec<(SocketAddrV4, Record)>,
+    /// Replies to commit requests (announce, unannounce, puts).
+    pub commits: Vec<Reply>,
     /// The k closest replies, closest first.
     pub closest: Vec<Reply>,
 }
 
+/// Starts a query on the node (run on the driver thread).
+type StartQuery = Box<dyn FnOnce(&mut Node, Timestamp) -> QueryId + Send>;
+
 enum Command {
     Request(SocketAddrV4, RequestSpec, Sender<Result<Reply, Error>>),
-    Query(QuerySpec, Sender<Result<QueryOutcome, Error>>),
+    Query(StartQuery, Sender<Result<QueryOutcome, Error>>),
     WaitBootstrapped(Sender<Result<(), Error>>),
     Info(Sender<NodeInfo>),
     Subscribe(Sender<Event>),
@@ -138,7 +149,13 @@ impl MioNode {
     }
 
     /// Like [`MioNode::spawn`] with a fixed seed (reproducible ids and tids, for tests).
-    pub fn spawn_with_seed(config: Config, seed: [u8; 32]) -> Result<MioNode, Error> {
+    pub fn spawn_with_seed(mut config: Config, seed: [u8; 32]) -> Result<MioNode, Error> {
+        if config.unix_ms_at_zero.is_none() {
+            config.unix_ms_at_zero = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64);
+        }
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
@@ -196,9 +213,88 @@ impl MioNode {
 
     /// Runs a query to completion.
     pub fn query(&self, spec: QuerySpec) -> Result<QueryOutcome, Error> {
+        self.run_query(Box::new(move |n, now| n.query(now, spec)))
+    }
+
+    fn run_query(&self, start: StartQuery) -> Result<QueryOutcome, Error> {
         let (tx, rx) = mpsc::channel();
-        self.inner.send(Command::Query(spec, tx))?;
+        self.inner.send(Command::Query(start, tx))?;
         rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// FIND_PEER: the records of the server with `public_key`.
+    pub fn find_peer(&self, public_key: [u8; 32]) -> Result<QueryOutcome, Error> {
+        self.run_query(Box::new(move |n, now| n.find_peer(now, &public_key)))
+    }
+
+    /// LOOKUP: the peers announced on `topic`, per storing node.
+    pub fn lookup(&self, topic: [u8; 32]) -> Result<QueryOutcome, Error> {
+        self.run_query(Box::new(move |n, now| n.lookup(now, &topic)))
+    }
+
+    /// Announces `key` on `topic` with `relay_addresses`.
+    pub fn announce(
+        &self,
+        topic: [u8; 32],
+        key: &KeyPair,
+        relay_addresses: Vec<SocketAddrV4>,
+    ) -> Result<QueryOutcome, Error> {
+        let key = key.clone();
+        self.run_query(Box::new(move |n, now| {
+            n.announce(now, &topic, &key, relay_addresses, 0)
+        }))
+    }
+
+    /// Removes `key`'s announce from `topic`.
+    pub fn unannounce(&self, topic: [u8; 32], key: &KeyPair) -> Result<QueryOutcome, Error> {
+        let key = key.clone();
+        self.run_query(Box::new(move |n, now| n.unannounce(now, &topic, &key)))
+    }
+
+    /// Stores an immutable value; returns its hash and the query outcome.
+    pub fn immutable_put(&self, value: Vec<u8>) -> Result<([u8; 32], QueryOutcome), Error> {
+        let target = hyperdht_proto::crypto::hash(&value);
+        let out = self.run_query(Box::new(move |n, now| n.immutable_put(now, &value).0))?;
+        Ok((target, out))
+    }
+
+    /// Fetches an immutable value by hash (the first value that hashes right).
+    pub fn immutable_get(&self, target: [u8; 32]) -> Result<Option<Vec<u8>>, Error> {
+        let out = self.run_query(Box::new(move |n, now| n.immutable_get(now, &target)))?;
+        Ok(out.records.into_iter().find_map(|(_, r)| match r {
+            Record::Immutable(v) => Some(v),
+            _ => None,
+        }))
+    }
+
+    /// Stores a signed mutable value; the outcome's `commits` hold each node's verdict.
+    pub fn mutable_put(
+        &self,
+        key: &KeyPair,
+        value: Vec<u8>,
+        seq: u64,
+    ) -> Result<QueryOutcome, Error> {
+        let key = key.clone();
+        self.run_query(Box::new(move |n, now| {
+            n.mutable_put(now, &key, &value, seq)
+        }))
+    }
+
+    /// Fetches the highest-seq correctly signed mutable value of `public_key` (seq ≥ `seq`).
+    pub fn mutable_get(
+        &self,
+        public_key: [u8; 32],
+        seq: u64,
+    ) -> Result<Option<MutableRecord>, Error> {
+        let out = self.run_query(Box::new(move |n, now| n.mutable_get(now, &public_key, seq)))?;
+        Ok(out
+            .records
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                Record::Mutable(m) => Some(m),
+                _ => None,
+            })
+            .max_by_key(|m| m.seq))
     }
 
     /// FIND_NODE towards `target`: the closest replies.
@@ -244,7 +340,7 @@ type QueryReplyTx = Sender<Result<QueryOutcome, Error>>;
 
 struct Pending {
     requests: HashMap<RequestId, Sender<Result<Reply, Error>>>,
-    queries: HashMap<QueryId, (Vec<Reply>, QueryReplyTx)>,
+    queries: HashMap<QueryId, (QueryOutcome, QueryReplyTx)>,
     bootstrapped: Vec<Sender<Result<(), Error>>>,
     subscribers: Vec<Sender<Event>>,
 }
@@ -376,9 +472,11 @@ impl Loop {
                     let id = self.node.request(now, to, spec);
                     self.pending.requests.insert(id, tx);
                 }
-                Command::Query(spec, tx) => {
-                    let id = self.node.query(now, spec);
-                    self.pending.queries.insert(id, (Vec::new(), tx));
+                Command::Query(start, tx) => {
+                    let id = start(&mut self.node, now);
+                    self.pending
+                        .queries
+                        .insert(id, (QueryOutcome::default(), tx));
                 }
                 Command::WaitBootstrapped(tx) => {
                     if self.bootstrapped {
@@ -550,17 +648,27 @@ impl Loop {
                 }
             }
             Event::QueryReply { id, reply } => {
-                if let Some((replies, _)) = self.pending.queries.get_mut(&id) {
-                    replies.push(reply);
+                if let Some((out, _)) = self.pending.queries.get_mut(&id) {
+                    out.replies.push(reply);
+                }
+            }
+            Event::RecordFound { id, from, record } => {
+                if let Some((out, _)) = self.pending.queries.get_mut(&id) {
+                    out.records.push((from, record));
+                }
+            }
+            Event::CommitReply { id, reply } => {
+                if let Some((out, _)) = self.pending.queries.get_mut(&id) {
+                    out.commits.push(reply);
                 }
             }
             Event::QueryFinished { id, result } => {
-                if let Some((replies, tx)) = self.pending.queries.remove(&id) {
-                    let _ = tx.send(
-                        result
-                            .map(|closest| QueryOutcome { replies, closest })
-                            .map_err(Error::Query),
-                    );
+                if let Some((mut out, tx)) = self.pending.queries.remove(&id) {
+                    let result = result.map(|closest| {
+                        out.closest = closest;
+                        out
+                    });
+                    let _ = tx.send(result.map_err(Error::Query));
                 }
             }
             Event::Closed => self.done = true,

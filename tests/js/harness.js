@@ -54,6 +54,15 @@ function addr(p) {
   return { host: p.host, port: p.port }
 }
 
+function parseAddr(s) {
+  const [host, port] = s.split(':')
+  return { host, port: Number(port) }
+}
+
+function peerRecord(p) {
+  return { publicKey: hex(p.publicKey), relayAddresses: p.relayAddresses.map((a) => `${a.host}:${a.port}`) }
+}
+
 function getNode(args) {
   const dht = nodes.get(args.node)
   if (!dht) throw new Error(`unknown node handle ${args.node}`)
@@ -209,6 +218,106 @@ const commands = {
         else reject(err)
       }
       req.send()
+    })
+  },
+
+  // ---- hyperdht records ----
+
+  async keyPair({ seed }) {
+    const kp = DHT.keyPair(fromHex(seed, 32, 'seed'))
+    return { publicKey: hex(kp.publicKey) }
+  },
+
+  async announce(args) {
+    const dht = getNode(args)
+    const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    const relays = (args.relayAddresses || []).map(parseAddr)
+    const q = dht.announce(fromHex(args.topic, 32, 'topic'), kp, relays)
+    await q.finished()
+    return { closest: q.closestNodes.map(addr) }
+  },
+
+  async unannounce(args) {
+    const dht = getNode(args)
+    const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    await dht.unannounce(fromHex(args.topic, 32, 'topic'), kp)
+    return null
+  },
+
+  async lookup(args) {
+    const dht = getNode(args)
+    const out = []
+    for await (const r of dht.lookup(fromHex(args.topic, 32, 'topic'))) {
+      out.push({ from: addr(r.from), bump: r.bump, peers: r.peers.map(peerRecord) })
+    }
+    return out
+  },
+
+  async findPeer(args) {
+    const dht = getNode(args)
+    const out = []
+    for await (const r of dht.findPeer(fromHex(args.publicKey, 32, 'publicKey'))) {
+      out.push({ from: addr(r.from), peer: peerRecord(r.peer) })
+    }
+    return out
+  },
+
+  async mutablePut(args) {
+    const dht = getNode(args)
+    const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    const r = await dht.mutablePut(kp, fromHex(args.value, 0, 'value'), { seq: args.seq || 0 })
+    return { seq: r.seq, signature: hex(r.signature), closest: r.closestNodes.length }
+  },
+
+  async mutableGet(args) {
+    const dht = getNode(args)
+    const r = await dht.mutableGet(fromHex(args.publicKey, 32, 'publicKey'), { seq: args.seq || 0 })
+    return r ? { seq: r.seq, value: hex(r.value), signature: hex(r.signature), from: addr(r.from) } : null
+  },
+
+  async immutablePut(args) {
+    const dht = getNode(args)
+    const r = await dht.immutablePut(fromHex(args.value, 0, 'value'))
+    return { hash: hex(r.hash), closest: r.closestNodes.length }
+  },
+
+  async immutableGet(args) {
+    const dht = getNode(args)
+    const r = await dht.immutableGet(fromHex(args.hash, 32, 'hash'))
+    return r ? { value: hex(r.value), from: addr(r.from) } : null
+  },
+
+  // ---- servers and connections ----
+
+  // An echo server: every connection gets its data written back.
+  async listen(args) {
+    const dht = getNode(args)
+    const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    const server = dht.createServer((socket) => {
+      socket.on('data', (d) => socket.write(d))
+      socket.on('error', () => {})
+    })
+    await server.listen(kp)
+    return { publicKey: hex(kp.publicKey) }
+  },
+
+  // Connects, writes `message`, waits for the same bytes back.
+  async connectEcho(args) {
+    const dht = getNode(args)
+    const message = fromHex(args.message, 0, 'message')
+    const socket = dht.connect(fromHex(args.publicKey, 32, 'publicKey'))
+    return new Promise((resolve, reject) => {
+      let got = b4a.alloc(0)
+      socket.on('error', reject)
+      socket.on('open', () => socket.write(message))
+      socket.on('data', (d) => {
+        got = b4a.concat([got, d])
+        if (got.byteLength >= message.byteLength) {
+          const remote = hex(socket.remotePublicKey)
+          socket.end()
+          resolve({ echo: hex(got), remotePublicKey: remote })
+        }
+      })
     })
   },
 

@@ -36,6 +36,9 @@ pub struct StoreLimits {
     pub values_max_age: Duration,
     /// Bytes of mutable plus immutable values per generation, each (not bounded in JS).
     pub max_value_bytes: usize,
+    /// Largest mutable or immutable value stored (JS has no limit below the datagram size);
+    /// larger puts are dropped silently, as JS drops invalid puts.
+    pub max_value_size: usize,
 }
 
 impl Default for StoreLimits {
@@ -46,6 +49,7 @@ impl Default for StoreLimits {
             max_values: 32_768,
             values_max_age: Duration::from_secs(48 * 3600),
             max_value_bytes: 32 << 20,
+            max_value_size: 16 << 10,
         }
     }
 }
@@ -118,6 +122,7 @@ pub struct Store {
     refreshes: TtlCache<[u8; 32], RefreshEntry>,
     mutables: TtlCache<[u8; 32], Vec<u8>>,
     immutables: TtlCache<[u8; 32], Vec<u8>>,
+    max_value_size: usize,
 }
 
 impl Store {
@@ -130,6 +135,7 @@ impl Store {
             refreshes: TtlCache::new(now, l.max_records, usize::MAX, l.records_max_age),
             mutables: TtlCache::new(now, l.max_values, l.max_value_bytes, l.values_max_age),
             immutables: TtlCache::new(now, l.max_values, l.max_value_bytes, l.values_max_age),
+            max_value_size: l.max_value_size,
         }
     }
 
@@ -372,7 +378,8 @@ impl Store {
         let Ok(put) = MutablePut::decode(v) else {
             return Answer::Silent;
         };
-        if hash(&put.public_key) != k
+        if put.value.len() > self.max_value_size
+            || hash(&put.public_key) != k
             || !keys::verify_mutable(&put.public_key, put.seq, &put.value, &put.signature)
         {
             return Answer::Silent;
@@ -411,7 +418,7 @@ impl Store {
         let (Some(k), true, Some(v)) = (req.target, req.has_token, req.value) else {
             return Answer::Silent;
         };
-        if hash(v) != k {
+        if v.len() > self.max_value_size || hash(v) != k {
             return Answer::Silent;
         }
         self.immutables.set(k, v.to_vec(), v.len());
