@@ -32,6 +32,14 @@ pub fn keyed_hash(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
     mac.finalize_fixed().into()
 }
 
+/// Keyed BLAKE2b-256 of `data` with a key of 1 to 64 bytes (the Noise handshake hash is a
+/// 64-byte key). Returns `None` for an empty or longer key.
+pub fn keyed_hash_with(key: &[u8], data: &[u8]) -> Option<[u8; 32]> {
+    let mut mac = <Blake2bMac<U32> as KeyInit>::new_from_slice(key).ok()?;
+    mac.update(data);
+    Some(mac.finalize_fixed().into())
+}
+
 /// Lowercase hex of `bytes` (for logs and tests).
 pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

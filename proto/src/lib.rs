@@ -56,11 +56,13 @@ pub mod error;
 pub mod event;
 pub mod ids;
 mod node;
+pub mod noise;
 pub mod query;
 pub mod rng;
 pub mod routing;
 pub mod rpc;
 pub mod stats;
+pub mod stream;
 pub mod time;
 pub mod wire;
 

@@ -82,6 +82,11 @@ impl KeyPair {
         self.signing.to_bytes()
     }
 
+    /// The clamped signing scalar (noise-curve-ed uses it for DH).
+    pub(crate) fn scalar(&self) -> curve25519_dalek::Scalar {
+        self.signing.to_scalar()
+    }
+
     /// Detached signature over `msg`.
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()

@@ -2,6 +2,7 @@
 
 pub mod compact;
 pub mod hyperdht;
+pub mod noise;
 pub mod rpc;
 
 pub use compact::DecodeError;
