@@ -63,6 +63,7 @@ pub mod routing;
 pub mod rpc;
 pub mod stats;
 pub mod stream;
+pub mod stream;
 pub mod time;
 pub mod wire;
 
