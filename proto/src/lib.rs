@@ -63,7 +63,6 @@ pub mod routing;
 pub mod rpc;
 pub mod stats;
 pub mod stream;
-pub mod stream;
 pub mod time;
 pub mod wire;
 
