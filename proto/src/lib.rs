@@ -54,6 +54,7 @@ pub mod crypto;
 pub mod dht;
 pub mod error;
 pub mod event;
+pub mod holepunch;
 pub mod ids;
 mod node;
 pub mod noise;

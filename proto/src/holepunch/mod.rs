@@ -1,0 +1,6 @@
+//! Holepunching (hyperdht `lib/holepuncher.js`, `lib/nat.js`, `lib/secure-payload.js`): sealed
+//! payloads and tokens, NAT classification, and the punch strategies with their timing.
+
+pub mod secure;
+
+pub use secure::SecurePayload;
