@@ -1,0 +1,7 @@
+//! A `Node` driven by a script of datagrams, replies, requests, time steps and commands
+//! (format: `hyperdht_fuzz::targets::node_datagrams`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| hyperdht_fuzz::node_datagrams(data));

@@ -1,0 +1,736 @@
+//! The logic of the fuzz targets, shared by the cargo-fuzz crate (`fuzz/`, which includes this
+//! file with `#[path]`) and the stable corpus replay test (`tests/tests/fuzz_corpus_replay.rs`).
+//! It depends on `hyperdht-proto` and `std` only.
+//!
+//! * [`decode_message`]: arbitrary bytes into the dht-rpc decoders; whatever decodes must
+//!   re-encode to a canonical form that decodes to the same message.
+//! * [`node_datagrams`]: a [`Node`] driven by a script read from the input bytes (datagrams
+//!   from arbitrary sources on both sockets, replies to its own requests, well-formed requests
+//!   from "real" nodes, time steps, application commands), with every output drained and
+//!   checked after each step. The byte format is described on [`node_datagrams`];
+//!   [`Script`] writes it (for seeding the corpus).
+
+use core::time::Duration;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use hyperdht_proto::crypto::keyed_hash;
+use hyperdht_proto::wire::compact::{self, Reader};
+use hyperdht_proto::wire::rpc::{Message, Request, Response};
+use hyperdht_proto::{
+    Config, Event, Node, NodeId, Persistence, QuerySpec, RequestSpec, SocketId, SocketOp, Stats,
+    Timestamp,
+};
+
+// ----- decode_message ------------------------------------------------------------------------
+
+/// Arbitrary bytes into [`Message::decode`] (and the direct decoders and compact readers).
+/// Never panics; a decoded message re-encodes to at most as many bytes, that encoding decodes
+/// to the same message, and encoding is a fixed point from there.
+pub fn decode_message(data: &[u8]) {
+    let decoded = Message::decode(data);
+    match data.first() {
+        Some(&0x03) => assert_eq!(Request::decode(data).map(Message::Request), decoded),
+        Some(&0x13) => assert_eq!(Response::decode(data).map(Message::Response), decoded),
+        _ => {
+            assert!(decoded.is_err());
+            assert!(Request::decode(data).is_err());
+            assert!(Response::decode(data).is_err());
+        }
+    }
+    if let Ok(msg) = &decoded {
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        // Decoding is lenient (non-minimal uints, flagged-but-empty fields, trailing bytes),
+        // encoding is minimal: never longer than the input.
+        assert!(out.len() <= data.len(), "encoding grew the message");
+        if let Message::Request(r) = msg {
+            assert_eq!(r.encoded_len(), out.len(), "encoded_len");
+        }
+        let again = Message::decode(&out).expect("our own encoding decodes");
+        assert_eq!(&again, msg, "round trip");
+        let mut out2 = Vec::new();
+        again.encode(&mut out2);
+        assert_eq!(out, out2, "canonical encoding is a fixed point");
+        // Trailing bytes are ignored.
+        out.extend_from_slice(&data[..data.len().min(7)]);
+        assert_eq!(Message::decode(&out).as_ref(), Ok(msg), "trailing bytes");
+    }
+
+    // The primitive readers, from the start and from every offset of a short prefix.
+    for start in 0..data.len().min(12) {
+        let d = &data[start..];
+        let mut r = Reader::new(d);
+        let _ = r.uint();
+        let _ = r.buffer();
+        let _ = r.ipv4_array();
+        let _ = r.optional_buffer();
+        let _ = Reader::new(d).ipv6_address();
+        let _ = Reader::new(d).ipv4_address();
+        let _ = Reader::new(d).u24();
+        let _ = Reader::new(d).u64();
+        let _ = Reader::new(d).bool();
+        let _ = Reader::new(d).fixed::<32>();
+        if let Ok(n) = Reader::new(d).array_len(1) {
+            assert!(n <= d.len(), "array_len is bounded by the input");
+        }
+    }
+}
+
+// ----- node_datagrams ------------------------------------------------------------------------
+
+/// Token secrets `[previous, current]` pinned unless the config byte says otherwise, so the
+/// script can send valid tokens.
+const SECRETS: [[u8; 32]; 2] = [[0x41; 32], [0x42; 32]];
+/// Where the client socket is "bound".
+const CLIENT_PORT: u16 = 50000;
+/// Bootstrap nodes of the non-bootstrapper configs.
+const BOOTSTRAP: [SocketAddrV4; 2] = [
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 49737),
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 49737),
+];
+/// Addresses picked by a selector byte below 8.
+const FIXED: [SocketAddrV4; 8] = [
+    SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 40000),
+    SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 40001),
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 49737),
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 49737),
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 49737),
+    SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 49737),
+    SocketAddrV4::new(Ipv4Addr::new(150, 136, 142, 116), 1),
+    SocketAddrV4::new(Ipv4Addr::new(88, 99, 3, 86), 49737),
+];
+/// The most script steps run (bounds the time one input takes).
+const MAX_STEPS: usize = 4096;
+/// Outgoing requests remembered for [`op::RESPOND`].
+const SENT_RING: usize = 64;
+/// The most datagrams one step may produce before we call it a runaway loop.
+const MAX_TRANSMITS_PER_STEP: usize = 20_000;
+/// Events kept for [`Summary`].
+const MAX_EVENTS_KEPT: usize = 1024;
+
+/// Op codes (the tag byte modulo 8).
+pub mod op {
+    /// `[socket] [src] [len] [len bytes]` (`len` is 2 bytes LE when the tag has bit 7 set).
+    pub const DATAGRAM: u8 = 0;
+    /// `[idx] [flags] [n] [n × addr] [to] [error] [vlen] [vlen bytes]`: a response to one of
+    /// the node's recent unanswered requests (`idx` counts back from the newest). Flags: 1 valid id,
+    /// 2 token, 4 deliver on the other socket, 8 from `FIXED[idx % 8]` instead of the
+    /// request's destination, 16 error, 32 value.
+    pub const RESPOND: u8 = 1;
+    /// `[src] [cmd] [flags] [target] [vlen] [value…]`: a well-formed request. Flags: 1 valid
+    /// id, 2 forged id, 4 valid token, 8 bogus token, 16 internal, 32 target, 64 value,
+    /// 128 to the client socket. `vlen` 0xff = the ipv4Address of `addr(next byte)`, 0xfe = a
+    /// 2-byte port, 0xfd = a 4-byte delay in ms from 2 bytes, else `vlen % 64` raw bytes.
+    pub const REQUEST: u8 = 2;
+    /// `[lo] [hi]`: advance the clock by that many ms (seconds when the tag has bit 7 set),
+    /// then `handle_timeout`.
+    pub const ADVANCE: u8 = 3;
+    /// Jump to `poll_timeout()` and run `handle_timeout`, `1 + (tag >> 3 & 7)` times.
+    pub const TO_TIMEOUT: u8 = 4;
+    /// `[which] [arg] [arg2]`: an application command (find_node, ping, add_node, refresh,
+    /// delayed_ping, external query with commit, external request).
+    pub const COMMAND: u8 = 5;
+    /// `[0xa5]`: shut the node down (any other byte: nothing).
+    pub const SHUTDOWN: u8 = 6;
+    /// `[which]`: a stray socket report (bound/failed for either socket).
+    pub const SOCKET: u8 = 7;
+}
+
+/// Reads the script; past the end every read is 0.
+struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Input<'_> {
+    fn done(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn u8(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let start = self.pos.min(self.data.len());
+        let end = start.saturating_add(n).min(self.data.len());
+        self.pos = end;
+        &self.data[start..end]
+    }
+
+    /// An IPv4 address: `FIXED[b]` below 8, six raw bytes after a 0xff, else one of 247
+    /// distinct nodes `10.1.0.b:49737+(b%3)`.
+    fn addr(&mut self) -> SocketAddrV4 {
+        match self.u8() {
+            b if (b as usize) < FIXED.len() => FIXED[b as usize],
+            0xff => {
+                let ip = Ipv4Addr::new(self.u8(), self.u8(), self.u8(), self.u8());
+                SocketAddrV4::new(ip, self.u16())
+            }
+            b => SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, b), 49737 + u16::from(b % 3)),
+        }
+    }
+
+    /// A datagram source: also IPv6, IPv4-mapped IPv6 and port 0.
+    fn source(&mut self) -> SocketAddr {
+        match self.data.get(self.pos).copied() {
+            Some(0xfe) => {
+                self.pos += 1;
+                SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 5, 0, 0))
+            }
+            Some(0xfd) => {
+                self.pos += 1;
+                SocketAddr::V6(SocketAddrV6::new(
+                    Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(),
+                    49737,
+                    0,
+                    0,
+                ))
+            }
+            Some(0xfc) => {
+                self.pos += 1;
+                SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 0))
+            }
+            _ => SocketAddr::V4(self.addr()),
+        }
+    }
+}
+
+/// One of the node's requests as it left.
+#[derive(Clone, Copy)]
+struct Sent {
+    socket: SocketId,
+    dst: SocketAddrV4,
+    tid: u16,
+}
+
+struct Harness {
+    node: Node,
+    now: Timestamp,
+    sent: Vec<Sent>,
+    fail_first_bind: bool,
+    server_port: u16,
+    steps: usize,
+    events: Vec<Event>,
+    transmits: usize,
+    max_table_len: usize,
+}
+
+fn other(socket: SocketId) -> SocketId {
+    if socket == SocketId::SERVER {
+        SocketId::CLIENT
+    } else {
+        SocketId::SERVER
+    }
+}
+
+impl Harness {
+    /// Answers socket ops, checks and records transmits, drains events.
+    fn drain(&mut self) {
+        let now = self.now;
+        while let Some(op) = self.node.poll_socket_op() {
+            match op {
+                SocketOp::Bind { socket, addr } => {
+                    if socket == SocketId::SERVER && self.fail_first_bind {
+                        self.fail_first_bind = false;
+                        self.node.handle_socket_failed(now, socket);
+                        continue;
+                    }
+                    let port = match (socket == SocketId::SERVER, addr.port()) {
+                        (true, 0) => 49999,
+                        (true, p) => p,
+                        (false, _) => CLIENT_PORT,
+                    };
+                    if socket == SocketId::SERVER {
+                        self.server_port = port;
+                    }
+                    let bound = SocketAddrV4::new(*addr.ip(), port);
+                    self.node
+                        .handle_socket_bound(now, socket, SocketAddr::V4(bound));
+                }
+                SocketOp::Close { .. } => {}
+                _ => {}
+            }
+        }
+        let mut n = 0;
+        while let Some(t) = self.node.poll_transmit() {
+            n += 1;
+            assert!(n <= MAX_TRANSMITS_PER_STEP, "runaway transmits");
+            assert!(
+                t.socket == SocketId::SERVER || t.socket == SocketId::CLIENT,
+                "transmit on an unknown socket"
+            );
+            let SocketAddr::V4(dst) = t.dst else {
+                panic!("the DHT is IPv4-only: {:?}", t.dst)
+            };
+            if matches!(t.payload.first(), Some(0x03 | 0x13)) {
+                let msg = Message::decode(&t.payload).expect("our datagrams decode");
+                let mut again = Vec::new();
+                msg.encode(&mut again);
+                assert_eq!(again, t.payload, "our datagrams are canonical");
+                if let Message::Request(r) = msg {
+                    // Retransmissions keep their tid: remember each tid once, newest last.
+                    self.sent.retain(|s| s.tid != r.tid);
+                    if self.sent.len() == SENT_RING {
+                        self.sent.remove(0);
+                    }
+                    self.sent.push(Sent {
+                        socket: t.socket,
+                        dst,
+                        tid: r.tid,
+                    });
+                }
+            }
+        }
+        self.transmits += n;
+        self.max_table_len = self.max_table_len.max(self.node.table().len());
+        while let Some(e) = self.node.poll_event() {
+            if self.events.len() < MAX_EVENTS_KEPT {
+                self.events.push(e);
+            }
+        }
+        self.check();
+    }
+
+    /// Bounds that must hold after every step.
+    fn check(&self) {
+        let table = self.node.table();
+        assert!(table.len() <= 256 * 20, "routing table too big");
+        let mut count = 0;
+        for i in 0..256 {
+            let row = table.row(i);
+            assert!(row.len() <= 20, "row {i} holds {} nodes", row.len());
+            count += row.len();
+        }
+        assert_eq!(count, table.len(), "table len");
+        assert!(!table.contains(table.id()), "our own id in the table");
+        assert_eq!(table.oldest_first().count(), table.len(), "recency order");
+        let stats = self.node.stats();
+        assert!(stats.requests_active <= 1 << 16, "requests in flight");
+        assert!(
+            stats.queries_active <= (self.steps as u64 + 1) * 4 + 16,
+            "queries pile up: {}",
+            stats.queries_active
+        );
+        assert!(stats.requests_active <= stats.requests_total);
+    }
+
+    fn timeout(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+        self.node.handle_timeout(self.now);
+        self.drain();
+        // The run-loop contract: once due timers ran and output is drained, the next
+        // deadline is in the future (a driver would spin otherwise).
+        if let Some(next) = self.node.poll_timeout() {
+            assert!(
+                next > self.now,
+                "poll_timeout {next:?} not after now {:?}",
+                self.now
+            );
+        }
+    }
+
+    fn step(&mut self, inp: &mut Input<'_>) {
+        let tag = inp.u8();
+        match tag % 8 {
+            op::DATAGRAM => {
+                let socket = if inp.u8() & 1 == 0 {
+                    SocketId::SERVER
+                } else {
+                    SocketId::CLIENT
+                };
+                let from = inp.source();
+                let len = if tag & 0x80 != 0 {
+                    inp.u16() as usize
+                } else {
+                    inp.u8() as usize
+                };
+                let payload = inp.bytes(len).to_vec();
+                self.node.handle_datagram(self.now, socket, from, &payload);
+            }
+            op::RESPOND => self.respond(inp),
+            op::REQUEST => self.request(inp),
+            op::ADVANCE => {
+                let n = u64::from(inp.u16());
+                let d = if tag & 0x80 != 0 {
+                    Duration::from_secs(n)
+                } else {
+                    Duration::from_millis(n)
+                };
+                self.timeout(self.now + d);
+                return;
+            }
+            op::TO_TIMEOUT => {
+                for _ in 0..=(tag >> 3 & 7) {
+                    let Some(t) = self.node.poll_timeout() else {
+                        break;
+                    };
+                    self.timeout(t);
+                }
+                return;
+            }
+            op::COMMAND => self.command(inp),
+            op::SHUTDOWN => {
+                if inp.u8() == 0xa5 {
+                    self.node.shutdown(self.now);
+                }
+            }
+            _ => {
+                let which = inp.u8();
+                let socket = if which & 1 == 0 {
+                    SocketId::SERVER
+                } else {
+                    SocketId::CLIENT
+                };
+                if which & 2 == 0 {
+                    self.node.handle_socket_failed(self.now, socket);
+                } else {
+                    let a =
+                        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 40000 + u16::from(which));
+                    self.node
+                        .handle_socket_bound(self.now, socket, SocketAddr::V4(a));
+                }
+            }
+        }
+        self.drain();
+    }
+
+    fn respond(&mut self, inp: &mut Input<'_>) {
+        let idx = inp.u8() as usize;
+        let flags = inp.u8();
+        let n = (inp.u8() % 24) as usize;
+        let closer: Vec<SocketAddrV4> = (0..n).map(|_| inp.addr()).collect();
+        let to = inp.addr();
+        let error = u64::from(inp.u8() % 4);
+        let vlen = (inp.u8() % 64) as usize;
+        let value = inp.bytes(vlen).to_vec();
+        if self.sent.is_empty() {
+            return;
+        }
+        // Answered requests leave the ring (a late duplicate is still possible: `idx` picks
+        // among the rest, and raw datagrams can replay anything).
+        let sent = self
+            .sent
+            .remove(self.sent.len() - 1 - idx % self.sent.len());
+        let from = if flags & 8 != 0 {
+            FIXED[idx % FIXED.len()]
+        } else {
+            sent.dst
+        };
+        let res = Response {
+            tid: sent.tid,
+            to,
+            id: (flags & 1 != 0).then(|| NodeId::from_addr(&from).0),
+            token: (flags & 2 != 0).then_some([0xaa; 32]),
+            closer_nodes: closer,
+            error: if flags & 16 != 0 { error } else { 0 },
+            value: (flags & 32 != 0).then_some(&value[..]),
+        };
+        let mut bytes = Vec::new();
+        res.encode(&mut bytes);
+        let socket = if flags & 4 != 0 {
+            other(sent.socket)
+        } else {
+            sent.socket
+        };
+        self.node
+            .handle_datagram(self.now, socket, SocketAddr::V4(from), &bytes);
+    }
+
+    fn request(&mut self, inp: &mut Input<'_>) {
+        let from = inp.addr();
+        let cmd = u64::from(inp.u8() % 12);
+        let flags = inp.u8();
+        let t = inp.u8();
+        let target = if (t as usize) < FIXED.len() {
+            NodeId::from_addr(&FIXED[t as usize]).0
+        } else {
+            [t; 32]
+        };
+        let value: Vec<u8> = match inp.u8() {
+            0xff => compact::ipv4_address_bytes(&inp.addr()).to_vec(),
+            0xfe => inp.u16().to_le_bytes().to_vec(),
+            0xfd => (u32::from(inp.u16()) * 4).to_le_bytes().to_vec(),
+            n => inp.bytes((n % 64) as usize).to_vec(),
+        };
+        let id = if flags & 1 != 0 {
+            Some(NodeId::from_addr(&from).0)
+        } else if flags & 2 != 0 {
+            Some([1; 32])
+        } else {
+            None
+        };
+        let host = from.ip().to_string();
+        let token = if flags & 4 != 0 {
+            Some(keyed_hash(&SECRETS[1], host.as_bytes()))
+        } else if flags & 8 != 0 {
+            Some([0; 32])
+        } else {
+            None
+        };
+        let (socket, local_port) = if flags & 128 != 0 {
+            (SocketId::CLIENT, CLIENT_PORT)
+        } else {
+            (SocketId::SERVER, self.server_port)
+        };
+        let req = Request {
+            tid: u16::from(t) << 8 | u16::from(flags),
+            to: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), local_port),
+            id,
+            token,
+            internal: flags & 16 != 0,
+            command: cmd,
+            target: (flags & 32 != 0).then_some(target),
+            value: (flags & 64 != 0).then_some(&value[..]),
+        };
+        let mut bytes = Vec::new();
+        req.encode(&mut bytes);
+        self.node
+            .handle_datagram(self.now, socket, SocketAddr::V4(from), &bytes);
+    }
+
+    fn command(&mut self, inp: &mut Input<'_>) {
+        let now = self.now;
+        let which = inp.u8();
+        let arg = inp.u8();
+        match which % 8 {
+            0 => {
+                self.node.find_node(now, NodeId([arg; 32]));
+            }
+            1 => {
+                let a = inp.addr();
+                self.node.ping(now, a);
+            }
+            2 => {
+                let a = inp.addr();
+                self.node.add_node(now, a);
+            }
+            3 => self.node.refresh(now),
+            4 => {
+                let a = inp.addr();
+                let _ = self
+                    .node
+                    .delayed_ping(now, a, Duration::from_millis(u64::from(arg) * 50));
+            }
+            5 | 6 => {
+                let mut spec = QuerySpec::external([arg; 32], u64::from(which >> 3), None);
+                spec.commit = which % 8 == 6;
+                if arg & 1 != 0 {
+                    spec.nodes = vec![inp.addr(), inp.addr()];
+                }
+                if arg & 2 != 0 {
+                    spec.value = Some(vec![arg; 3]);
+                }
+                self.node.query(now, spec);
+            }
+            _ => {
+                let a = inp.addr();
+                let mut spec = RequestSpec::external(
+                    u64::from(which >> 3),
+                    (arg & 1 != 0).then_some([arg; 32]),
+                    (arg & 2 != 0).then(|| vec![arg; 2]),
+                );
+                spec.retry = arg & 4 == 0;
+                if arg & 8 != 0 {
+                    spec.token = Some([arg; 32]);
+                }
+                self.node.request(now, a, spec);
+            }
+        }
+    }
+}
+
+/// A [`Node`] fed a script of datagrams, replies, requests, time steps and commands.
+///
+/// Format: `[config] [seed]` then ops until the input ends (see [`op`]; the tag byte's low 3
+/// bits select the op, its high bits are op arguments). Config byte: low 2 bits pick
+/// bootstrapper (0), adaptive with two bootstrap nodes (1), persistent with them (2),
+/// ephemeral with them (3); 4 = the first server bind fails, 8 = congestion window of 4,
+/// 16 = unlimited down hints, 32 = no stray-node filter, 64 = at most 4 delayed pings,
+/// 128 = random token secrets. After each op every output is drained and checked: no panic,
+/// our datagrams decode and are canonical, table and in-flight sizes stay bounded, and after
+/// `handle_timeout` the next deadline is in the future.
+pub fn node_datagrams(data: &[u8]) {
+    run_script(data);
+}
+
+/// What a [`node_datagrams`] run did, for checking that seeds reach interesting states.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The node's counters at the end.
+    pub stats: Stats,
+    /// Routing table size at the end.
+    pub table_len: usize,
+    /// Largest routing table size seen after any step.
+    pub max_table_len: usize,
+    /// Every event the node emitted.
+    pub events: Vec<Event>,
+    /// Datagrams the node sent.
+    pub transmits: usize,
+    /// Whether the node ended persistent.
+    pub persistent: bool,
+}
+
+/// Runs a [`node_datagrams`] script and reports what happened.
+pub fn run_script(data: &[u8]) -> Summary {
+    let mut inp = Input { data, pos: 0 };
+    let cfg = inp.u8();
+    let seed = inp.u8();
+    let mut config = match cfg & 3 {
+        0 => Config::bootstrapper(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 49737)),
+        n => {
+            let mut c = Config::new(BOOTSTRAP.to_vec());
+            c.persistence = match n {
+                1 => Persistence::Adaptive,
+                2 => Persistence::Persistent,
+                _ => Persistence::Ephemeral,
+            };
+            c
+        }
+    };
+    if cfg & 8 != 0 {
+        config.max_window = 4;
+    }
+    if cfg & 16 != 0 {
+        config.down_hints_rate_limit = None;
+    }
+    if cfg & 32 != 0 {
+        config.filter_stray_nodes = false;
+    }
+    if cfg & 64 != 0 {
+        config.max_delayed_pings = 4;
+    }
+    if cfg & 128 == 0 {
+        config.token_secrets = Some(SECRETS);
+    }
+    let now = Timestamp::from_millis(1_000);
+    let mut h = Harness {
+        node: Node::new(config, [seed; 32], now),
+        now,
+        sent: Vec::new(),
+        fail_first_bind: cfg & 4 != 0,
+        server_port: 0,
+        steps: 0,
+        events: Vec::new(),
+        transmits: 0,
+        max_table_len: 0,
+    };
+    h.drain();
+    while !inp.done() && h.steps < MAX_STEPS {
+        h.steps += 1;
+        h.step(&mut inp);
+    }
+    // Let everything in flight run out.
+    for _ in 0..64 {
+        let Some(t) = h.node.poll_timeout() else {
+            break;
+        };
+        h.timeout(t);
+    }
+    Summary {
+        stats: h.node.stats(),
+        table_len: h.node.table().len(),
+        max_table_len: h.max_table_len,
+        events: h.events,
+        transmits: h.transmits,
+        persistent: !h.node.is_ephemeral(),
+    }
+}
+
+// ----- writing scripts -----------------------------------------------------------------------
+
+/// Writes [`node_datagrams`] inputs (used to seed the stored corpus).
+#[derive(Clone, Debug, Default)]
+pub struct Script(Vec<u8>);
+
+impl Script {
+    /// A script for config byte `config` and seed byte `seed`.
+    pub fn new(config: u8, seed: u8) -> Script {
+        Script(vec![config, seed])
+    }
+
+    /// A raw datagram on the server (`client` false) or client socket from selector `src`.
+    pub fn datagram(mut self, client: bool, src: u8, payload: &[u8]) -> Script {
+        let len = u16::try_from(payload.len()).expect("datagram fits in 64 KiB");
+        self.0
+            .extend_from_slice(&[op::DATAGRAM | 0x80, client as u8, src]);
+        self.0.extend_from_slice(&len.to_le_bytes());
+        self.0.extend_from_slice(payload);
+        self
+    }
+
+    /// A reply to the node's `idx`-th newest request (see [`op::RESPOND`]).
+    pub fn respond(mut self, idx: u8, flags: u8, closer: &[u8], to: u8, error: u8) -> Script {
+        self.0
+            .extend_from_slice(&[op::RESPOND, idx, flags, closer.len() as u8]);
+        self.0.extend_from_slice(closer);
+        self.0.extend_from_slice(&[to, error, 0]);
+        self
+    }
+
+    /// A well-formed request (see [`op::REQUEST`]); `value` is written after the `vlen` byte.
+    pub fn request(
+        mut self,
+        src: u8,
+        cmd: u8,
+        flags: u8,
+        target: u8,
+        vlen: u8,
+        value: &[u8],
+    ) -> Script {
+        self.0
+            .extend_from_slice(&[op::REQUEST, src, cmd, flags, target, vlen]);
+        self.0.extend_from_slice(value);
+        self
+    }
+
+    /// Advance the clock by `ms` milliseconds.
+    pub fn advance_ms(mut self, ms: u16) -> Script {
+        self.0.push(op::ADVANCE);
+        self.0.extend_from_slice(&ms.to_le_bytes());
+        self
+    }
+
+    /// Advance the clock by `s` seconds.
+    pub fn advance_s(mut self, s: u16) -> Script {
+        self.0.push(op::ADVANCE | 0x80);
+        self.0.extend_from_slice(&s.to_le_bytes());
+        self
+    }
+
+    /// Jump to the next deadline `times` times (1..=8).
+    pub fn until_timeout(mut self, times: u8) -> Script {
+        self.0.push(op::TO_TIMEOUT | ((times.clamp(1, 8) - 1) << 3));
+        self
+    }
+
+    /// An application command (see [`op::COMMAND`]).
+    pub fn command(mut self, which: u8, arg: u8, extra: &[u8]) -> Script {
+        self.0.extend_from_slice(&[op::COMMAND, which, arg]);
+        self.0.extend_from_slice(extra);
+        self
+    }
+
+    /// Shut the node down.
+    pub fn shutdown(mut self) -> Script {
+        self.0.extend_from_slice(&[op::SHUTDOWN, 0xa5]);
+        self
+    }
+
+    /// A stray socket report.
+    pub fn socket_report(mut self, which: u8) -> Script {
+        self.0.extend_from_slice(&[op::SOCKET, which]);
+        self
+    }
+
+    /// The script's bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
