@@ -14,8 +14,9 @@ use crate::wire::hyperdht::{mode, Handshake, Holepunch};
 /// A forward entry: where an announced server can be reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forward {
-    /// The server's address as we saw it announce (its NAT binding towards us).
-    pub relay: SocketAddrV4,
+    /// The server's address as we saw it announce (its NAT binding towards us); `None` for a
+    /// server listening on this node itself.
+    pub relay: Option<SocketAddrV4>,
     /// Its encoded peer record.
     pub record: Vec<u8>,
 }
@@ -62,6 +63,11 @@ impl Router {
         self.forwards.set(target, f, 0);
     }
 
+    /// Stores a permanent entry for a server listening on this node (JS `retain`).
+    pub fn retain(&mut self, target: [u8; 32], record: Vec<u8>) {
+        self.forwards.retain(target, Forward { relay: None, record });
+    }
+
     /// Reads a forward entry (refreshing it, as xache does).
     pub fn get(&mut self, target: &[u8; 32]) -> Option<&Forward> {
         self.forwards.get(target)
@@ -102,7 +108,7 @@ impl Router {
         let Some(hs) = value.and_then(|v| Handshake::decode(v).ok()) else {
             return RelayAction::Silent;
         };
-        let relay = target.and_then(|t| self.get(t)).map(|f| f.relay);
+        let relay = target.and_then(|t| self.get(t)).and_then(|f| f.relay);
         match hs.mode {
             mode::FROM_CLIENT => {
                 // JS checks `if (!noise) return`, but a decoded buffer is never falsy, even
@@ -165,7 +171,7 @@ impl Router {
         let Some(hp) = value.and_then(|v| Holepunch::decode(v).ok()) else {
             return RelayAction::Silent;
         };
-        let relay = target.and_then(|t| self.get(t)).map(|f| f.relay);
+        let relay = target.and_then(|t| self.get(t)).and_then(|f| f.relay);
         match hp.mode {
             mode::FROM_CLIENT => {
                 let Some(to) = hp.peer_address.or(relay) else {

@@ -296,7 +296,7 @@ impl Store {
             router.set(
                 target,
                 Forward {
-                    relay: req.from,
+                    relay: Some(req.from),
                     record: record.clone(),
                 },
             );
@@ -343,7 +343,7 @@ impl Store {
             router.set(
                 entry.target,
                 Forward {
-                    relay: from,
+                    relay: Some(from),
                     record: entry.record.clone(),
                 },
             );
