@@ -62,6 +62,7 @@ pub mod query;
 pub mod rng;
 pub mod routing;
 pub mod rpc;
+pub mod secretstream;
 pub mod stats;
 pub mod stream;
 pub mod time;
