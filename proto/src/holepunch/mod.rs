@@ -2,6 +2,7 @@
 //! payloads and tokens, NAT classification, and the punch strategies with their timing.
 
 pub mod nat;
+pub mod puncher;
 pub mod secure;
 
 pub use secure::SecurePayload;
