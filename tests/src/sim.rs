@@ -95,7 +95,8 @@ pub struct SimStats {
     pub delivered: u64,
     /// Datagrams dropped by link loss.
     pub lost: u64,
-    /// Datagrams with no live receiver (no socket at that address, a killed node, or IPv6).
+    /// Datagrams with no live receiver (no socket at that address, a killed or suspended node,
+    /// or IPv6).
     pub undeliverable: u64,
     /// `handle_timeout` calls.
     pub timer_wakeups: u64,
@@ -137,6 +138,8 @@ struct SimNode {
     node: Node,
     host: Ipv4Addr,
     alive: bool,
+    /// Suspended (asleep) until then: no timers, incoming datagrams dropped.
+    asleep_until: Option<Timestamp>,
     /// The entry of this node in `Sim::timers`, if any.
     deadline: Option<Timestamp>,
     /// Bound sockets.
@@ -297,6 +300,7 @@ impl Sim {
             node,
             host,
             alive: true,
+            asleep_until: None,
             deadline: None,
             sockets: Vec::new(),
             events: Vec::new(),
@@ -349,15 +353,20 @@ impl Sim {
 
     /// Drains `idx`'s output and reschedules its next wake-up (after [`Sim::node_mut`]).
     pub fn poke(&mut self, idx: NodeIdx) {
-        if self.nodes[idx.0].alive {
+        if self.nodes[idx.0].alive && self.nodes[idx.0].asleep_until.is_none() {
             self.after_input(idx.0);
         }
     }
 
-    /// Runs `f` on a live node with the current time, then drains the node's output and
+    /// Runs `f` on a live, awake node with the current time, then drains the node's output and
     /// reschedules it. Returns what `f` returns.
     pub fn command<R>(&mut self, idx: NodeIdx, f: impl FnOnce(&mut Node, Timestamp) -> R) -> R {
         assert!(self.nodes[idx.0].alive, "command on killed node {}", idx.0);
+        assert!(
+            self.nodes[idx.0].asleep_until.is_none(),
+            "command on suspended node {}",
+            idx.0
+        );
         let r = f(&mut self.nodes[idx.0].node, self.now);
         self.after_input(idx.0);
         r
@@ -413,6 +422,39 @@ impl Sim {
         }
         self.transcript.mix(&(u64::MAX - 1).to_le_bytes());
         self.transcript.mix(&(idx.0 as u64).to_le_bytes());
+    }
+
+    /// Suspends the node until `until`, like a laptop going to sleep: no timers fire and
+    /// datagrams that arrive meanwhile are dropped. At `until` it gets a `handle_timeout` with
+    /// the clock jumped forward (dht-rpc treats a gap of more than 15 s between ticks as a
+    /// wake-up).
+    pub fn suspend(&mut self, idx: NodeIdx, until: Timestamp) {
+        let i = idx.0;
+        assert!(self.nodes[i].alive, "suspend of killed node {i}");
+        if until <= self.now {
+            return;
+        }
+        if let Some(d) = self.nodes[i].deadline.take() {
+            self.timers.remove(&(d, i));
+        }
+        self.nodes[i].asleep_until = Some(until);
+        self.nodes[i].deadline = Some(until);
+        self.timers.insert((until, i));
+        if let Some(lines) = &mut self.transcript.lines {
+            lines.push(format!(
+                "{} node {i} suspended until {}",
+                fmt_time(self.now),
+                fmt_time(until)
+            ));
+        }
+        self.transcript.mix(&(u64::MAX - 2).to_le_bytes());
+        self.transcript.mix(&(i as u64).to_le_bytes());
+        self.transcript.mix(&until.as_nanos().to_le_bytes());
+    }
+
+    /// Whether the node is suspended now.
+    pub fn is_asleep(&self, idx: NodeIdx) -> bool {
+        self.nodes[idx.0].asleep_until.is_some()
     }
 
     // ----- queries -------------------------------------------------------------------------
@@ -535,7 +577,7 @@ impl Sim {
             self.stats.undeliverable += 1;
             return;
         };
-        if !self.nodes[idx].alive {
+        if !self.nodes[idx].alive || self.nodes[idx].asleep_until.is_some() {
             self.stats.undeliverable += 1;
             return;
         }
@@ -552,6 +594,9 @@ impl Sim {
         n.deadline = None;
         if !n.alive {
             return;
+        }
+        if n.asleep_until.is_some_and(|u| u <= now) {
+            n.asleep_until = None;
         }
         if n.last_wakeup == at {
             n.wakeups_at_instant += 1;

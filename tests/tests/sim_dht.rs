@@ -284,16 +284,26 @@ fn churn_dead_nodes_leave_tables_and_queries_find_live_closest() {
         let (before, all_before) = dead_entries(sim, &dead);
         assert!(before > 0, "nobody knew the killed nodes?");
 
+        // Right away, queries still finish, but they can miss live nodes: every table near the
+        // target still lists the dead ones among its 20 closest, which pushes the next live
+        // nodes out of the replies until DOWN_HINTs, pings and refreshes clean the tables.
+        let early = query_batch_quiet(sim, &mut rng, 50, Duration::from_millis(50), true);
+        assert_eq!(early.failed, 0);
+        let (after_early, _) = dead_entries(sim, &dead);
+
         // Tables notice through pings of the oldest entries, refreshes and query timeouts.
         sim.run_for(Duration::from_secs(600));
         let (after, all_after) = dead_entries(sim, &dead);
         let batch = query_batch(sim, &mut rng, 100, Duration::from_millis(50));
         let (after_queries, _) = dead_entries(sim, &dead);
         println!(
-            "churn: {} of 200 peers killed; dead table entries {before}/{all_before} -> \
-             {after}/{all_after} after 10 min -> {after_queries} after queries; \
-             {}/{} queries exact ({:.1}%)",
+            "churn: {} of 200 peers killed; right after: {}/{} queries exact ({:.1}%); dead table \
+             entries {before}/{all_before} -> {after_early} after those -> {after}/{all_after} \
+             after 10 min -> {after_queries} after more queries; {}/{} queries exact ({:.1}%)",
             victims.len(),
+            early.exact,
+            early.total,
+            early.rate() * 100.0,
             batch.exact,
             batch.total,
             batch.rate() * 100.0
@@ -435,5 +445,112 @@ fn taken_ports_fall_back_and_a_restarted_node_rebinds() {
             .expect("query finished")
             .expect("query succeeded");
         assert_eq!(found[0].id, Some(NodeId::from_addr(&addr)));
+    });
+}
+
+#[test]
+fn wakeup_after_sleep_turns_adaptive_nodes_ephemeral() {
+    with_seed("wakeup", 11, |seed| {
+        let mut sim = Sim::new(seed);
+        let boot = SocketAddrV4::new(sim.alloc_host(), 49737);
+        sim.add_node(Config::bootstrapper(boot));
+        let mut nodes = Vec::new();
+        for _ in 0..12 {
+            // Adaptive (the default): ephemeral first, persistent after ~20 stable minutes.
+            nodes.push(sim.add_node(Config::new(vec![boot])));
+            sim.run_for(Duration::from_millis(200));
+        }
+        sim.run_for(Duration::from_secs(60));
+        assert!(nodes.iter().all(|n| sim.node(*n).id().is_none()));
+        sim.run_for(Duration::from_secs(25 * 60));
+        for &n in &nodes {
+            assert!(
+                sim.node(n).id().is_some(),
+                "adaptive node {n:?} not persistent after 25 min"
+            );
+        }
+        // Put every node to sleep for a minute, one tick phase after another (dht-rpc bumps the
+        // tick by 720 and realigns it to `tick & 7 == 6`, whatever it was).
+        let start = sim.now();
+        let mut slept = BTreeSet::new();
+        while slept.len() < 8 && sim.now() < start + Duration::from_secs(600) {
+            for &n in &nodes {
+                let phase = sim.node(n).tick() & 7;
+                if !sim.is_asleep(n) && !slept.iter().any(|(p, _)| *p == phase) {
+                    slept.insert((phase, n));
+                    sim.suspend(n, sim.now() + Duration::from_secs(60));
+                }
+            }
+            sim.run_for(Duration::from_secs(1));
+        }
+        assert_eq!(slept.len(), 8, "not every tick phase was tried");
+        sim.run_for(Duration::from_secs(70));
+        for &(phase, n) in &slept {
+            let node = sim.node(n);
+            assert!(
+                node.id().is_none(),
+                "{n:?} (phase {phase}) still persistent"
+            );
+            assert!(sim
+                .events(n)
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Ephemeral)));
+        }
+        // 60 min (MORE_STABLE_TICKS) later they check again and are persistent once more.
+        sim.run_for(Duration::from_secs(62 * 60));
+        for &(phase, n) in &slept {
+            let node = sim.node(n);
+            let addr = sim.server_addr(n).unwrap();
+            assert_eq!(
+                node.id(),
+                Some(NodeId::from_addr(&addr)),
+                "{n:?} (phase {phase}) not persistent again"
+            );
+        }
+    });
+}
+
+#[test]
+fn ephemeral_clients_stay_out_of_tables_and_find_the_closest() {
+    with_seed("ephemeral_clients", 21, |seed| {
+        let mut net = build(seed, 80, Duration::from_millis(100));
+        let sim = &mut net.sim;
+        let boots: Vec<SocketAddrV4> = net
+            .boots
+            .iter()
+            .map(|b| sim.server_addr(*b).unwrap())
+            .collect();
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let mut cfg = Config::new(boots.clone());
+            cfg.persistence = Persistence::Ephemeral;
+            clients.push(sim.add_node(cfg));
+            sim.run_for(Duration::from_millis(300));
+        }
+        sim.run_for(Duration::from_secs(30));
+        let client_hosts: BTreeSet<_> = clients.iter().map(|c| sim.host(*c)).collect();
+        for i in sim.live() {
+            for n in sim.node(i).table().iter() {
+                assert!(
+                    !client_hosts.contains(n.addr.ip()),
+                    "{i:?} has the ephemeral client {} in its table",
+                    n.addr
+                );
+            }
+        }
+        let ids: Vec<NodeId> = persistent_ids(sim).into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids.len(), 83);
+        let mut rng = Rng::from_seed([21; 32]);
+        for &c in &clients {
+            assert!(sim.node(c).is_bootstrapped() && sim.node(c).id().is_none());
+            let target = NodeId(rng.bytes32());
+            let replies = sim
+                .run_find_node(c, target, Duration::from_secs(60))
+                .expect("finished")
+                .expect("succeeded");
+            let got: BTreeSet<NodeId> = replies.iter().filter_map(|r| r.id).collect();
+            let truth: BTreeSet<NodeId> = closest_ids(&ids, &target, 20).into_iter().collect();
+            assert_eq!(got, truth, "client {c:?}");
+        }
     });
 }
