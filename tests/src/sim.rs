@@ -1,11 +1,16 @@
 //! A deterministic network simulator for [`hyperdht_proto::Node`]s.
 //!
-//! Every node runs on its own IPv4 host (`10.x.y.z`) and binds its sockets through the
-//! simulator, which answers the node's [`SocketOp`]s: the server socket gets the port it asks
-//! for (or a seeded ephemeral one for port 0), the client socket a seeded ephemeral port.
+//! Every node runs on its own IPv4 host (`10.x.y.z`; nodes given the same `Config::host` share
+//! one) and binds its sockets through the simulator, which answers the node's [`SocketOp`]s: a
+//! socket gets the port it asks for if that is free on its host (else the bind fails), or a
+//! seeded ephemeral port (49152-65535) for port 0, which is what the client socket asks for.
 //! Datagrams travel over links with a per-datagram latency drawn from the simulator's seeded
 //! [`Rng`] and an optional loss probability; they wait in a priority queue ordered by
 //! `(deliver_at, seq)`, so equal delivery times are ordered by send order.
+//!
+//! The network is flat and open: every host is publicly reachable at its own address, there is
+//! no NAT or filtering yet, and a transmit's `ttl` is ignored. Nodes can be crashed
+//! ([`Sim::kill`]) or put to sleep ([`Sim::suspend`]).
 //!
 //! Time is virtual ([`Timestamp`]). The main loop repeatedly takes the earliest of the next
 //! delivery and the earliest node deadline (`poll_timeout`, kept per node in an ordered set so
