@@ -96,6 +96,9 @@ pub struct Config {
     /// Wall-clock time (Unix milliseconds) at `Timestamp::ZERO`, for checking announce bumps
     /// (`None`: bumps are never stored).
     pub unix_ms_at_zero: Option<u64>,
+    /// Our LAN IPv4 addresses (non-loopback interfaces), advertised in handshakes for the LAN
+    /// shortcut; the driver fills them in. Unused when bound to 127.0.0.1.
+    pub local_addresses: Vec<Ipv4Addr>,
 }
 
 impl Default for Config {
@@ -119,6 +122,7 @@ impl Default for Config {
             token_secrets: None,
             store_limits: crate::dht::StoreLimits::default(),
             unix_ms_at_zero: None,
+            local_addresses: Vec::new(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub enum ApiError {
     Closed,
     /// `DELAYED_PING` delay above the node's `max_ping_delay`.
     DelayTooLong,
+    /// A server with this key pair is already listening on this node.
+    AlreadyListening,
 }
 
 impl fmt::Display for ApiError {
@@ -66,6 +68,7 @@ impl fmt::Display for ApiError {
         f.write_str(match self {
             ApiError::Closed => "node is closed",
             ApiError::DelayTooLong => "delay exceeds the maximum ping delay",
+            ApiError::AlreadyListening => "a server with this key pair is already listening",
         })
     }
 }

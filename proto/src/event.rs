@@ -5,7 +5,8 @@ use core::time::Duration;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::error::{QueryError, RequestError};
-use crate::ids::{NodeId, QueryId, RequestId, SocketId};
+use crate::ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
+use crate::noise::HandshakeOutput;
 use crate::rpc::HealthState;
 use crate::wire::hyperdht::{MutableRecord, Peer};
 
@@ -135,6 +136,47 @@ pub enum Event {
         id: QueryId,
         /// The reply.
         reply: Reply,
+    },
+    /// A server finished its first announce and can be reached.
+    ServerListening {
+        /// Which server.
+        server: ServerId,
+        /// The DHT nodes it announced to (and its own address when reachable).
+        relay_addresses: Vec<SocketAddrV4>,
+    },
+    /// A server accepted a client's handshake; [`Event::Connected`] follows once the path is
+    /// open.
+    Incoming {
+        /// Which server.
+        server: ServerId,
+        /// The new connection.
+        conn: ConnId,
+        /// The client's public key.
+        remote_public_key: [u8; 32],
+    },
+    /// A connection has an authenticated handshake and an open path: attach the UDX stream
+    /// (`local_udx_id` → `remote_udx_id` at `remote` via `socket`) and secret-stream (keys in
+    /// `handshake`).
+    Connected {
+        /// Which connection.
+        conn: ConnId,
+        /// Our socket for the path.
+        socket: SocketId,
+        /// The peer's address on the path.
+        remote: SocketAddr,
+        /// Keys and hash from the Noise handshake.
+        handshake: Box<HandshakeOutput>,
+        /// Our UDX stream id.
+        local_udx_id: u32,
+        /// The peer's UDX stream id.
+        remote_udx_id: u32,
+    },
+    /// A connection attempt failed.
+    ConnectFailed {
+        /// Which connection.
+        conn: ConnId,
+        /// Why.
+        reason: crate::node::ConnectError,
     },
     /// The node was shut down; all sockets are closed.
     Closed,

@@ -71,8 +71,10 @@ pub mod wire;
 pub use config::{Config, Persistence};
 pub use error::{ApiError, QueryError, RequestError};
 pub use event::{Event, Reply, SocketOp, Transmit};
-pub use ids::{NodeId, QueryId, RequestId, SocketId};
-pub use node::{Node, QuerySpec, RequestSpec};
+pub use ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
+pub use node::{
+    AcceptPolicy, ConnectError, IncomingHandshake, Node, QuerySpec, RequestSpec, ServerConfig,
+};
 pub use rpc::HealthState;
 pub use stats::{Dropped, Stats};
 pub use time::Timestamp;

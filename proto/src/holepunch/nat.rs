@@ -48,7 +48,11 @@ impl Nat {
             frozen: false,
             analyzed: false,
             dht_firewalled,
-            firewall: if dht_firewalled { firewall::UNKNOWN } else { firewall::OPEN },
+            firewall: if dht_firewalled {
+                firewall::UNKNOWN
+            } else {
+                firewall::OPEN
+            },
             addresses: None,
             min_samples: MIN_SAMPLES,
         }
@@ -115,7 +119,10 @@ impl Nat {
         if (self.sampled >= 3 || !self.dht_firewalled) && !self.frozen {
             self.update();
         }
-        if self.firewall == firewall::CONSISTENT || self.firewall == firewall::OPEN || self.sampled >= self.min_samples {
+        if self.firewall == firewall::CONSISTENT
+            || self.firewall == firewall::OPEN
+            || self.sampled >= self.min_samples
+        {
             self.analyzed = true;
         }
     }
@@ -139,11 +146,12 @@ impl Nat {
         let max = self.samples_full.first().map_or(0, |s| s.hits);
         if max >= 3 {
             self.firewall = firewall::CONSISTENT;
-        } else if max == 1 {
+        } else if max == 1 || (self.samples_host.len() == 1 && self.sampled > 3) {
+            // One hit each, or 2 hits on a single host with bad samples beside: random.
             self.firewall = firewall::RANDOM;
-        } else if self.samples_host.len() == 1 && self.sampled > 3 {
-            self.firewall = firewall::RANDOM;
-        } else if self.samples_host.len() > 1 && self.samples_full.get(1).is_some_and(|s| s.hits > 1) {
+        } else if self.samples_host.len() > 1
+            && self.samples_full.get(1).is_some_and(|s| s.hits > 1)
+        {
             self.firewall = firewall::CONSISTENT;
         } else if self.sampled > 4 {
             self.firewall = firewall::RANDOM;
@@ -152,7 +160,10 @@ impl Nat {
 
     fn update_addresses(&mut self) {
         self.addresses = match self.firewall {
-            firewall::RANDOM => self.samples_host.first().map(|s| vec![SocketAddrV4::new(s.host, 0)]),
+            firewall::RANDOM => self
+                .samples_host
+                .first()
+                .map(|s| vec![SocketAddrV4::new(s.host, 0)]),
             firewall::CONSISTENT => {
                 let mut v = Vec::new();
                 for s in &self.samples_full {
@@ -171,7 +182,10 @@ impl Nat {
 
 /// `addSample`: bump or append, keeping the list sorted by hits (stable, like JS).
 fn add_sample(samples: &mut Vec<Sample>, host: Ipv4Addr, port: u16) {
-    if let Some(mut i) = samples.iter().position(|s| s.host == host && s.port == port) {
+    if let Some(mut i) = samples
+        .iter()
+        .position(|s| s.host == host && s.port == port)
+    {
         samples[i].hits += 1;
         while i > 0 && samples[i - 1].hits < samples[i].hits {
             samples.swap(i - 1, i);
@@ -180,7 +194,11 @@ fn add_sample(samples: &mut Vec<Sample>, host: Ipv4Addr, port: u16) {
         return;
     }
     if samples.len() < MAX_VISITED {
-        samples.push(Sample { host, port, hits: 1 });
+        samples.push(Sample {
+            host,
+            port,
+            hits: 1,
+        });
     }
 }
 
@@ -207,7 +225,10 @@ mod tests {
     fn random_when_ports_differ() {
         let mut n = Nat::new(true);
         for i in 1..=4u8 {
-            n.add(SocketAddrV4::new([1, 2, 3, 4].into(), 1000 + u16::from(i)), SocketAddrV4::new([9, 9, 9, i].into(), 1));
+            n.add(
+                SocketAddrV4::new([1, 2, 3, 4].into(), 1000 + u16::from(i)),
+                SocketAddrV4::new([9, 9, 9, i].into(), 1),
+            );
         }
         assert_eq!(n.firewall(), firewall::RANDOM);
         assert_eq!(n.addresses().unwrap(), &[a("1.2.3.4:0")]);

@@ -44,6 +44,11 @@ impl Node {
             },
         };
         if bytes.len() < 2 {
+            if socket.index() >= 2 && from.port() != 0 {
+                // A holepunch probe on a puncher socket.
+                self.on_probe(socket, from);
+                return;
+            }
             self.stats.dropped.too_short += 1;
             return;
         }
@@ -73,7 +78,7 @@ impl Node {
         match socket {
             SocketId::SERVER => matches!(self.server, SocketState::Bound(_)),
             SocketId::CLIENT => matches!(self.client, SocketState::Bound(_)),
-            _ => false,
+            _ => self.is_extra_bound(socket),
         }
     }
 

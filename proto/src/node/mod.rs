@@ -6,11 +6,14 @@
 //! (datagram demultiplexing and the internal command handlers), `queries` (driving walks and
 //! their commit phase), `maintenance` (ticks, table upkeep, bootstrap, reachability checks).
 
+mod client;
 mod incoming;
 mod maintenance;
 mod queries;
 mod records;
 mod rpc;
+mod server;
+mod sockets;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -30,8 +33,10 @@ use crate::rpc::{CongestionWindow, Health, HealthState, NatSampler, Tokens};
 use crate::stats::Stats;
 use crate::time::Timestamp;
 
+pub use client::ConnectError;
 pub use queries::QuerySpec;
 pub use rpc::RequestSpec;
+pub use server::{AcceptPolicy, IncomingHandshake, ServerConfig};
 
 use maintenance::{Boot, NetworkCheck};
 use queries::QueryState;
@@ -96,6 +101,19 @@ pub struct Node {
     store: Option<Store>,
     /// Forward entries for relaying handshakes; every node relays.
     router: Router,
+
+    servers: BTreeMap<u64, server::ServerState>,
+    server_targets: std::collections::HashMap<[u8; 32], u64>,
+    next_server: u64,
+    clients: BTreeMap<u64, client::ClientConn>,
+    next_conn: u64,
+    extra_sockets: BTreeMap<SocketId, sockets::ExtraSocket>,
+    next_socket_index: u32,
+    udx_ids: std::collections::BTreeSet<u32>,
+    /// Random-NAT punches running now, and when the last one ended (`_randomPunches`,
+    /// `_lastRandomPunch`).
+    random_punches: u32,
+    last_random_punch: Option<Timestamp>,
 
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -166,6 +184,16 @@ impl Node {
             boot: Boot::Binding,
             network_check: None,
             store: None,
+            servers: BTreeMap::new(),
+            server_targets: std::collections::HashMap::new(),
+            next_server: 0,
+            clients: BTreeMap::new(),
+            next_conn: 0,
+            extra_sockets: BTreeMap::new(),
+            next_socket_index: 2,
+            udx_ids: std::collections::BTreeSet::new(),
+            random_punches: 0,
+            last_random_punch: None,
             router: Router::new(
                 now,
                 config.store_limits.max_records,
@@ -230,6 +258,9 @@ impl Node {
                 self.next_drain_at = Some(self.now + DRAIN_INTERVAL);
                 self.start_bootstrap();
             }
+            _ if self.extra_sockets.contains_key(&socket) => {
+                self.on_extra_socket(now, socket, true)
+            }
             _ => tracing::warn!(?socket, "unexpected socket bound report ignored"),
         }
     }
@@ -243,6 +274,9 @@ impl Node {
                 self.client = SocketState::Closed;
                 tracing::error!("could not bind the client socket");
                 self.events.push_back(Event::BindFailed { socket });
+            }
+            _ if self.extra_sockets.contains_key(&socket) => {
+                self.on_extra_socket(now, socket, false)
             }
             _ => tracing::warn!(?socket, "unexpected socket failure report ignored"),
         }
@@ -311,6 +345,22 @@ impl Node {
             t = t.min(d);
         }
         t = t.min(self.router.next_timeout());
+        for d in [
+            self.puncher_timeout(),
+            self.servers
+                .values()
+                .filter_map(server::ServerState::next_timeout)
+                .min(),
+            self.clients
+                .values()
+                .filter_map(client::ClientConn::next_timeout)
+                .min(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            t = t.min(d);
+        }
         if let Some(store) = &self.store {
             t = t.min(store.next_timeout());
         }
@@ -345,6 +395,32 @@ impl Node {
         if let Some(store) = &mut self.store {
             store.handle_timeout(self.now);
         }
+        self.fire_puncher_timers();
+        self.announcer_timers();
+        self.server_slot_timers();
+        self.client_timers();
+    }
+
+    /// A fresh UDX stream id, unique on this node.
+    fn alloc_udx_id(&mut self) -> u32 {
+        loop {
+            let id = self.rng.next_u32();
+            if id != 0 && self.udx_ids.insert(id) {
+                if self.udx_ids.len() > 65536 {
+                    self.udx_ids.pop_first();
+                }
+                return id;
+            }
+        }
+    }
+
+    /// Whether a random-NAT punch may start now: one at a time, 20 s apart
+    /// (`_randomPunchLimit`, `randomPunchInterval`).
+    fn random_punch_allowed(&self) -> bool {
+        self.random_punches < 1
+            && self
+                .last_random_punch
+                .is_none_or(|t| self.now - t >= Duration::from_millis(20_000))
     }
 
     fn push_transmit(&mut self, t: Transmit) {

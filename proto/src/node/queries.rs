@@ -70,6 +70,10 @@ pub(super) enum QueryKind {
     Background,
     /// Round 0 or 1 of the bootstrap walk.
     Bootstrap,
+    /// A server's announce (FIND_PEER, then ANNOUNCE to the best 3).
+    Announcer(u64),
+    /// A client's FIND_PEER.
+    Connect(u64),
 }
 
 #[derive(Debug)]
@@ -118,6 +122,7 @@ impl Node {
             QueryKind::Background | QueryKind::Bootstrap => {
                 background_concurrency(self.config.concurrency)
             }
+            QueryKind::Announcer(_) | QueryKind::Connect(_) => self.config.concurrency,
         };
         let mut query = Query::new(NodeId(spec.target), concurrency, *self.table.id());
         let seeds: Vec<Candidate> = spec
@@ -163,6 +168,7 @@ impl Node {
             token: None,
             retry: true,
             timeout: None,
+            socket: None,
         };
         let retries = state.retries;
         for c in step.visits {
@@ -227,6 +233,8 @@ impl Node {
                     })
                 }
                 QueryKind::Bootstrap => self.on_bootstrap_data(&reply),
+                QueryKind::Connect(c) => self.on_connect_record(c, &reply),
+                QueryKind::Announcer(_) => {}
                 QueryKind::Background => {}
             }
         }
@@ -293,6 +301,14 @@ impl Node {
             }
             return;
         }
+        let targets: Vec<Reply> = if matches!(state.commit, Commit::AnnounceSelf { .. }) {
+            targets
+                .into_iter()
+                .take(super::server::ANNOUNCE_RELAYS)
+                .collect()
+        } else {
+            targets
+        };
         state.commit_pending += targets.len();
         for r in targets {
             let request = r.token.and_then(|token| {
@@ -306,6 +322,7 @@ impl Node {
                     token: Some(token),
                     retry: true,
                     timeout: None,
+                    socket: None,
                 })
             });
             let sent = request.is_some_and(|req| {
@@ -337,11 +354,13 @@ impl Node {
         }
         let settled = state.walk_done && state.commit_pending == 0;
         let ok = state.commit_ok > 0;
-        if let (Some(reply), QueryKind::User) = (reply, state.kind) {
-            self.push_event(Event::CommitReply {
+        match (reply, state.kind) {
+            (Some(reply), QueryKind::User) => self.push_event(Event::CommitReply {
                 id: QueryId(id),
                 reply,
-            });
+            }),
+            (Some(reply), QueryKind::Announcer(s)) => self.on_announce_committed(s, &reply),
+            _ => {}
         }
         if settled {
             self.finish_query(
@@ -373,6 +392,11 @@ impl Node {
             }
             QueryKind::Bootstrap => self.on_bootstrap_walk_done(),
             QueryKind::Background => {}
+            QueryKind::Announcer(s) => {
+                let closest = state.query.closest_replies.iter().map(|r| r.from).collect();
+                self.on_announce_done(s, closest);
+            }
+            QueryKind::Connect(c) => self.on_connect_query_done(c),
         }
     }
 

@@ -35,6 +35,8 @@ pub(super) enum Commit {
     },
     /// UNANNOUNCE is sent during the walk to nodes that list us; the commit waits for those.
     Unannounce { key: KeyPair },
+    /// A server's self-announce (empty relay list) to the best 3 closest nodes.
+    AnnounceSelf { server: u64 },
 }
 
 /// Which record a query's replies carry.
@@ -58,6 +60,33 @@ impl Node {
         req: &Request<'_>,
     ) {
         let target = req.target.map(NodeId);
+        let server = req
+            .target
+            .and_then(|t| self.server_targets.get(&t).copied());
+        match (req.command, server) {
+            (command::PEER_HANDSHAKE, Some(sid)) => {
+                if let Some(hs) = req
+                    .value
+                    .and_then(|v| crate::wire::hyperdht::Handshake::decode(v).ok())
+                {
+                    self.on_server_handshake(sid, socket, from, req.to, req.tid, hs);
+                }
+                return;
+            }
+            (command::PEER_HOLEPUNCH, Some(sid)) => {
+                match req
+                    .value
+                    .and_then(|v| crate::wire::hyperdht::Holepunch::decode(v).ok())
+                {
+                    Some(hp) if hp.mode == crate::wire::hyperdht::mode::FROM_RELAY => {
+                        self.on_server_holepunch(sid, socket, from, req.to, req.tid, hp);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
         match req.command {
             command::PEER_HANDSHAKE => {
                 let action = self
@@ -133,29 +162,42 @@ impl Node {
                 self.send_reply(socket, to, req.tid, 0, Some(&value), false, None)
             }
             RelayAction::Relay { to, value } => {
-                let id =
-                    (!self.ephemeral && socket == SocketId::SERVER).then_some(self.table.id().0);
-                let msg = Request {
-                    tid: req.tid,
-                    to,
-                    id,
-                    token: None,
-                    internal: req.internal,
-                    command: req.command,
-                    target: req.target,
-                    value: Some(&value),
-                };
-                let mut payload = Vec::with_capacity(msg.encoded_len());
-                msg.encode(&mut payload);
                 self.stats.relayed += 1;
-                self.push_transmit(Transmit {
-                    socket,
-                    dst: SocketAddr::V4(to),
-                    ttl: None,
-                    payload,
-                });
+                self.send_relay_request(socket, to, req.tid, req.command, req.target, &value);
             }
         }
+    }
+
+    /// Sends a request datagram that keeps another request's tid (`req.relay`): no token, our id
+    /// when persistent on the server socket, fire-and-forget.
+    pub(super) fn send_relay_request(
+        &mut self,
+        socket: SocketId,
+        to: SocketAddrV4,
+        tid: u16,
+        command: u64,
+        target: Option<[u8; 32]>,
+        value: &[u8],
+    ) {
+        let id = (!self.ephemeral && socket == SocketId::SERVER).then_some(self.table.id().0);
+        let msg = Request {
+            tid,
+            to,
+            id,
+            token: None,
+            internal: false,
+            command,
+            target,
+            value: Some(value),
+        };
+        let mut payload = Vec::with_capacity(msg.encoded_len());
+        msg.encode(&mut payload);
+        self.push_transmit(Transmit {
+            socket,
+            dst: SocketAddr::V4(to),
+            ttl: None,
+            payload,
+        });
     }
 
     /// Wall-clock milliseconds now, if the driver told us the clock.
@@ -330,6 +372,29 @@ impl Node {
                 state.spec.value.clone().unwrap_or_default(),
             )),
             Commit::Fixed { command, value } => Some((*command, value.clone())),
+            Commit::AnnounceSelf { server } => {
+                let key = &self.servers.get(server)?.key;
+                let node_id = reply.id?;
+                let peer = Peer {
+                    public_key: key.public_key(),
+                    relay_addresses: Vec::new(),
+                };
+                let signable = keys::announce_signable(
+                    &namespace(command::ANNOUNCE),
+                    &state.spec.target,
+                    &node_id.0,
+                    token,
+                    &peer,
+                    None,
+                );
+                let ann = Announce {
+                    peer: Some(peer),
+                    refresh: None,
+                    signature: Some(key.sign(&signable)),
+                    bump: 0,
+                };
+                Some((command::ANNOUNCE, ann.to_bytes()))
+            }
             Commit::Announce {
                 key,
                 relay_addresses,

@@ -33,6 +33,8 @@ pub struct RequestSpec {
     pub retry: bool,
     /// Per-transmission timeout (default 1 s).
     pub timeout: Option<Duration>,
+    /// Send from this socket instead of the node's default (puncher sockets).
+    pub socket: Option<SocketId>,
 }
 
 impl RequestSpec {
@@ -46,6 +48,7 @@ impl RequestSpec {
             token: None,
             retry: true,
             timeout: None,
+            socket: None,
         }
     }
 
@@ -59,6 +62,7 @@ impl RequestSpec {
             token: None,
             retry: true,
             timeout: None,
+            socket: None,
         }
     }
 }
@@ -82,8 +86,34 @@ pub(super) enum Owner {
     QuickFirewall,
     /// One PING_NAT of a reachability check.
     FirewallProbe,
-    /// A DOWN_HINT we sent; nobody waits for it.
+    /// A DOWN_HINT (or other fire-and-forget request) we sent; nobody waits for it.
     DownHint,
+    /// A NAT-sampling PING from a puncher socket.
+    PuncherPing(super::sockets::PuncherRef),
+    /// A server's relay keep-alive PING.
+    AnnouncerPing(u64),
+    /// The FIND_PEER of a server unannouncing from a relay.
+    Unannounce {
+        key: Box<crate::dht::KeyPair>,
+        target: [u8; 32],
+    },
+    /// A client's relayed handshake.
+    ConnHandshake {
+        conn: u64,
+        relay: SocketAddrV4,
+    },
+    /// A client's holepunch round.
+    ConnHolepunch {
+        conn: u64,
+        relay: SocketAddrV4,
+        peer_address: SocketAddrV4,
+        token: Option<[u8; 32]>,
+    },
+    /// A client's LAN shortcut PING.
+    LanPing {
+        conn: u64,
+        addr: SocketAddrV4,
+    },
 }
 
 #[derive(Debug)]
@@ -198,7 +228,7 @@ impl Node {
             return None;
         }
         let tid = self.requests.alloc_tid()?;
-        let socket = self.request_socket();
+        let socket = spec.socket.unwrap_or_else(|| self.request_socket());
         let id = (!self.ephemeral && socket == SocketId::SERVER).then_some(self.table.id().0);
         let msg = Request {
             tid,
@@ -382,6 +412,49 @@ impl Node {
             }
             Owner::FirewallProbe => self.on_firewall_probe_done(outcome),
             Owner::DownHint => {}
+            Owner::PuncherPing(owner) => {
+                if let Some(p) = self.puncher_mut(owner) {
+                    match &outcome {
+                        Outcome::Reply(r) => p.handle_ping_reply(r.to, r.from),
+                        Outcome::Failed(_) => p.handle_ping_failed(),
+                    }
+                }
+                self.drain_puncher(owner);
+            }
+            Owner::AnnouncerPing(id) => {
+                self.on_announcer_ping(id, matches!(outcome, Outcome::Reply(_)))
+            }
+            Owner::Unannounce { key, target } => {
+                if let Outcome::Reply(r) = &outcome {
+                    self.on_unannounce_token(&key, target, r);
+                }
+            }
+            Owner::ConnHandshake { conn, relay } => self.on_connect_handshake(
+                conn,
+                relay,
+                match outcome {
+                    Outcome::Reply(r) => Some(r),
+                    Outcome::Failed(_) => None,
+                },
+            ),
+            Owner::ConnHolepunch {
+                conn,
+                relay,
+                peer_address,
+                token,
+            } => self.on_connect_holepunch(
+                conn,
+                relay,
+                peer_address,
+                token,
+                match outcome {
+                    Outcome::Reply(r) => Some(r),
+                    Outcome::Failed(_) => None,
+                },
+            ),
+            Owner::LanPing { conn, addr } => {
+                self.on_lan_ping(conn, addr, matches!(outcome, Outcome::Reply(_)))
+            }
         }
     }
 

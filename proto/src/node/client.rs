@@ -1,0 +1,868 @@
+//! Connecting to a server by public key (hyperdht `lib/connect.js`): FIND_PEER, the relayed
+//! Noise handshake through up to two nodes at a time, then the path: direct when the server
+//! answered itself or is open, the LAN shortcut when both share a public address, or the
+//! initiator half of holepunching (a probe round, then a punch round).
+
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+
+use core::fmt;
+use core::time::Duration;
+
+use super::queries::{QueryKind, QuerySpec};
+use super::records::{Commit, RecordKind};
+use super::rpc::{Owner, RequestSpec};
+use super::sockets::PuncherRef;
+use super::Node;
+use crate::crypto::{hash, to_hex};
+use crate::dht::keys::command;
+use crate::dht::KeyPair;
+use crate::event::{Event, Reply};
+use crate::holepunch::addr::{is_bogon, is_reserved, match_address};
+use crate::holepunch::puncher::Puncher;
+use crate::holepunch::SecurePayload;
+use crate::ids::{ConnId, SocketId};
+use crate::noise::{HandshakeOutput, Initiator};
+use crate::time::Timestamp;
+use crate::wire::holepunch::HolepunchPayload;
+use crate::wire::hyperdht::{mode, Handshake, Holepunch, Peer};
+use crate::wire::noise::{error, firewall, NoisePayload, RelayInfo, UdxInfo};
+
+/// Parallel handshakes through different relays (`Semaphore(2)`).
+pub const PARALLEL_HANDSHAKES: usize = 2;
+/// How long an open client waits for the server to reach it (`passiveConnectTimeout`).
+pub const PASSIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause when the server does not know its NAT yet.
+pub const REMOTE_UNKNOWN_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why a connection attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No node holds a record for the key (`PEER_NOT_FOUND`).
+    PeerNotFound,
+    /// Records were found but no handshake succeeded (`PEER_CONNECTION_FAILED`).
+    PeerConnectionFailed,
+    /// The server's payload has another version (`SERVER_INCOMPATIBLE`).
+    ServerIncompatible,
+    /// The server answered with an error (`SERVER_ERROR`), e.g. refused.
+    ServerError,
+    /// The server cannot be holepunched and there is no other path (`CANNOT_HOLEPUNCH`).
+    CannotHolepunch,
+    /// Holepunching gave up (`HOLEPUNCH_ABORTED`).
+    HolepunchAborted,
+    /// Neither side learned its NAT kind in time (`HOLEPUNCH_PROBE_TIMEOUT`).
+    HolepunchProbeTimeout,
+    /// Both sides are behind randomising NATs: no strategy works
+    /// (`HOLEPUNCH_DOUBLE_RANDOMIZED_NATS`).
+    DoubleRandomNats,
+    /// A holepunch reply did not authenticate (`HOLEPUNCH_INVALID`).
+    HolepunchInvalid,
+    /// The server aborted the holepunch (`REMOTE_ABORTED`).
+    RemoteAborted,
+    /// The server would not punch (`REMOTE_NOT_HOLEPUNCHING`).
+    RemoteNotHolepunching,
+    /// No strategy fits the two NATs (`REMOTE_NOT_HOLEPUNCHABLE`).
+    RemoteNotHolepunchable,
+    /// The node shut down or the attempt was cancelled.
+    Destroyed,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectError::PeerNotFound => "peer not found: no DHT node knows this key",
+            ConnectError::PeerConnectionFailed => "could not reach the peer through any relay",
+            ConnectError::ServerIncompatible => "server speaks an incompatible protocol version",
+            ConnectError::ServerError => "server refused the connection",
+            ConnectError::CannotHolepunch => {
+                "server cannot be holepunched and is not reachable directly"
+            }
+            ConnectError::HolepunchAborted => "holepunch failed",
+            ConnectError::HolepunchProbeTimeout => {
+                "holepunch failed: NAT kinds could not be determined"
+            }
+            ConnectError::DoubleRandomNats => {
+                "holepunch impossible: both peers are behind randomising NATs"
+            }
+            ConnectError::HolepunchInvalid => "holepunch reply failed authentication",
+            ConnectError::RemoteAborted => "server aborted the holepunch",
+            ConnectError::RemoteNotHolepunching => "server did not start punching",
+            ConnectError::RemoteNotHolepunchable => "no holepunch strategy fits the two NATs",
+            ConnectError::Destroyed => "connection attempt cancelled",
+        })
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// What the handshake established.
+#[derive(Clone, Debug)]
+struct ConnectInfo {
+    relayed: bool,
+    relay_address: SocketAddrV4,
+    client_address: SocketAddrV4,
+    server_address: SocketAddrV4,
+    payload: NoisePayload,
+    output: HandshakeOutput,
+}
+
+/// Where the holepunch is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Finding,
+    /// Waiting for another path (LAN ping, passive connect).
+    Waiting,
+    /// The probe round goes out once the puncher socket is bound.
+    ProbeReady {
+        retry: bool,
+    },
+    /// Waiting for the probe round's reply.
+    ProbeSent {
+        retry: bool,
+    },
+    /// Waiting for our NAT analysis (and maybe a pause) before deciding.
+    ProbeAnalyzing {
+        retry: bool,
+        token: Option<[u8; 32]>,
+        pause_until: Option<Timestamp>,
+        reopened: bool,
+    },
+    /// Waiting for the punch round's reply.
+    PunchSent,
+    /// The strategy runs; waiting for a probe.
+    Punching,
+    Done,
+}
+
+/// One outgoing connection.
+#[derive(Debug)]
+pub(super) struct ClientConn {
+    pub conn: ConnId,
+    remote_public_key: [u8; 32],
+    target: [u8; 32],
+    initiator: Option<InitiatorBox>,
+    message1: Option<Vec<u8>>,
+    our_firewall: u64,
+    pub local_udx_id: u32,
+    query_done: bool,
+    queue: VecDeque<SocketAddrV4>,
+    in_flight: usize,
+    attempts: usize,
+    info: Option<ConnectInfo>,
+    secure: Option<SecurePayload>,
+    pub puncher: Option<Puncher>,
+    phase: Phase,
+    round: u64,
+    server_relay: Option<RelayInfo>,
+    deadline: Option<Timestamp>,
+    lan_only: bool,
+}
+
+/// `Initiator` kept as a template: each relay's reply is read with a copy, because the server
+/// answers every relay with the same message 2.
+struct InitiatorBox(Initiator);
+
+impl fmt::Debug for InitiatorBox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Initiator")
+    }
+}
+
+impl ClientConn {
+    pub fn next_timeout(&self) -> Option<Timestamp> {
+        let pause = match &self.phase {
+            Phase::ProbeAnalyzing { pause_until, .. } => *pause_until,
+            _ => None,
+        };
+        match (self.deadline, pause) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl Node {
+    /// Connects to the server with `remote_public_key` using our key pair `key`. The outcome is
+    /// an [`Event::Connected`] or an [`Event::ConnectFailed`] for the returned id.
+    pub fn connect(
+        &mut self,
+        now: Timestamp,
+        remote_public_key: &[u8; 32],
+        key: &KeyPair,
+    ) -> ConnId {
+        self.set_now(now);
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        let id = self.next_conn;
+        let local_udx_id = self.alloc_udx_id();
+        let ephemeral = KeyPair::from_seed(&self.rng.bytes32());
+        let target = hash(remote_public_key);
+        self.clients.insert(
+            id,
+            ClientConn {
+                conn,
+                remote_public_key: *remote_public_key,
+                target,
+                initiator: Some(InitiatorBox(Initiator::new(
+                    key.clone(),
+                    *remote_public_key,
+                    ephemeral,
+                ))),
+                message1: None,
+                our_firewall: firewall::UNKNOWN,
+                local_udx_id,
+                query_done: false,
+                queue: VecDeque::new(),
+                in_flight: 0,
+                attempts: 0,
+                info: None,
+                secure: None,
+                puncher: None,
+                phase: Phase::Finding,
+                round: 0,
+                server_relay: None,
+                deadline: None,
+                lan_only: false,
+            },
+        );
+        if self.closed || !self.is_listening() {
+            self.fail_client(id, ConnectError::Destroyed);
+            return conn;
+        }
+        tracing::debug!(server = %to_hex(remote_public_key), "connecting");
+        let mut spec = QuerySpec::external(target, command::FIND_PEER, None);
+        spec.retries = Some(3);
+        self.start_query_with(spec, QueryKind::Connect(id), Commit::None, RecordKind::Peer);
+        conn
+    }
+
+    /// A FIND_PEER reply with a record: try a handshake through that node.
+    pub(super) fn on_connect_record(&mut self, id: u64, reply: &Reply) {
+        let Some(value) = reply.value.as_deref() else {
+            return;
+        };
+        if Peer::decode(value).is_err() {
+            return;
+        }
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.info.is_some() || c.phase == Phase::Done {
+            return;
+        }
+        c.queue.push_back(reply.from);
+        self.pump_handshakes(id);
+    }
+
+    /// The FIND_PEER walk ended.
+    pub(super) fn on_connect_query_done(&mut self, id: u64) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.query_done = true;
+        }
+        self.pump_handshakes(id);
+    }
+
+    /// Starts queued handshakes (at most two at once); fails when nothing is left to try.
+    fn pump_handshakes(&mut self, id: u64) {
+        let remote_address = self.remote_address();
+        let local = self.local_addresses();
+        loop {
+            let Some(c) = self.clients.get_mut(&id) else {
+                return;
+            };
+            if c.info.is_some() || c.phase != Phase::Finding {
+                return;
+            }
+            if c.in_flight >= PARALLEL_HANDSHAKES {
+                return;
+            }
+            let Some(relay) = c.queue.pop_front() else {
+                if c.query_done && c.in_flight == 0 {
+                    let reason = if c.attempts > 0 {
+                        ConnectError::PeerConnectionFailed
+                    } else {
+                        ConnectError::PeerNotFound
+                    };
+                    self.fail_client(id, reason);
+                }
+                return;
+            };
+            if c.message1.is_none() {
+                c.our_firewall = if remote_address.is_some() {
+                    firewall::OPEN
+                } else {
+                    firewall::UNKNOWN
+                };
+                let mut addresses4: Vec<SocketAddrV4> = remote_address.into_iter().collect();
+                addresses4.extend(local.iter().copied());
+                let payload = NoisePayload {
+                    version: 1,
+                    firewall: c.our_firewall,
+                    addresses4,
+                    udx: Some(UdxInfo {
+                        version: 1,
+                        reusable_socket: false,
+                        id: u64::from(c.local_udx_id),
+                        seq: 0,
+                    }),
+                    secret_stream: Some(1),
+                    ..NoisePayload::default()
+                };
+                let Some(ini) = c.initiator.as_mut() else {
+                    return;
+                };
+                match ini.0.write_message1(&payload.to_bytes()) {
+                    Ok(m) => c.message1 = Some(m),
+                    Err(_) => {
+                        self.fail_client(id, ConnectError::PeerConnectionFailed);
+                        return;
+                    }
+                }
+            }
+            let noise = c.message1.clone().unwrap_or_default();
+            c.in_flight += 1;
+            c.attempts += 1;
+            let value = Handshake {
+                mode: mode::FROM_CLIENT,
+                noise,
+                peer_address: None,
+                relay_address: None,
+            }
+            .to_bytes();
+            let spec = RequestSpec::external(command::PEER_HANDSHAKE, Some(c.target), Some(value));
+            if self
+                .send_request(relay, None, spec, Owner::ConnHandshake { conn: id, relay })
+                .is_none()
+            {
+                self.on_connect_handshake(id, relay, None);
+                return;
+            }
+        }
+    }
+
+    /// A relayed handshake came back (or failed).
+    pub(super) fn on_connect_handshake(
+        &mut self,
+        id: u64,
+        relay: SocketAddrV4,
+        reply: Option<Reply>,
+    ) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.in_flight = c.in_flight.saturating_sub(1);
+        if c.info.is_some() || c.phase != Phase::Finding {
+            return;
+        }
+        let hs = reply.as_ref().and_then(|r| {
+            let h = Handshake::decode(r.value.as_deref()?).ok()?;
+            (h.mode == mode::REPLY && r.from == relay && !h.noise.is_empty()).then_some((h, r.to))
+        });
+        let Some((hs, client_address)) = hs else {
+            tracing::debug!(%relay, "handshake through relay failed");
+            self.pump_handshakes(id);
+            return;
+        };
+        let Some(template) = c.initiator.as_ref() else {
+            return;
+        };
+        let initiator = clone_initiator(&template.0);
+        let Ok((payload, output)) = initiator.read_message2(&hs.noise) else {
+            tracing::debug!(%relay, "handshake reply failed authentication");
+            self.pump_handshakes(id);
+            return;
+        };
+        let Ok(payload) = NoisePayload::decode(&payload) else {
+            self.pump_handshakes(id);
+            return;
+        };
+        if payload.version != 1 {
+            return self.fail_client(id, ConnectError::ServerIncompatible);
+        }
+        if payload.error != error::NONE || payload.udx.is_none() {
+            return self.fail_client(id, ConnectError::ServerError);
+        }
+        let local_secret = self.rng.bytes32();
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.initiator = None;
+        c.secure = Some(SecurePayload::new(output.holepunch_secret(), local_secret));
+        let info = ConnectInfo {
+            relayed: hs.peer_address.is_some(),
+            relay_address: relay,
+            client_address,
+            server_address: hs.peer_address.unwrap_or(relay),
+            payload,
+            output,
+        };
+        tracing::debug!(relayed = info.relayed, server = %info.server_address, "handshake complete");
+        c.info = Some(info.clone());
+        c.phase = Phase::Waiting;
+        if !info.relayed {
+            let socket = self.request_socket();
+            return self.client_path_open(id, socket, relay);
+        }
+        self.choose_path(id, info);
+    }
+
+    /// The decision tree after the handshake (`holepunch()`).
+    fn choose_path(&mut self, id: u64, info: ConnectInfo) {
+        let p = &info.payload;
+        let holepunchable = p.holepunch.as_ref().is_some_and(|h| !h.relays.is_empty());
+        if p.firewall == firewall::OPEN || (info.relayed && !holepunchable) {
+            let addr = p
+                .addresses4
+                .iter()
+                .find(|a| !is_bogon(a.ip()))
+                .copied()
+                .unwrap_or(info.server_address);
+            let socket = self.request_socket();
+            return self.client_path_open(id, socket, addr);
+        }
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.our_firewall == firewall::OPEN {
+            c.deadline = Some(now + PASSIVE_CONNECT_TIMEOUT);
+            return;
+        }
+        if info.relayed && info.client_address.ip() == info.server_address.ip() {
+            let servers: Vec<SocketAddrV4> = p
+                .addresses4
+                .iter()
+                .filter(|a| !is_reserved(a.ip()))
+                .copied()
+                .collect();
+            if !servers.is_empty() {
+                let mine = self.local_addresses();
+                let addr = match_address(&mine, &servers).unwrap_or(servers[0]);
+                let spec = RequestSpec::internal(crate::commands::PING);
+                self.send_request(addr, None, spec, Owner::LanPing { conn: id, addr });
+                if !holepunchable {
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.lan_only = true;
+                    }
+                    return;
+                }
+            }
+        }
+        if !holepunchable {
+            return self.fail_client(id, ConnectError::CannotHolepunch);
+        }
+        let server_relay = p
+            .holepunch
+            .as_ref()
+            .and_then(|h| {
+                h.relays
+                    .iter()
+                    .find(|r| r.relay_address == info.relay_address)
+                    .or_else(|| h.relays.first())
+            })
+            .copied();
+        let nodes = self.sample_nodes();
+        let rng = self.rng.child();
+        let firewalled = self.firewalled;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.server_relay = server_relay;
+        c.puncher = Some(Puncher::new(true, firewalled, p.firewall, nodes, rng));
+        c.phase = Phase::ProbeReady { retry: true };
+        self.drain_puncher(PuncherRef::Client(id));
+    }
+
+    /// The LAN PING came back (or not).
+    pub(super) fn on_lan_ping(&mut self, id: u64, addr: SocketAddrV4, ok: bool) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        if c.phase == Phase::Done {
+            return;
+        }
+        if ok {
+            return self.client_path_open(id, SocketId::SERVER, addr);
+        }
+        if c.lan_only {
+            self.fail_client(id, ConnectError::HolepunchAborted);
+        }
+    }
+
+    /// Sends one PEER_HOLEPUNCH round from the puncher socket.
+    fn send_holepunch_round(
+        &mut self,
+        id: u64,
+        peer_address: SocketAddrV4,
+        relay: SocketAddrV4,
+        payload: HolepunchPayload,
+    ) -> bool {
+        let nonce: [u8; 24] = self.rng.bytes32()[..24].try_into().unwrap_or([0; 24]);
+        let Some(c) = self.clients.get(&id) else {
+            return false;
+        };
+        let (Some(secure), Some(info), Some(socket)) = (
+            &c.secure,
+            &c.info,
+            c.puncher.as_ref().and_then(Puncher::socket),
+        ) else {
+            return false;
+        };
+        let hp_id = info.payload.holepunch.as_ref().map_or(0, |h| h.id);
+        let value = Holepunch {
+            mode: mode::FROM_CLIENT,
+            id: hp_id,
+            payload: secure.seal(&payload, nonce),
+            peer_address: Some(peer_address),
+        }
+        .to_bytes();
+        let mut spec = RequestSpec::external(command::PEER_HOLEPUNCH, Some(c.target), Some(value));
+        spec.socket = Some(socket);
+        let token = payload.token;
+        let owner = Owner::ConnHolepunch {
+            conn: id,
+            relay,
+            peer_address,
+            token,
+        };
+        self.send_request(relay, None, spec, owner).is_some()
+    }
+
+    /// After the puncher made progress: send the probe round once its socket is bound; decide
+    /// once the NAT analysis is done.
+    pub(super) fn after_client_puncher(&mut self, id: u64) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        match c.phase.clone() {
+            Phase::ProbeReady { retry } => {
+                let Some(p) = c.puncher.as_ref() else { return };
+                if p.socket().is_none() {
+                    return;
+                }
+                let (Some(info), Some(relay)) = (c.info.clone(), c.server_relay) else {
+                    return;
+                };
+                let payload = HolepunchPayload {
+                    firewall: p.nat().firewall(),
+                    round: c.round,
+                    addresses: p.nat().addresses().map(<[SocketAddrV4]>::to_vec),
+                    remote_address: Some(info.server_address),
+                    ..HolepunchPayload::default()
+                };
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.round += 1;
+                    c.phase = Phase::ProbeSent { retry };
+                    if let Some(p) = c.puncher.as_mut() {
+                        p.open_session(info.server_address);
+                    }
+                }
+                if !self.send_holepunch_round(id, relay.peer_address, relay.relay_address, payload)
+                {
+                    return self.fail_client(id, ConnectError::HolepunchAborted);
+                }
+                self.drain_puncher(PuncherRef::Client(id));
+            }
+            Phase::ProbeAnalyzing { .. } => self.continue_probe(id),
+            _ => {}
+        }
+    }
+
+    /// A holepunch round's reply (or failure).
+    pub(super) fn on_connect_holepunch(
+        &mut self,
+        id: u64,
+        relay: SocketAddrV4,
+        peer_address: SocketAddrV4,
+        our_token: Option<[u8; 32]>,
+        reply: Option<Reply>,
+    ) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let probe = match c.phase {
+            Phase::ProbeSent { retry } => Some(retry),
+            Phase::PunchSent => None,
+            _ => return,
+        };
+        let Some(reply) = reply else {
+            return self.fail_client(id, ConnectError::HolepunchAborted);
+        };
+        let hp = reply
+            .value
+            .as_deref()
+            .and_then(|v| Holepunch::decode(v).ok());
+        let Some(hp) = hp.filter(|h| h.mode == mode::REPLY && reply.from == relay) else {
+            return self.fail_client(id, ConnectError::HolepunchAborted);
+        };
+        let Some(remote) = c.secure.as_ref().and_then(|s| s.open(&hp.payload)) else {
+            return self.fail_client(id, ConnectError::HolepunchInvalid);
+        };
+        if remote.error != error::NONE {
+            return self.fail_client(id, ConnectError::RemoteAborted);
+        }
+        let echoed = remote.remote_token.is_some() && remote.remote_token == our_token;
+        let Some(p) = c.puncher.as_mut() else { return };
+        p.update_remote(
+            remote.punching,
+            remote.firewall,
+            remote.addresses.as_deref(),
+            echoed.then_some(*peer_address.ip()),
+        );
+        match probe {
+            Some(retry) => {
+                p.nat_mut().add(reply.to, reply.from);
+                let pause_until = (p.remote_firewall == firewall::UNKNOWN)
+                    .then(|| self.now + REMOTE_UNKNOWN_PAUSE);
+                c.phase = Phase::ProbeAnalyzing {
+                    retry,
+                    token: remote.token,
+                    pause_until,
+                    reopened: false,
+                };
+                self.drain_puncher(PuncherRef::Client(id));
+                self.continue_probe(id);
+            }
+            None => {
+                if !p.remote_punching {
+                    return self.fail_client(id, ConnectError::RemoteNotHolepunching);
+                }
+                let now = self.now;
+                if !p.punch(now) {
+                    return self.fail_client(id, ConnectError::RemoteNotHolepunchable);
+                }
+                c.phase = Phase::Punching;
+                self.drain_puncher(PuncherRef::Client(id));
+            }
+        }
+    }
+
+    /// The rest of `probeRound` once the NAT view is ready.
+    fn continue_probe(&mut self, id: u64) {
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Phase::ProbeAnalyzing {
+            retry,
+            token,
+            pause_until,
+            reopened,
+        } = c.phase.clone()
+        else {
+            return;
+        };
+        if pause_until.is_some_and(|t| t > now) {
+            return;
+        }
+        let Some(p) = c.puncher.as_mut() else { return };
+        if !p.is_analyzed() {
+            return;
+        }
+        if p.is_unstable() && !reopened {
+            if p.reopen() {
+                c.phase = Phase::ProbeAnalyzing {
+                    retry,
+                    token,
+                    pause_until: None,
+                    reopened: true,
+                };
+                self.drain_puncher(PuncherRef::Client(id));
+                return;
+            }
+        } else if reopened && !p.is_unstable() {
+            // The re-rolled socket is stable: probe again from it.
+            c.phase = Phase::ProbeReady { retry: false };
+            return self.after_client_puncher(id);
+        }
+        if (p.remote_firewall == firewall::UNKNOWN || token.is_none()) && retry {
+            c.phase = Phase::ProbeReady { retry: false };
+            return self.after_client_puncher(id);
+        }
+        let (remote, local) = (p.remote_firewall, p.nat().firewall());
+        if remote == firewall::UNKNOWN || local == firewall::UNKNOWN {
+            return self.client_abort(id, ConnectError::HolepunchProbeTimeout);
+        }
+        if remote >= firewall::RANDOM && local >= firewall::RANDOM {
+            return self.client_abort(id, ConnectError::DoubleRandomNats);
+        }
+        let random = remote >= firewall::RANDOM || local >= firewall::RANDOM;
+        if random && !self.random_punch_allowed() {
+            // Without a blind relay to keep the connection, JS aborts here too.
+            return self.client_abort(id, ConnectError::HolepunchAborted);
+        }
+        // `roundPunch`
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let (Some(info), Some(p), Some(secure)) =
+            (c.info.clone(), c.puncher.as_mut(), c.secure.clone())
+        else {
+            return;
+        };
+        p.nat_mut().freeze();
+        let payload = HolepunchPayload {
+            firewall: p.nat().firewall(),
+            round: c.round,
+            punching: true,
+            addresses: p.nat().addresses().map(<[SocketAddrV4]>::to_vec),
+            token: Some(secure.token(*info.server_address.ip())),
+            remote_token: token,
+            ..HolepunchPayload::default()
+        };
+        c.round += 1;
+        c.phase = Phase::PunchSent;
+        if !self.send_holepunch_round(id, info.server_address, info.relay_address, payload) {
+            self.fail_client(id, ConnectError::HolepunchAborted);
+        }
+    }
+
+    /// `abort()`: tell the server (ABORTED payload through its relay), then fail.
+    fn client_abort(&mut self, id: u64, reason: ConnectError) {
+        let (Some(c), nonce) = (self.clients.get(&id), self.rng.bytes32()) else {
+            return;
+        };
+        if let (Some(relay), Some(secure), Some(info), Some(socket)) = (
+            c.server_relay,
+            &c.secure,
+            &c.info,
+            c.puncher.as_ref().and_then(Puncher::socket),
+        ) {
+            let payload = HolepunchPayload {
+                error: error::ABORTED,
+                round: c.round,
+                ..HolepunchPayload::default()
+            };
+            let value = Holepunch {
+                mode: mode::FROM_CLIENT,
+                id: info.payload.holepunch.as_ref().map_or(0, |h| h.id),
+                payload: secure.seal(&payload, nonce[..24].try_into().unwrap_or([0; 24])),
+                peer_address: Some(relay.peer_address),
+            }
+            .to_bytes();
+            let mut spec =
+                RequestSpec::external(command::PEER_HOLEPUNCH, Some(c.target), Some(value));
+            spec.socket = Some(socket);
+            self.send_request(relay.relay_address, None, spec, Owner::DownHint);
+        }
+        self.fail_client(id, reason);
+    }
+
+    /// The path is open: report it.
+    fn client_path_open(&mut self, id: u64, socket: SocketId, remote: SocketAddrV4) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.phase == Phase::Done {
+            return;
+        }
+        c.phase = Phase::Done;
+        c.deadline = None;
+        let Some(info) = c.info.clone() else { return };
+        if let Some(p) = c.puncher.as_mut() {
+            p.finish_elsewhere();
+        }
+        let conn = c.conn;
+        let local_udx_id = c.local_udx_id;
+        self.drain_puncher(PuncherRef::Client(id));
+        tracing::info!(%remote, "connection path open");
+        self.push_event(Event::Connected {
+            conn,
+            socket,
+            remote: std::net::SocketAddr::V4(remote),
+            handshake: Box::new(info.output),
+            local_udx_id,
+            remote_udx_id: info.payload.udx.map_or(0, |u| u.id as u32),
+        });
+        self.clients.remove(&id);
+    }
+
+    pub(super) fn fail_client(&mut self, id: u64, reason: ConnectError) {
+        let Some(mut c) = self.clients.remove(&id) else {
+            return;
+        };
+        if c.phase == Phase::Done {
+            return;
+        }
+        if let Some(p) = c.puncher.as_mut() {
+            p.finish_elsewhere();
+            while let Some(o) = p.poll_output() {
+                if let crate::holepunch::puncher::PunchOutput::Release(s) = o {
+                    self.release_socket(s);
+                }
+            }
+        }
+        tracing::info!(%reason, server = %to_hex(&c.remote_public_key), "connect failed");
+        self.push_event(Event::ConnectFailed {
+            conn: c.conn,
+            reason,
+        });
+    }
+
+    /// Client puncher events.
+    pub(super) fn on_client_punch_connected(
+        &mut self,
+        id: u64,
+        socket: SocketId,
+        from: SocketAddrV4,
+    ) {
+        self.client_path_open(id, socket, from);
+    }
+
+    pub(super) fn on_client_punch_aborted(&mut self, id: u64) {
+        let Some(c) = self.clients.get(&id) else {
+            return;
+        };
+        if c.phase != Phase::Done && !c.lan_only {
+            self.fail_client(id, ConnectError::HolepunchAborted);
+        }
+    }
+
+    /// Client timers: passive wait and the pause before deciding.
+    pub(super) fn client_timers(&mut self) {
+        let now = self.now;
+        let due: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.next_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(c) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            if c.deadline.is_some_and(|t| t <= now) {
+                c.deadline = None;
+                self.fail_client(id, ConnectError::HolepunchAborted);
+                continue;
+            }
+            if let Phase::ProbeAnalyzing {
+                retry,
+                token,
+                reopened,
+                ..
+            } = c.phase.clone()
+            {
+                c.phase = Phase::ProbeAnalyzing {
+                    retry,
+                    token,
+                    pause_until: None,
+                    reopened,
+                };
+                self.continue_probe(id);
+            }
+        }
+    }
+
+    /// Cancels a connection attempt.
+    pub fn cancel_connect(&mut self, now: Timestamp, conn: ConnId) {
+        self.set_now(now);
+        self.fail_client(conn.0, ConnectError::Destroyed);
+    }
+}
+
+/// A copy of the initiator's state (the same message 2 may arrive through several relays).
+fn clone_initiator(i: &Initiator) -> Initiator {
+    i.clone()
+}

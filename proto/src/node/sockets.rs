@@ -1,0 +1,236 @@
+//! Extra sockets (holepunch pools, birthday sockets): allocation through
+//! [`crate::SocketOp::Bind`], ownership by a puncher, and the routing of what arrives on them.
+//! hyperdht's socket pool (`lib/socket-pool.js`): datagrams of at most one byte on such a socket
+//! are holepunch probes for its puncher; anything longer is dht-rpc, handled like traffic on the
+//! DHT sockets (answered from the socket it came in on).
+
+use std::net::{SocketAddr, SocketAddrV4};
+
+use super::Node;
+use crate::event::{SocketOp, Transmit};
+use crate::holepunch::puncher::{PunchOutput, Puncher};
+use crate::ids::SocketId;
+use crate::time::Timestamp;
+
+/// Whose puncher a socket belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PuncherRef {
+    /// A client connection.
+    Client(u64),
+    /// A server handshake slot.
+    Server(u64, usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ExtraSocket {
+    pub owner: PuncherRef,
+    pub bound: bool,
+}
+
+/// Extra sockets a node may hold at once (a birthday punch needs 256).
+pub const MAX_EXTRA_SOCKETS: usize = 1024;
+
+impl Node {
+    pub(super) fn alloc_socket(&mut self, owner: PuncherRef) -> Option<SocketId> {
+        if self.extra_sockets.len() >= MAX_EXTRA_SOCKETS {
+            tracing::warn!("extra socket limit reached");
+            return None;
+        }
+        let id = SocketId(self.next_socket_index);
+        self.next_socket_index = self.next_socket_index.wrapping_add(1).max(2);
+        self.extra_sockets.insert(
+            id,
+            ExtraSocket {
+                owner,
+                bound: false,
+            },
+        );
+        self.socket_ops.push_back(SocketOp::Bind {
+            socket: id,
+            addr: SocketAddrV4::new(self.config.host, 0),
+        });
+        Some(id)
+    }
+
+    pub(super) fn release_socket(&mut self, id: SocketId) {
+        if self.extra_sockets.remove(&id).is_some() {
+            self.socket_ops.push_back(SocketOp::Close { socket: id });
+        }
+    }
+
+    /// An extra socket finished binding (or failed).
+    pub(super) fn on_extra_socket(&mut self, now: Timestamp, socket: SocketId, ok: bool) {
+        let Some(extra) = self.extra_sockets.get_mut(&socket) else {
+            return;
+        };
+        if !ok {
+            let owner = extra.owner;
+            self.extra_sockets.remove(&socket);
+            tracing::debug!(?socket, "puncher socket failed to bind");
+            if let Some(p) = self.puncher_mut(owner) {
+                p.destroy();
+            }
+            self.drain_puncher(owner);
+            return;
+        }
+        extra.bound = true;
+        let owner = extra.owner;
+        if let Some(p) = self.puncher_mut(owner) {
+            p.handle_socket(now, socket);
+        } else {
+            self.release_socket(socket);
+        }
+        self.drain_puncher(owner);
+    }
+
+    pub(super) fn is_extra_bound(&self, socket: SocketId) -> bool {
+        self.extra_sockets.get(&socket).is_some_and(|e| e.bound)
+    }
+
+    /// A datagram of at most one byte on an extra socket: a holepunch probe.
+    pub(super) fn on_probe(&mut self, socket: SocketId, from: SocketAddrV4) {
+        let Some(extra) = self.extra_sockets.get(&socket) else {
+            return;
+        };
+        let owner = extra.owner;
+        if let Some(p) = self.puncher_mut(owner) {
+            p.handle_probe(socket, from);
+        }
+        self.drain_puncher(owner);
+    }
+
+    pub(super) fn puncher_mut(&mut self, owner: PuncherRef) -> Option<&mut Puncher> {
+        match owner {
+            PuncherRef::Client(c) => self.clients.get_mut(&c)?.puncher.as_mut(),
+            PuncherRef::Server(s, slot) => {
+                self.servers.get_mut(&s)?.slot_mut(slot)?.puncher.as_mut()
+            }
+        }
+    }
+
+    /// Carries out everything a puncher asked for.
+    pub(super) fn drain_puncher(&mut self, owner: PuncherRef) {
+        while let Some(out) = self.puncher_mut(owner).and_then(Puncher::poll_output) {
+            match out {
+                PunchOutput::NeedSocket => {
+                    if self.alloc_socket(owner).is_none() {
+                        if let Some(p) = self.puncher_mut(owner) {
+                            p.destroy();
+                        }
+                    }
+                }
+                PunchOutput::Release(s) => self.release_socket(s),
+                PunchOutput::Ping { socket, to } => {
+                    let mut spec = super::RequestSpec::internal(crate::commands::PING);
+                    spec.retry = false;
+                    spec.socket = Some(socket);
+                    let sent =
+                        self.send_request(to, None, spec, super::rpc::Owner::PuncherPing(owner));
+                    if sent.is_none() {
+                        if let Some(p) = self.puncher_mut(owner) {
+                            p.handle_ping_failed();
+                        }
+                    }
+                }
+                PunchOutput::Probe { socket, to, ttl } => {
+                    self.push_transmit(Transmit {
+                        socket,
+                        dst: SocketAddr::V4(to),
+                        ttl: Some(ttl),
+                        payload: vec![0],
+                    });
+                }
+                PunchOutput::Connected { socket, from } => {
+                    self.on_punch_connected(owner, socket, from)
+                }
+                PunchOutput::Aborted => self.on_punch_aborted(owner),
+            }
+        }
+        self.after_puncher_progress(owner);
+    }
+
+    /// The earliest puncher timer.
+    pub(super) fn puncher_timeout(&self) -> Option<Timestamp> {
+        let c = self
+            .clients
+            .values()
+            .filter_map(|c| c.puncher.as_ref()?.poll_timeout())
+            .min();
+        let s = self
+            .servers
+            .values()
+            .flat_map(|s| s.punchers().filter_map(Puncher::poll_timeout))
+            .min();
+        match (c, s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs due puncher timers.
+    pub(super) fn fire_puncher_timers(&mut self) {
+        let now = self.now;
+        let mut owners: Vec<PuncherRef> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.puncher
+                    .as_ref()
+                    .and_then(Puncher::poll_timeout)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(id, _)| PuncherRef::Client(*id))
+            .collect();
+        for (sid, s) in &self.servers {
+            for slot in s.due_punchers(now) {
+                owners.push(PuncherRef::Server(*sid, slot));
+            }
+        }
+        for owner in owners {
+            if let Some(p) = self.puncher_mut(owner) {
+                p.handle_timeout(now);
+            }
+            self.drain_puncher(owner);
+        }
+    }
+}
+
+impl Node {
+    /// Routes a puncher's progress to its owner.
+    pub(super) fn after_puncher_progress(&mut self, owner: PuncherRef) {
+        match owner {
+            PuncherRef::Client(c) => self.after_client_puncher(c),
+            PuncherRef::Server(s, slot) => self.after_server_puncher(s, slot),
+        }
+    }
+
+    /// A puncher saw the peer's probe.
+    pub(super) fn on_punch_connected(
+        &mut self,
+        owner: PuncherRef,
+        socket: SocketId,
+        from: SocketAddrV4,
+    ) {
+        self.note_random_punch_end(owner);
+        match owner {
+            PuncherRef::Client(c) => self.on_client_punch_connected(c, socket, from),
+            // Servers open their path on the client's first UDX packet, not on a probe.
+            PuncherRef::Server(..) => {}
+        }
+    }
+
+    /// A puncher gave up.
+    pub(super) fn on_punch_aborted(&mut self, owner: PuncherRef) {
+        self.note_random_punch_end(owner);
+        match owner {
+            PuncherRef::Client(c) => self.on_client_punch_aborted(c),
+            PuncherRef::Server(s, slot) => self.on_server_punch_aborted(s, slot),
+        }
+    }
+
+    fn note_random_punch_end(&mut self, owner: PuncherRef) {
+        if self.puncher_mut(owner).is_some_and(|p| p.is_randomized()) {
+            self.last_random_punch = Some(self.now);
+        }
+    }
+}
