@@ -99,6 +99,9 @@ pub struct Config {
     /// Our LAN IPv4 addresses (non-loopback interfaces), advertised in handshakes for the LAN
     /// shortcut; the driver fills them in. Unused when bound to 127.0.0.1.
     pub local_addresses: Vec<Ipv4Addr>,
+    /// Try the LAN shortcut when client and server share a public address (JS
+    /// `localConnection`, default true).
+    pub local_connection: bool,
 }
 
 impl Default for Config {
@@ -123,6 +126,7 @@ impl Default for Config {
             store_limits: crate::dht::StoreLimits::default(),
             unix_ms_at_zero: None,
             local_addresses: Vec::new(),
+            local_connection: true,
         }
     }
 }

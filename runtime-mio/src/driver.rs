@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::event::Record;
 use hyperdht_proto::wire::hyperdht::MutableRecord;
+use hyperdht_proto::noise::HandshakeOutput;
 use hyperdht_proto::{
+    ApiError, ConnId, ConnectError, ServerConfig, ServerId,
     Config, Event, Node, NodeId, QueryError, QueryId, QuerySpec, Reply, RequestError, RequestId,
     RequestSpec, SocketId, SocketOp, Stats, Timestamp, Transmit,
 };
@@ -40,6 +42,10 @@ pub enum Error {
     Query(QueryError),
     /// The node has shut down.
     Closed,
+    /// A connection attempt failed.
+    Connect(ConnectError),
+    /// The node refused the call.
+    Api(ApiError),
 }
 
 impl fmt::Display for Error {
@@ -50,6 +56,8 @@ impl fmt::Display for Error {
             Error::Request(e) => write!(f, "request failed: {e}"),
             Error::Query(e) => write!(f, "query failed: {e}"),
             Error::Closed => f.write_str("node is shut down"),
+            Error::Connect(e) => write!(f, "connect failed: {e}"),
+            Error::Api(e) => write!(f, "{e}"),
         }
     }
 }
@@ -108,7 +116,52 @@ enum Command {
     WaitBootstrapped(Sender<Result<(), Error>>),
     Info(Sender<NodeInfo>),
     Subscribe(Sender<Event>),
+    Listen(KeyPair, ServerConfig, Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>),
+    Connect([u8; 32], KeyPair, Sender<Result<Connection, Error>>),
     Shutdown,
+}
+
+/// An established connection: the authenticated handshake and the open UDP path.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// Its id.
+    pub conn: ConnId,
+    /// The peer's public key.
+    pub remote_public_key: [u8; 32],
+    /// The path: our socket's local address.
+    pub local_addr: Option<SocketAddr>,
+    /// The path: the peer's address.
+    pub remote: SocketAddr,
+    /// Keys and hash of the Noise handshake.
+    pub handshake: HandshakeOutput,
+    /// Our UDX stream id.
+    pub local_udx_id: u32,
+    /// The peer's UDX stream id.
+    pub remote_udx_id: u32,
+}
+
+/// What happens on a server.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A client's handshake was accepted.
+    Incoming {
+        /// The connection.
+        conn: ConnId,
+        /// The client's key.
+        remote_public_key: [u8; 32],
+    },
+    /// A connection's path is open.
+    Connected(Connection),
+}
+
+/// A listening server.
+#[derive(Debug)]
+pub struct Server {
+    /// Its id.
+    pub id: ServerId,
+    /// Its events.
+    pub events: Receiver<ServerEvent>,
 }
 
 /// A handle to a node running on its own thread. The node stops when [`MioNode::shutdown`] is
@@ -150,6 +203,9 @@ impl MioNode {
 
     /// Like [`MioNode::spawn`] with a fixed seed (reproducible ids and tids, for tests).
     pub fn spawn_with_seed(mut config: Config, seed: [u8; 32]) -> Result<MioNode, Error> {
+        if config.local_addresses.is_empty() {
+            config.local_addresses = primary_ipv4().into_iter().collect();
+        }
         if config.unix_ms_at_zero.is_none() {
             config.unix_ms_at_zero = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -302,6 +358,22 @@ impl MioNode {
         self.query(QuerySpec::find_node(target.0))
     }
 
+    /// Starts a server for `key` and waits for its first announce.
+    pub fn listen(&self, key: &KeyPair, config: ServerConfig) -> Result<Server, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::Listen(key.clone(), config, tx))?;
+        let (id, events) = rx.recv().map_err(|_| Error::Closed)??;
+        Ok(Server { id, events })
+    }
+
+    /// Connects to the server with `remote_public_key`, as `key`; blocks until the path is open
+    /// or the attempt failed.
+    pub fn connect(&self, remote_public_key: [u8; 32], key: &KeyPair) -> Result<Connection, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::Connect(remote_public_key, key.clone(), tx))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
     /// A snapshot of the node's state.
     pub fn info(&self) -> Result<NodeInfo, Error> {
         let (tx, rx) = mpsc::channel();
@@ -339,6 +411,10 @@ impl Drop for MioNode {
 type QueryReplyTx = Sender<Result<QueryOutcome, Error>>;
 
 struct Pending {
+    listens: HashMap<ServerId, (Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>, Sender<ServerEvent>, Receiver<ServerEvent>)>,
+    servers: HashMap<ServerId, Sender<ServerEvent>>,
+    server_conns: HashMap<ConnId, (ServerId, [u8; 32])>,
+    connects: HashMap<ConnId, ([u8; 32], Sender<Result<Connection, Error>>)>,
     requests: HashMap<RequestId, Sender<Result<Reply, Error>>>,
     queries: HashMap<QueryId, (QueryOutcome, QueryReplyTx)>,
     bootstrapped: Vec<Sender<Result<(), Error>>>,
@@ -376,6 +452,10 @@ impl Loop {
             readable: Vec::new(),
             unsent: None,
             pending: Pending {
+                listens: HashMap::new(),
+                servers: HashMap::new(),
+                server_conns: HashMap::new(),
+                connects: HashMap::new(),
                 requests: HashMap::new(),
                 queries: HashMap::new(),
                 bootstrapped: Vec::new(),
@@ -501,6 +581,19 @@ impl Loop {
                     let _ = tx.send(info);
                 }
                 Command::Subscribe(tx) => self.pending.subscribers.push(tx),
+                Command::Listen(key, config, tx) => match self.node.listen(now, &key, config) {
+                    Ok(id) => {
+                        let (etx, erx) = mpsc::channel();
+                        self.pending.listens.insert(id, (tx, etx, erx));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::Api(e)));
+                    }
+                },
+                Command::Connect(pk, key, tx) => {
+                    let id = self.node.connect(now, &pk, &key);
+                    self.pending.connects.insert(id, (pk, tx));
+                }
                 Command::Shutdown => {
                     self.node.shutdown(now);
                 }
@@ -671,6 +764,49 @@ impl Loop {
                     let _ = tx.send(result.map_err(Error::Query));
                 }
             }
+            Event::ServerListening { server, .. } => {
+                if let Some((tx, etx, erx)) = self.pending.listens.remove(&server) {
+                    self.pending.servers.insert(server, etx);
+                    let _ = tx.send(Ok((server, erx)));
+                }
+            }
+            Event::Incoming { server, conn, remote_public_key } => {
+                self.pending.server_conns.insert(conn, (server, remote_public_key));
+                if let Some(tx) = self.pending.servers.get(&server) {
+                    let _ = tx.send(ServerEvent::Incoming { conn, remote_public_key });
+                }
+            }
+            Event::Connected {
+                conn,
+                socket,
+                remote,
+                handshake,
+                local_udx_id,
+                remote_udx_id,
+            } => {
+                let mut c = Connection {
+                    conn,
+                    remote_public_key: handshake.remote_public_key,
+                    local_addr: self.node.local_addr(socket),
+                    remote,
+                    handshake: *handshake,
+                    local_udx_id,
+                    remote_udx_id,
+                };
+                if let Some((pk, tx)) = self.pending.connects.remove(&conn) {
+                    c.remote_public_key = pk;
+                    let _ = tx.send(Ok(c));
+                } else if let Some((server, _)) = self.pending.server_conns.remove(&conn) {
+                    if let Some(tx) = self.pending.servers.get(&server) {
+                        let _ = tx.send(ServerEvent::Connected(c));
+                    }
+                }
+            }
+            Event::ConnectFailed { conn, reason } => {
+                if let Some((_, tx)) = self.pending.connects.remove(&conn) {
+                    let _ = tx.send(Err(Error::Connect(reason)));
+                }
+            }
             Event::Closed => self.done = true,
             _ => {}
         }
@@ -684,6 +820,12 @@ impl Loop {
             let _ = tx.send(Err(Error::Closed));
         }
         for tx in self.pending.bootstrapped.drain(..) {
+            let _ = tx.send(Err(Error::Closed));
+        }
+        for (_, (_, tx)) in self.pending.connects.drain() {
+            let _ = tx.send(Err(Error::Closed));
+        }
+        for (_, (tx, _, _)) in self.pending.listens.drain() {
             let _ = tx.send(Err(Error::Closed));
         }
         if let Some(r) = self.ready.take() {
@@ -700,4 +842,15 @@ fn bind(addr: SocketAddrV4) -> io::Result<UdpSocket> {
     let s = StdUdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
     Ok(UdpSocket::from_std(s))
+}
+
+/// The IPv4 address of the interface the default route uses, if any (connecting a UDP socket
+/// sends nothing; it only picks a route).
+fn primary_ipv4() -> Option<std::net::Ipv4Addr> {
+    let s = StdUdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    match s.local_addr().ok()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() && !a.ip().is_loopback() => Some(*a.ip()),
+        _ => None,
+    }
 }

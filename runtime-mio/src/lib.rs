@@ -14,5 +14,5 @@
 mod driver;
 mod resolve;
 
-pub use driver::{Error, MioNode, NodeInfo, QueryOutcome};
+pub use driver::{Connection, Error, MioNode, NodeInfo, QueryOutcome, Server, ServerEvent};
 pub use resolve::{parse_bootstrap_list, resolve_bootstrap};

@@ -65,7 +65,13 @@ impl Router {
 
     /// Stores a permanent entry for a server listening on this node (JS `retain`).
     pub fn retain(&mut self, target: [u8; 32], record: Vec<u8>) {
-        self.forwards.retain(target, Forward { relay: None, record });
+        self.forwards.retain(
+            target,
+            Forward {
+                relay: None,
+                record,
+            },
+        );
     }
 
     /// Reads a forward entry (refreshing it, as xache does).

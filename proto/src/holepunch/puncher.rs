@@ -89,9 +89,20 @@ pub struct RemoteAddress {
 
 #[derive(Clone, Debug)]
 enum Strategy {
-    Consistent { round: u32 },
-    RandomPorts { host: SocketAddrV4, left: u32 },
-    Birthday { remote: SocketAddrV4, next: usize, low_ttl_rounds: u32, left: u32, opened: bool },
+    Consistent {
+        round: u32,
+    },
+    RandomPorts {
+        host: SocketAddrV4,
+        left: u32,
+    },
+    Birthday {
+        remote: SocketAddrV4,
+        next: usize,
+        low_ttl_rounds: u32,
+        left: u32,
+        opened: bool,
+    },
 }
 
 /// One holepunch attempt.
@@ -125,7 +136,13 @@ pub struct Puncher {
 impl Puncher {
     /// A puncher; `sample_nodes` are DHT nodes to sample our NAT through (most recent first).
     /// It asks for its socket at once.
-    pub fn new(is_initiator: bool, dht_firewalled: bool, remote_firewall: u64, sample_nodes: Vec<SocketAddrV4>, rng: Rng) -> Puncher {
+    pub fn new(
+        is_initiator: bool,
+        dht_firewalled: bool,
+        remote_firewall: u64,
+        sample_nodes: Vec<SocketAddrV4>,
+        rng: Rng,
+    ) -> Puncher {
         let mut p = Puncher {
             is_initiator,
             dht_firewalled,
@@ -217,7 +234,11 @@ impl Puncher {
         }
         if let Some(Strategy::Birthday { remote, .. }) = &self.strategy {
             let remote = *remote;
-            self.out.push_back(PunchOutput::Probe { socket, to: remote, ttl: LOW_TTL });
+            self.out.push_back(PunchOutput::Probe {
+                socket,
+                to: remote,
+                ttl: LOW_TTL,
+            });
             self.open_birthday_socket(now);
         }
     }
@@ -285,7 +306,8 @@ impl Puncher {
     /// `_unstable`: we are UNKNOWN, or both sides are RANDOM.
     pub fn is_unstable(&self) -> bool {
         let fw = self.nat.firewall();
-        (self.remote_firewall >= firewall::RANDOM && fw >= firewall::RANDOM) || fw == firewall::UNKNOWN
+        (self.remote_firewall >= firewall::RANDOM && fw >= firewall::RANDOM)
+            || fw == firewall::UNKNOWN
     }
 
     /// Re-rolls the socket when the view is unstable (`_reset`); false when out of re-rolls.
@@ -306,9 +328,16 @@ impl Puncher {
     }
 
     /// The peer's view from its latest payload; `verified` is the host whose token it echoed.
-    pub fn update_remote(&mut self, punching: bool, firewall: u64, addresses: Option<&[SocketAddrV4]>, verified: Option<std::net::Ipv4Addr>) {
+    pub fn update_remote(
+        &mut self,
+        punching: bool,
+        firewall: u64,
+        addresses: Option<&[SocketAddrV4]>,
+        verified: Option<std::net::Ipv4Addr>,
+    ) {
         let previous = core::mem::take(&mut self.remote_addresses);
-        let was_verified = |h: &std::net::Ipv4Addr| previous.iter().any(|a| a.verified && a.addr.ip() == h);
+        let was_verified =
+            |h: &std::net::Ipv4Addr| previous.iter().any(|a| a.verified && a.addr.ip() == h);
         self.remote_addresses = addresses
             .unwrap_or(&[])
             .iter()
@@ -325,21 +354,33 @@ impl Puncher {
     /// `openSession`: a TTL-5 probe that opens our NAT mapping towards `to`.
     pub fn open_session(&mut self, to: SocketAddrV4) {
         if let Some(socket) = self.socket() {
-            self.out.push_back(PunchOutput::Probe { socket, to, ttl: LOW_TTL });
+            self.out.push_back(PunchOutput::Probe {
+                socket,
+                to,
+                ttl: LOW_TTL,
+            });
         }
     }
 
     /// `ping`: a TTL-64 probe.
     pub fn ping(&mut self, to: SocketAddrV4) {
         if let Some(socket) = self.socket() {
-            self.out.push_back(PunchOutput::Probe { socket, to, ttl: DEFAULT_TTL });
+            self.out.push_back(PunchOutput::Probe {
+                socket,
+                to,
+                ttl: DEFAULT_TTL,
+            });
         }
     }
 
     /// A probe (datagram of at most one byte) arrived on one of our sockets.
     pub fn handle_probe(&mut self, socket: SocketId, from: SocketAddrV4) {
         if !self.is_initiator {
-            self.out.push_back(PunchOutput::Probe { socket, to: from, ttl: DEFAULT_TTL });
+            self.out.push_back(PunchOutput::Probe {
+                socket,
+                to: from,
+                ttl: DEFAULT_TTL,
+            });
             return;
         }
         if self.is_done() {
@@ -350,7 +391,12 @@ impl Puncher {
         self.strategy = None;
         self.next_at = None;
         let keep = socket;
-        let others: Vec<SocketId> = self.sockets.iter().copied().filter(|s| *s != keep).collect();
+        let others: Vec<SocketId> = self
+            .sockets
+            .iter()
+            .copied()
+            .filter(|s| *s != keep)
+            .collect();
         for s in others {
             self.out.push_back(PunchOutput::Release(s));
         }
@@ -367,13 +413,27 @@ impl Puncher {
             return true;
         }
         self.punching = true;
-        let coerce = |f: u64| if f == firewall::OPEN { firewall::CONSISTENT } else { f };
+        let coerce = |f: u64| {
+            if f == firewall::OPEN {
+                firewall::CONSISTENT
+            } else {
+                f
+            }
+        };
         let local = coerce(self.nat.firewall());
         let remote = coerce(self.remote_firewall);
-        let verified = self.remote_addresses.iter().find(|a| a.verified).map(|a| a.addr);
+        let verified = self
+            .remote_addresses
+            .iter()
+            .find(|a| a.verified)
+            .map(|a| a.addr);
         if local == firewall::CONSISTENT && remote == firewall::CONSISTENT {
             self.strategy = Some(Strategy::Consistent { round: 0 });
-            self.next_at = Some(if self.is_initiator { now } else { now + CONSISTENT_GAP });
+            self.next_at = Some(if self.is_initiator {
+                now
+            } else {
+                now + CONSISTENT_GAP
+            });
             return true;
         }
         let Some(remote_addr) = verified else {
@@ -439,7 +499,11 @@ impl Puncher {
                     .map(|a| a.addr)
                     .collect();
                 for to in targets {
-                    self.out.push_back(PunchOutput::Probe { socket, to, ttl: DEFAULT_TTL });
+                    self.out.push_back(PunchOutput::Probe {
+                        socket,
+                        to,
+                        ttl: DEFAULT_TTL,
+                    });
                 }
                 if r >= CONSISTENT_ROUNDS {
                     self.next_at = Some(now + CONSISTENT_GAP);
@@ -455,12 +519,22 @@ impl Puncher {
                     *left -= 1;
                     let port = 1000 + self.rng.below(64536) as u16;
                     let to = SocketAddrV4::new(*host.ip(), port);
-                    self.out.push_back(PunchOutput::Probe { socket, to, ttl: DEFAULT_TTL });
+                    self.out.push_back(PunchOutput::Probe {
+                        socket,
+                        to,
+                        ttl: DEFAULT_TTL,
+                    });
                     self.next_at = Some(now + RANDOM_PROBE_GAP);
                     return;
                 }
             }
-            Some(Strategy::Birthday { remote, next, low_ttl_rounds, left, opened: true }) => {
+            Some(Strategy::Birthday {
+                remote,
+                next,
+                low_ttl_rounds,
+                left,
+                opened: true,
+            }) => {
                 if *left == 0 {
                     self.strategy = None;
                 } else {
@@ -471,8 +545,16 @@ impl Puncher {
                     }
                     let s = self.sockets[*next];
                     *next += 1;
-                    let ttl = if *low_ttl_rounds > 0 { LOW_TTL } else { DEFAULT_TTL };
-                    self.out.push_back(PunchOutput::Probe { socket: s, to: *remote, ttl });
+                    let ttl = if *low_ttl_rounds > 0 {
+                        LOW_TTL
+                    } else {
+                        DEFAULT_TTL
+                    };
+                    self.out.push_back(PunchOutput::Probe {
+                        socket: s,
+                        to: *remote,
+                        ttl,
+                    });
                     self.next_at = Some(now + RANDOM_PROBE_GAP);
                     return;
                 }
@@ -528,39 +610,89 @@ mod tests {
 
     #[test]
     fn samples_then_punches_consistent() {
-        let nodes: Vec<SocketAddrV4> = (1..=6u8).map(|i| SocketAddrV4::new([10, 0, 0, i].into(), 1)).collect();
-        let mut p = Puncher::new(true, true, firewall::CONSISTENT, nodes.clone(), Rng::from_seed([1; 32]));
+        let nodes: Vec<SocketAddrV4> = (1..=6u8)
+            .map(|i| SocketAddrV4::new([10, 0, 0, i].into(), 1))
+            .collect();
+        let mut p = Puncher::new(
+            true,
+            true,
+            firewall::CONSISTENT,
+            nodes.clone(),
+            Rng::from_seed([1; 32]),
+        );
         assert_eq!(drain(&mut p), vec![PunchOutput::NeedSocket]);
         p.handle_socket(Timestamp::ZERO, sid(5));
         let pings = drain(&mut p);
         assert_eq!(pings.len(), 4);
         for (i, o) in pings.iter().enumerate() {
-            let PunchOutput::Ping { to, .. } = o else { panic!() };
+            let PunchOutput::Ping { to, .. } = o else {
+                panic!()
+            };
             let _ = i;
             p.handle_ping_reply("1.2.3.4:999".parse().unwrap(), *to);
         }
         assert!(p.is_analyzed());
         assert_eq!(p.nat().firewall(), firewall::CONSISTENT);
-        p.update_remote(true, firewall::CONSISTENT, Some(&["5.6.7.8:1000".parse().unwrap()]), Some("5.6.7.8".parse().unwrap()));
+        p.update_remote(
+            true,
+            firewall::CONSISTENT,
+            Some(&["5.6.7.8:1000".parse().unwrap()]),
+            Some("5.6.7.8".parse().unwrap()),
+        );
         assert!(p.punch(Timestamp::ZERO));
         p.handle_timeout(Timestamp::ZERO);
-        assert_eq!(drain(&mut p), vec![PunchOutput::Probe { socket: sid(5), to: "5.6.7.8:1000".parse().unwrap(), ttl: 64 }]);
+        assert_eq!(
+            drain(&mut p),
+            vec![PunchOutput::Probe {
+                socket: sid(5),
+                to: "5.6.7.8:1000".parse().unwrap(),
+                ttl: 64
+            }]
+        );
         p.handle_probe(sid(5), "5.6.7.8:1000".parse().unwrap());
-        assert_eq!(drain(&mut p), vec![PunchOutput::Connected { socket: sid(5), from: "5.6.7.8:1000".parse().unwrap() }]);
+        assert_eq!(
+            drain(&mut p),
+            vec![PunchOutput::Connected {
+                socket: sid(5),
+                from: "5.6.7.8:1000".parse().unwrap()
+            }]
+        );
     }
 
     #[test]
     fn random_random_refused_and_aborts_when_out_of_time() {
-        let mut p = Puncher::new(true, true, firewall::RANDOM, vec![], Rng::from_seed([1; 32]));
+        let mut p = Puncher::new(
+            true,
+            true,
+            firewall::RANDOM,
+            vec![],
+            Rng::from_seed([1; 32]),
+        );
         p.handle_socket(Timestamp::ZERO, sid(2));
         drain(&mut p);
         assert!(p.is_analyzed(), "no nodes to sample: analysis gives up");
-        p.update_remote(true, firewall::RANDOM, Some(&["5.6.7.8:0".parse().unwrap()]), Some("5.6.7.8".parse().unwrap()));
+        p.update_remote(
+            true,
+            firewall::RANDOM,
+            Some(&["5.6.7.8:0".parse().unwrap()]),
+            Some("5.6.7.8".parse().unwrap()),
+        );
         assert!(!p.punch(Timestamp::ZERO), "UNKNOWN local cannot punch");
 
-        let mut c = Puncher::new(false, false, firewall::CONSISTENT, vec![], Rng::from_seed([2; 32]));
+        let mut c = Puncher::new(
+            false,
+            false,
+            firewall::CONSISTENT,
+            vec![],
+            Rng::from_seed([2; 32]),
+        );
         c.handle_socket(Timestamp::ZERO, sid(3));
-        c.update_remote(true, firewall::CONSISTENT, Some(&["5.6.7.8:9".parse().unwrap()]), None);
+        c.update_remote(
+            true,
+            firewall::CONSISTENT,
+            Some(&["5.6.7.8:9".parse().unwrap()]),
+            None,
+        );
         assert!(c.punch(Timestamp::ZERO));
         let mut t = Timestamp::ZERO;
         for _ in 0..12 {

@@ -429,7 +429,7 @@ impl Node {
             c.deadline = Some(now + PASSIVE_CONNECT_TIMEOUT);
             return;
         }
-        if info.relayed && info.client_address.ip() == info.server_address.ip() {
+        if self.config.local_connection && info.relayed && info.client_address.ip() == info.server_address.ip() {
             let servers: Vec<SocketAddrV4> = p
                 .addresses4
                 .iter()

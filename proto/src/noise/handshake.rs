@@ -85,6 +85,7 @@ fn take32(b: &[u8]) -> Result<[u8; 32], NoiseError> {
 }
 
 /// The client's side.
+#[derive(Clone)]
 pub struct Initiator {
     ss: SymmetricState,
     local: KeyPair,

@@ -1,5 +1,640 @@
 //! UDX: reliable, congestion-controlled streams over UDP, byte-compatible with libudx (the C
-//! library behind Node.js `udx-native`). See connect.md §3; the libudx sources are the truth.
+//! library behind Node.js `udx-native` 1.21). See connect.md §3; the libudx sources are the
+//! truth, and every constant names the libudx file it mirrors.
 //!
-//! This module owns everything below the secret-stream layer: the packet codec ([`packet`]).
+//! This module owns everything below the secret-stream layer:
+//! - [`packet`]: the wire codec (header, SACK blocks, data offset);
+//! - [`UdxMux`]: the set of streams sharing the node's sockets, keyed by local stream id; it
+//!   claims the datagrams that are UDX for a live stream and leaves the rest to the DHT and
+//!   holepunch code (connect.md §2.10);
+//! - `stream` (private): one stream's state machine: sequence numbers, immediate ACK/SACK,
+//!   RTO (RFC 6298) with RACK-TLP loss detection (RFC 8985), flow control, END/DESTROY,
+//!   HEARTBEAT, MESSAGE;
+//! - [`send`], [`recv`]: the send and receive buffers (bounded on the receive side);
+//! - [`rtt`], [`congestion`], [`pacing`], [`mtu`]: RTT estimation, congestion control,
+//!   pacing and MTU probing.
+//!
+//! There is no handshake at this level: a stream is created with a local id, connected to a
+//! remote id and address learnt elsewhere (the Noise payload), and data may flow at once.
+//!
+//! ## Driving it
+//! ```
+//! use hyperdht_proto::stream::{Config, UdxMux, StreamEvent};
+//! use hyperdht_proto::{SocketId, Timestamp};
+//!
+//! let now = Timestamp::ZERO;
+//! let mut a = UdxMux::new(Config::default(), [1; 32]);
+//! let mut b = UdxMux::new(Config::default(), [2; 32]);
+//! let (sa, sb) = (a.create_stream(now), b.create_stream(now));
+//! let (addr_a, addr_b) = ("127.0.0.1:1000".parse().unwrap(), "127.0.0.1:2000".parse().unwrap());
+//! a.connect(now, sa, SocketId::SERVER, b.local_id(sb).unwrap(), addr_b).unwrap();
+//! b.connect(now, sb, SocketId::SERVER, a.local_id(sa).unwrap(), addr_a).unwrap();
+//! a.write(now, sa, b"hello").unwrap();
+//! while let Some(t) = a.poll_transmit(now) {
+//!     assert!(b.handle_datagram(now, t.socket, addr_a, &t.payload));
+//! }
+//! assert!(matches!(b.poll_event(), Some(StreamEvent::Readable { .. })));
+//! let mut buf = [0u8; 16];
+//! assert_eq!(b.read(sb, &mut buf), Ok(5));
+//! assert_eq!(&buf[..5], b"hello");
+//! ```
+
+pub mod congestion;
+pub mod mtu;
+pub mod pacing;
 pub mod packet;
+pub mod recv;
+pub mod rtt;
+pub mod send;
+#[allow(clippy::module_inception)]
+mod stream;
+
+use core::fmt;
+use core::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use crate::event::Transmit;
+use crate::ids::SocketId;
+use crate::rng::Rng;
+use crate::time::Timestamp;
+
+pub use stream::StreamStats;
+use stream::{Life, Stream};
+
+/// Options shared by the streams of a mux.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Receive window advertised when nothing is buffered (libudx `UDX_DEFAULT_RWND_MAX`,
+    /// 4 MiB). The read buffer plus out-of-order data never exceed twice this.
+    pub rwnd_max: u32,
+    /// Probe the path MTU from 1200 up to [`Config::max_mtu`].
+    pub mtu_probing: bool,
+    /// Upper bound for MTU probing (IP packet size, at most 1500).
+    pub max_mtu: u16,
+    /// Send a HEARTBEAT after this long with nothing in flight (`udx_stream_set_keepalive`);
+    /// hyperdht leaves it off.
+    pub keepalive: Option<Duration>,
+    /// Unreliable messages waiting in [`UdxMux::poll_event`] at most; more are dropped.
+    pub max_pending_messages: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rwnd_max: recv::DEFAULT_RWND_MAX,
+            mtu_probing: true,
+            max_mtu: mtu::MTU_MAX,
+            keepalive: None,
+            max_pending_messages: 1024,
+        }
+    }
+}
+
+/// A stream handle: opaque, never reused by one mux.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(u64);
+
+impl StreamId {
+    /// The raw number (for logs and drivers' maps).
+    pub fn index(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why a stream closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Both sides ended and everything was acknowledged.
+    Finished,
+    /// The peer sent DESTROY (libudx `ECONNRESET`).
+    Reset,
+    /// The head packet went unacknowledged through six RTOs (libudx `ETIMEDOUT`).
+    TimedOut,
+    /// We called [`UdxMux::reset`].
+    Destroyed,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloseReason::Finished => "stream finished",
+            CloseReason::Reset => "stream reset by peer",
+            CloseReason::TimedOut => "stream timed out",
+            CloseReason::Destroyed => "stream destroyed",
+        })
+    }
+}
+
+/// What the application should know about its streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// A stream waiting for its first packet connected to that packet's source
+    /// ([`UdxMux::accept`]).
+    Accepted {
+        /// Which stream.
+        id: StreamId,
+        /// The socket the packet came in on.
+        socket: SocketId,
+        /// Its source.
+        from: SocketAddr,
+    },
+    /// Bytes can be read (edge-triggered: read until `Err(Blocked)`).
+    Readable {
+        /// Which stream.
+        id: StreamId,
+    },
+    /// A write that returned `Blocked` (or took less than offered) can be retried.
+    Writable {
+        /// Which stream.
+        id: StreamId,
+    },
+    /// The peer ended its side: once the buffered bytes are read, `read` returns `Ok(0)`.
+    Finished {
+        /// Which stream.
+        id: StreamId,
+    },
+    /// An unreliable datagram (UDX MESSAGE).
+    Message {
+        /// Which stream.
+        id: StreamId,
+        /// Its payload.
+        data: Vec<u8>,
+    },
+    /// The stream closed. Unread bytes stay readable until [`UdxMux::remove`].
+    Closed {
+        /// Which stream.
+        id: StreamId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a stream operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// No such stream (never created, or removed).
+    UnknownStream,
+    /// Nothing can be taken now: wait for [`StreamEvent::Writable`] / [`StreamEvent::Readable`].
+    Blocked,
+    /// The write side was finished.
+    Finished,
+    /// The stream closed.
+    Closed(CloseReason),
+    /// Already connected.
+    AlreadyConnected,
+    /// The local id is in use.
+    IdInUse,
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::UnknownStream => f.write_str("unknown stream"),
+            StreamError::Blocked => f.write_str("stream blocked"),
+            StreamError::Finished => f.write_str("stream write side finished"),
+            StreamError::Closed(r) => write!(f, "{r}"),
+            StreamError::AlreadyConnected => f.write_str("stream already connected"),
+            StreamError::IdInUse => f.write_str("local stream id in use"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// Where a datagram written by [`UdxMux::poll_transmit_into`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// Socket to send from.
+    pub socket: SocketId,
+    /// Address to send to.
+    pub addr: SocketAddr,
+}
+
+/// Read-only view of a stream's transport state.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct StreamInfo {
+    /// Our local id (what the peer puts in bytes 4..8).
+    pub local_id: u32,
+    /// Whether it is connected.
+    pub connected: bool,
+    /// Smoothed RTT.
+    pub srtt: Option<Duration>,
+    /// Retransmission timeout.
+    pub rto: Duration,
+    /// Congestion window, packets.
+    pub cwnd: u32,
+    /// Packets in flight.
+    pub inflight: u32,
+    /// Current MTU.
+    pub mtu: u16,
+    /// Pacing rate, bytes per second.
+    pub pacing_rate: u64,
+    /// Counters.
+    pub stats: StreamStats,
+}
+
+/// All UDX streams of one node, keyed by local stream id.
+pub struct UdxMux {
+    config: Config,
+    rng: Rng,
+    streams: BTreeMap<StreamId, Stream>,
+    by_local: HashMap<u32, StreamId>,
+    next_handle: u64,
+    events: VecDeque<StreamEvent>,
+    pending_messages: usize,
+    /// Round-robin cursor for [`UdxMux::poll_transmit`].
+    cursor: Option<StreamId>,
+}
+
+impl fmt::Debug for UdxMux {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdxMux")
+            .field("streams", &self.streams.len())
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdxMux {
+    /// An empty mux; `seed` feeds the local-id generator.
+    pub fn new(config: Config, seed: [u8; 32]) -> Self {
+        UdxMux {
+            config,
+            rng: Rng::from_seed(seed),
+            streams: BTreeMap::new(),
+            by_local: HashMap::new(),
+            next_handle: 1,
+            events: VecDeque::new(),
+            pending_messages: 0,
+            cursor: None,
+        }
+    }
+
+    /// Creates a stream with a fresh random local id.
+    pub fn create_stream(&mut self, now: Timestamp) -> StreamId {
+        loop {
+            let id = self.rng.next_u32();
+            if let Ok(s) = self.create_stream_with_id(now, id) {
+                return s;
+            }
+        }
+    }
+
+    /// Creates a stream with a chosen local id.
+    pub fn create_stream_with_id(
+        &mut self,
+        now: Timestamp,
+        local_id: u32,
+    ) -> Result<StreamId, StreamError> {
+        if self.by_local.contains_key(&local_id) {
+            return Err(StreamError::IdInUse);
+        }
+        let id = StreamId(self.next_handle);
+        self.next_handle += 1;
+        self.streams
+            .insert(id, Stream::new(now, id, local_id, &self.config));
+        self.by_local.insert(local_id, id);
+        Ok(id)
+    }
+
+    /// The local id of a stream.
+    pub fn local_id(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(&id).map(Stream::local_id)
+    }
+
+    /// The stream a local id belongs to.
+    pub fn stream_by_local_id(&self, local_id: u32) -> Option<StreamId> {
+        self.by_local.get(&local_id).copied()
+    }
+
+    /// Transport state of a stream.
+    pub fn info(&self, id: StreamId) -> Option<StreamInfo> {
+        self.streams.get(&id).map(|s| StreamInfo {
+            local_id: s.local_id(),
+            connected: s.is_connected(),
+            srtt: s.srtt(),
+            rto: s.rto(),
+            cwnd: s.cwnd(),
+            inflight: s.inflight(),
+            mtu: s.mtu(),
+            pacing_rate: s.pacing_rate(),
+            stats: s.stats,
+        })
+    }
+
+    /// Connects a stream: its packets go to `remote_id` at `addr` through `socket`.
+    pub fn connect(
+        &mut self,
+        now: Timestamp,
+        id: StreamId,
+        socket: SocketId,
+        remote_id: u32,
+        addr: SocketAddr,
+    ) -> Result<(), StreamError> {
+        let _ = now;
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        if s.is_connected() {
+            return Err(StreamError::AlreadyConnected);
+        }
+        if let Some(r) = s.closed_reason() {
+            return Err(StreamError::Closed(r));
+        }
+        s.connect(socket, remote_id, addr);
+        Ok(())
+    }
+
+    /// Connects the stream to the source of the first packet addressed to it, whatever socket
+    /// it arrives on (what a hyperdht server does in its firewall callback, connect.md §3.4).
+    pub fn accept(&mut self, id: StreamId, remote_id: u32) -> Result<(), StreamError> {
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        if s.is_connected() {
+            return Err(StreamError::AlreadyConnected);
+        }
+        s.accept = Some(remote_id);
+        Ok(())
+    }
+
+    /// Offers a received datagram. Returns `true` if it was UDX for a live stream (consumed);
+    /// `false` means it belongs to the DHT or holepunch code (connect.md §2.10).
+    pub fn handle_datagram(
+        &mut self,
+        now: Timestamp,
+        socket: SocketId,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
+        let Some(local) = packet::peek_id(bytes) else {
+            return false;
+        };
+        let Some(&id) = self.by_local.get(&local) else {
+            return false;
+        };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return false;
+        };
+        if stream.life == Life::Dead {
+            return false;
+        }
+        let Ok(pkt) = packet::Packet::decode(bytes) else {
+            return false;
+        };
+        let before = self.events.len();
+        stream.handle_packet(now, socket, from, &pkt, &mut self.events);
+        self.account_messages(before);
+        self.reap(id);
+        true
+    }
+
+    /// Drops message events past the configured bound (they are unreliable).
+    fn account_messages(&mut self, before: usize) {
+        let mut i = before;
+        while i < self.events.len() {
+            if matches!(self.events[i], StreamEvent::Message { .. }) {
+                if self.pending_messages >= self.config.max_pending_messages {
+                    self.events.remove(i);
+                    continue;
+                }
+                self.pending_messages += 1;
+            }
+            i += 1;
+        }
+    }
+
+    /// Forgets a dead stream whose bytes were all read.
+    fn reap(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get(&id) {
+            if s.life == Life::Dead && s.readable_bytes() == 0 {
+                self.remove(id);
+            } else if s.life == Life::Dead {
+                // Keep it readable, but free the local id for incoming traffic checks.
+                let local = s.local_id();
+                if self.by_local.get(&local) == Some(&id) {
+                    self.by_local.remove(&local);
+                }
+            }
+        }
+    }
+
+    /// Forgets a stream at once (no DESTROY is sent; use [`UdxMux::reset`] for that).
+    pub fn remove(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.remove(&id) {
+            if self.by_local.get(&s.local_id()) == Some(&id) {
+                self.by_local.remove(&s.local_id());
+            }
+        }
+    }
+
+    /// Queues up to as many bytes as the send buffer takes; returns how many.
+    /// `Err(Blocked)` when none fit: wait for [`StreamEvent::Writable`].
+    pub fn write(
+        &mut self,
+        now: Timestamp,
+        id: StreamId,
+        data: &[u8],
+    ) -> Result<usize, StreamError> {
+        let _ = now;
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        if let Some(r) = s.closed_reason() {
+            return Err(StreamError::Closed(r));
+        }
+        if s.life != Life::Open {
+            return Err(StreamError::Closed(CloseReason::Finished));
+        }
+        if !s.writable_bytes_allowed() {
+            return Err(StreamError::Finished);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        match s.write(data) {
+            0 => Err(StreamError::Blocked),
+            n => Ok(n),
+        }
+    }
+
+    /// How many bytes [`UdxMux::write`] would take now.
+    pub fn writable_bytes(&self, id: StreamId) -> usize {
+        self.streams.get(&id).map_or(0, Stream::writable_bytes)
+    }
+
+    /// Ends the write side (UDX END after the queued bytes).
+    pub fn finish(&mut self, now: Timestamp, id: StreamId) -> Result<(), StreamError> {
+        let _ = now;
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        if let Some(r) = s.closed_reason() {
+            return Err(StreamError::Closed(r));
+        }
+        if s.finish() {
+            Ok(())
+        } else {
+            Err(StreamError::Finished)
+        }
+    }
+
+    /// Reads bytes: `Ok(n > 0)`, `Ok(0)` at the end of the stream (or for an empty `buf`),
+    /// `Err(Blocked)` when nothing is buffered yet.
+    pub fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<usize, StreamError> {
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = s.read(buf);
+        if n > 0 {
+            if s.life == Life::Dead && s.readable_bytes() == 0 {
+                self.reap(id);
+            }
+            return Ok(n);
+        }
+        Self::empty_read(s)
+    }
+
+    /// Moves every buffered byte to `out`; returns how many, like [`UdxMux::read`].
+    pub fn read_into(&mut self, id: StreamId, out: &mut Vec<u8>) -> Result<usize, StreamError> {
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        let n = s.read_all(out);
+        if n > 0 {
+            if s.life == Life::Dead {
+                self.reap(id);
+            }
+            return Ok(n);
+        }
+        Self::empty_read(s)
+    }
+
+    fn empty_read(s: &Stream) -> Result<usize, StreamError> {
+        if s.is_eof() {
+            return Ok(0);
+        }
+        match s.closed_reason() {
+            Some(CloseReason::Finished) => Ok(0),
+            Some(r) => Err(StreamError::Closed(r)),
+            None => Err(StreamError::Blocked),
+        }
+    }
+
+    /// Sends an unreliable datagram (UDX MESSAGE). `false` if the stream cannot send now.
+    pub fn send_message(&mut self, id: StreamId, data: &[u8]) -> bool {
+        self.streams
+            .get_mut(&id)
+            .is_some_and(|s| s.is_connected() && s.send_message(data))
+    }
+
+    /// Destroys a stream: one DESTROY packet if connected, then it is closed.
+    pub fn reset(&mut self, now: Timestamp, id: StreamId) {
+        let _ = now;
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.reset(&mut self.events);
+        }
+        self.reap(id);
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        let e = self.events.pop_front()?;
+        if matches!(e, StreamEvent::Message { .. }) {
+            self.pending_messages -= 1;
+        }
+        Some(e)
+    }
+
+    /// Writes the next datagram into `out` (cleared first) and returns where it goes; `None`
+    /// when nothing can be sent now. Allocation-free alternative to [`UdxMux::poll_transmit`].
+    pub fn poll_transmit_into(&mut self, now: Timestamp, out: &mut Vec<u8>) -> Option<Destination> {
+        let start = self.cursor;
+        let ids: Vec<StreamId> = match start {
+            Some(c) => self
+                .streams
+                .range(c..)
+                .skip(1)
+                .chain(self.streams.range(..=c))
+                .map(|(k, _)| *k)
+                .collect(),
+            None => self.streams.keys().copied().collect(),
+        };
+        for id in ids {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let r = s.poll_transmit(now, out, &mut self.events);
+            let dead = s.life == Life::Dead;
+            if dead {
+                self.reap(id);
+            }
+            if let Some((socket, addr)) = r {
+                self.cursor = Some(id);
+                return Some(Destination { socket, addr });
+            }
+        }
+        None
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self, now: Timestamp) -> Option<Transmit> {
+        let mut out = Vec::new();
+        let d = self.poll_transmit_into(now, &mut out)?;
+        Some(Transmit {
+            socket: d.socket,
+            dst: d.addr,
+            ttl: None,
+            payload: out,
+        })
+    }
+
+    /// The earliest deadline of any stream.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.streams.values().filter_map(Stream::poll_timeout).min()
+    }
+
+    /// Runs the timers that are due.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let due: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in due {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.handle_timeout(now, &mut self.events);
+            }
+            self.reap(id);
+        }
+    }
+
+    /// Number of streams held (including closed ones with unread bytes).
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether no stream is held.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

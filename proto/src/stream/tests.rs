@@ -1,0 +1,265 @@
+//! Two muxes over a simulated link: virtual time, seeded loss, duplication and reordering.
+
+use super::*;
+use crate::rng::Rng;
+
+/// A one-hop link between two muxes with a fixed delay and random faults.
+struct Link {
+    a: UdxMux,
+    b: UdxMux,
+    addr_a: SocketAddr,
+    addr_b: SocketAddr,
+    now: Timestamp,
+    /// (arrival, to_b, bytes)
+    flight: Vec<(Timestamp, bool, Vec<u8>)>,
+    delay: Duration,
+    jitter: Duration,
+    loss: f64,
+    dup: f64,
+    rng: Rng,
+    sent: u64,
+}
+
+impl Link {
+    fn new(delay_ms: u64, loss: f64, seed: u8) -> Link {
+        Link {
+            a: UdxMux::new(Config::default(), [seed; 32]),
+            b: UdxMux::new(Config::default(), [seed.wrapping_add(1); 32]),
+            addr_a: "127.0.0.1:1000".parse().unwrap(),
+            addr_b: "127.0.0.1:2000".parse().unwrap(),
+            now: Timestamp::from_millis(1),
+            flight: Vec::new(),
+            delay: Duration::from_millis(delay_ms),
+            jitter: Duration::ZERO,
+            loss,
+            dup: 0.0,
+            rng: Rng::from_seed([seed; 32]),
+            sent: 0,
+        }
+    }
+
+    fn pair(&mut self) -> (StreamId, StreamId) {
+        let sa = self.a.create_stream(self.now);
+        let sb = self.b.create_stream(self.now);
+        let (la, lb) = (self.a.local_id(sa).unwrap(), self.b.local_id(sb).unwrap());
+        self.a
+            .connect(self.now, sa, SocketId::SERVER, lb, self.addr_b)
+            .unwrap();
+        self.b
+            .connect(self.now, sb, SocketId::SERVER, la, self.addr_a)
+            .unwrap();
+        (sa, sb)
+    }
+
+    fn flush(&mut self) {
+        let mut buf = Vec::new();
+        for to_b in [true, false] {
+            loop {
+                let mux = if to_b { &mut self.a } else { &mut self.b };
+                if mux.poll_transmit_into(self.now, &mut buf).is_none() {
+                    break;
+                }
+                self.sent += 1;
+                if self.rng.unit() < self.loss {
+                    continue;
+                }
+                let copies = if self.rng.unit() < self.dup { 2 } else { 1 };
+                for _ in 0..copies {
+                    let j = if self.jitter.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_nanos(self.rng.below(self.jitter.as_nanos() as u64))
+                    };
+                    self.flight
+                        .push((self.now + self.delay + j, to_b, buf.clone()));
+                }
+            }
+        }
+    }
+
+    /// Advances to the next event (arrival or timer) and processes it.
+    fn step(&mut self) -> bool {
+        self.flush();
+        let next_arrival = self.flight.iter().map(|f| f.0).min();
+        let next_timer = [self.a.poll_timeout(), self.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = [next_arrival, next_timer].into_iter().flatten().min() else {
+            return false;
+        };
+        self.now = self.now.max(next);
+        let mut i = 0;
+        while i < self.flight.len() {
+            if self.flight[i].0 <= self.now {
+                let (_, to_b, bytes) = self.flight.swap_remove(i);
+                let (mux, from) = if to_b {
+                    (&mut self.b, self.addr_a)
+                } else {
+                    (&mut self.a, self.addr_b)
+                };
+                mux.handle_datagram(self.now, SocketId::SERVER, from, &bytes);
+            } else {
+                i += 1;
+            }
+        }
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        true
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Sends `data` each way, finishes both sides, and checks bytes and clean close.
+fn transfer(link: &mut Link, size: usize, deadline: Duration) {
+    let (sa, sb) = link.pair();
+    let da = pattern(size, 1);
+    let db = pattern(size, 2);
+    let (mut wa, mut wb) = (0usize, 0usize);
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    let (mut closed_a, mut closed_b) = (None, None);
+    let (mut fin_a, mut fin_b) = (false, false);
+    let end = link.now + deadline;
+    while link.now < end {
+        if wa < da.len() {
+            if let Ok(n) = link.a.write(link.now, sa, &da[wa..]) {
+                wa += n;
+            }
+        } else if !fin_a {
+            link.a.finish(link.now, sa).unwrap();
+            fin_a = true;
+        }
+        if wb < db.len() {
+            if let Ok(n) = link.b.write(link.now, sb, &db[wb..]) {
+                wb += n;
+            }
+        } else if !fin_b {
+            link.b.finish(link.now, sb).unwrap();
+            fin_b = true;
+        }
+        let _ = link.a.read_into(sa, &mut ra);
+        let _ = link.b.read_into(sb, &mut rb);
+        while let Some(e) = link.a.poll_event() {
+            if let StreamEvent::Closed { reason, .. } = e {
+                closed_a = Some(reason);
+            }
+        }
+        while let Some(e) = link.b.poll_event() {
+            if let StreamEvent::Closed { reason, .. } = e {
+                closed_b = Some(reason);
+            }
+        }
+        if closed_a.is_some() && closed_b.is_some() {
+            let _ = link.a.read_into(sa, &mut ra);
+            let _ = link.b.read_into(sb, &mut rb);
+            break;
+        }
+        if !link.step() {
+            break;
+        }
+    }
+    assert_eq!(rb.len(), da.len(), "b received");
+    assert!(rb == da, "b bytes differ");
+    assert_eq!(ra.len(), db.len(), "a received");
+    assert!(ra == db, "a bytes differ");
+    assert_eq!(closed_a, Some(CloseReason::Finished));
+    assert_eq!(closed_b, Some(CloseReason::Finished));
+}
+
+#[test]
+fn clean_link_transfer() {
+    let mut link = Link::new(5, 0.0, 1);
+    transfer(&mut link, 2_000_000, Duration::from_secs(60));
+}
+
+#[test]
+fn lossy_link_transfer() {
+    for (i, loss) in [0.01, 0.05, 0.2].into_iter().enumerate() {
+        let mut link = Link::new(10, loss, 10 + i as u8);
+        link.dup = 0.02;
+        link.jitter = Duration::from_millis(20);
+        transfer(&mut link, 300_000, Duration::from_secs(600));
+    }
+}
+
+#[test]
+fn destroy_resets_peer() {
+    let mut link = Link::new(5, 0.0, 3);
+    let (sa, sb) = link.pair();
+    link.a.write(link.now, sa, b"x").unwrap();
+    link.step();
+    link.step();
+    link.a.reset(link.now, sa);
+    for _ in 0..10 {
+        link.step();
+    }
+    let mut events = Vec::new();
+    while let Some(e) = link.b.poll_event() {
+        events.push(e);
+    }
+    assert!(events.contains(&StreamEvent::Closed {
+        id: sb,
+        reason: CloseReason::Reset
+    }));
+    let mut buf = [0u8; 4];
+    assert_eq!(link.b.read(sb, &mut buf), Ok(1));
+}
+
+#[test]
+fn dead_peer_times_out() {
+    let mut link = Link::new(5, 1.0, 4);
+    let (sa, _) = link.pair();
+    link.a.write(link.now, sa, b"hello").unwrap();
+    let mut closed = None;
+    while link.step() {
+        while let Some(e) = link.a.poll_event() {
+            if let StreamEvent::Closed { reason, .. } = e {
+                closed = Some((reason, link.now));
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+    }
+    let (reason, at) = closed.unwrap();
+    assert_eq!(reason, CloseReason::TimedOut);
+    // 1 s + 6 x 2 s with the 1 s RTO floor.
+    assert!(
+        at.as_millis() >= 12_000 && at.as_millis() <= 14_000,
+        "{at:?}"
+    );
+}
+
+#[test]
+fn non_udx_falls_through() {
+    let mut link = Link::new(5, 0.0, 5);
+    let (sa, _) = link.pair();
+    let local = link.a.local_id(sa).unwrap();
+    let from = link.addr_b;
+    assert!(!link
+        .a
+        .handle_datagram(link.now, SocketId::SERVER, from, &[0]));
+    assert!(!link.a.handle_datagram(
+        link.now,
+        SocketId::SERVER,
+        from,
+        b"\x03\x00dht-rpc request......"
+    ));
+    let mut h = packet::Header {
+        id: local.wrapping_add(1),
+        ..Default::default()
+    }
+    .to_bytes();
+    assert!(!link.a.handle_datagram(link.now, SocketId::SERVER, from, &h));
+    h = packet::Header {
+        id: local,
+        ..Default::default()
+    }
+    .to_bytes();
+    assert!(link.a.handle_datagram(link.now, SocketId::SERVER, from, &h));
+}

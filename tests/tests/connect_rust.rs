@@ -1,0 +1,92 @@
+//! Rust client to Rust server on 127.0.0.1 through a Rust DHT: find_peer, relayed Noise
+//! handshake, the LAN shortcut, and refusal by the accept policy.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyperdht_mio::{Error, MioNode, ServerEvent};
+use hyperdht_proto::dht::KeyPair;
+use hyperdht_proto::{Config, ConnectError, Persistence, ServerConfig};
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("IPv4 expected"),
+    }
+}
+
+/// A Rust network on 127.0.0.1: a first node and `n` persistent nodes.
+fn network(n: usize) -> (MioNode, Vec<MioNode>) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let first = MioNode::spawn(Config::bootstrapper(SocketAddrV4::new([127, 0, 0, 1].into(), port))).unwrap();
+    first.wait_bootstrapped().unwrap();
+    let boot = vec![v4(first.local_addr())];
+    let nodes = (0..n)
+        .map(|_| {
+            let mut c = Config::new(boot.clone());
+            c.host = [127, 0, 0, 1].into();
+            c.port = 0;
+            c.persistence = Persistence::Persistent;
+            let node = MioNode::spawn(c).unwrap();
+            node.wait_bootstrapped().unwrap();
+            node
+        })
+        .collect();
+    (first, nodes)
+}
+
+fn peer(boot: SocketAddrV4) -> MioNode {
+    let mut c = Config::new(vec![boot]);
+    c.host = [127, 0, 0, 1].into();
+    c.port = 0;
+    let node = MioNode::spawn(c).unwrap();
+    node.wait_bootstrapped().unwrap();
+    node
+}
+
+#[test]
+fn rust_client_reaches_rust_server_over_the_lan_shortcut() {
+    let (first, _nodes) = network(6);
+    let boot = v4(first.local_addr());
+    let server_node = peer(boot);
+    let client_node = peer(boot);
+    let server_key = KeyPair::from_seed(&[0x51; 32]);
+    let client_key = KeyPair::from_seed(&[0xc1; 32]);
+    let server = server_node.listen(&server_key, ServerConfig::default()).expect("listen");
+
+    let conn = client_node.connect(server_key.public_key(), &client_key).expect("connect");
+    assert_eq!(conn.remote_public_key, server_key.public_key());
+    assert_eq!(conn.remote, server_node.local_addr(), "LAN shortcut to the server's DHT socket");
+
+    let ev = server.events.recv_timeout(Duration::from_secs(10)).expect("incoming");
+    let ServerEvent::Incoming { remote_public_key, .. } = ev else { panic!("{ev:?}") };
+    assert_eq!(remote_public_key, client_key.public_key());
+    // Both sides derived the same session.
+    assert!(conn.handshake.is_initiator);
+    assert_eq!(conn.handshake.remote_public_key, server_key.public_key());
+}
+
+#[test]
+fn refused_and_unknown_keys_fail_cleanly() {
+    let (first, _nodes) = network(5);
+    let boot = v4(first.local_addr());
+    let server_node = peer(boot);
+    let client_node = peer(boot);
+    let server_key = KeyPair::from_seed(&[0x52; 32]);
+    let banned = KeyPair::from_seed(&[0xba; 32]);
+    let banned_pk = banned.public_key();
+    let mut cfg = ServerConfig::default();
+    cfg.accept = Some(Arc::new(move |h: &hyperdht_proto::IncomingHandshake<'_>| *h.remote_public_key != banned_pk));
+    let _server = server_node.listen(&server_key, cfg).expect("listen");
+
+    match client_node.connect(server_key.public_key(), &banned) {
+        Err(Error::Connect(ConnectError::PeerConnectionFailed)) => {}
+        other => panic!("refused key must fail to connect: {other:?}"),
+    }
+    let nobody = KeyPair::from_seed(&[0x99; 32]).public_key();
+    match client_node.connect(nobody, &banned) {
+        Err(Error::Connect(ConnectError::PeerNotFound)) => {}
+        other => panic!("unknown key must not be found: {other:?}"),
+    }
+}
