@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::event::Record;
-use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::noise::HandshakeOutput;
+use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    ApiError, ConnId, ConnectError, ServerConfig, ServerId,
-    Config, Event, Node, NodeId, QueryError, QueryId, QuerySpec, Reply, RequestError, RequestId,
-    RequestSpec, SocketId, SocketOp, Stats, Timestamp, Transmit,
+    ApiError, Config, ConnId, ConnectError, Event, Node, NodeId, QueryError, QueryId, QuerySpec,
+    Reply, RequestError, RequestId, RequestSpec, ServerConfig, ServerId, SocketId, SocketOp, Stats,
+    Timestamp, Transmit,
 };
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -116,7 +116,11 @@ enum Command {
     WaitBootstrapped(Sender<Result<(), Error>>),
     Info(Sender<NodeInfo>),
     Subscribe(Sender<Event>),
-    Listen(KeyPair, ServerConfig, Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>),
+    Listen(
+        KeyPair,
+        ServerConfig,
+        Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
+    ),
     Connect([u8; 32], KeyPair, Sender<Result<Connection, Error>>),
     Shutdown,
 }
@@ -370,7 +374,8 @@ impl MioNode {
     /// or the attempt failed.
     pub fn connect(&self, remote_public_key: [u8; 32], key: &KeyPair) -> Result<Connection, Error> {
         let (tx, rx) = mpsc::channel();
-        self.inner.send(Command::Connect(remote_public_key, key.clone(), tx))?;
+        self.inner
+            .send(Command::Connect(remote_public_key, key.clone(), tx))?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -411,7 +416,14 @@ impl Drop for MioNode {
 type QueryReplyTx = Sender<Result<QueryOutcome, Error>>;
 
 struct Pending {
-    listens: HashMap<ServerId, (Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>, Sender<ServerEvent>, Receiver<ServerEvent>)>,
+    listens: HashMap<
+        ServerId,
+        (
+            Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
+            Sender<ServerEvent>,
+            Receiver<ServerEvent>,
+        ),
+    >,
     servers: HashMap<ServerId, Sender<ServerEvent>>,
     server_conns: HashMap<ConnId, (ServerId, [u8; 32])>,
     connects: HashMap<ConnId, ([u8; 32], Sender<Result<Connection, Error>>)>,
@@ -770,10 +782,19 @@ impl Loop {
                     let _ = tx.send(Ok((server, erx)));
                 }
             }
-            Event::Incoming { server, conn, remote_public_key } => {
-                self.pending.server_conns.insert(conn, (server, remote_public_key));
+            Event::Incoming {
+                server,
+                conn,
+                remote_public_key,
+            } => {
+                self.pending
+                    .server_conns
+                    .insert(conn, (server, remote_public_key));
                 if let Some(tx) = self.pending.servers.get(&server) {
-                    let _ = tx.send(ServerEvent::Incoming { conn, remote_public_key });
+                    let _ = tx.send(ServerEvent::Incoming {
+                        conn,
+                        remote_public_key,
+                    });
                 }
             }
             Event::Connected {

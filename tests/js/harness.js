@@ -21,6 +21,7 @@ console.log = console.error
 console.info = console.error
 
 const nodes = new Map() // handle -> HyperDHT
+const servers = new Map() // handle -> { server, seen }
 let nextHandle = 1
 let shuttingDown = false
 
@@ -97,6 +98,7 @@ async function createNode(opts) {
   if (opts.port !== undefined && opts.port !== null) o.port = opts.port
   if (opts.ephemeral !== undefined && opts.ephemeral !== null) o.ephemeral = opts.ephemeral
   if (opts.firewalled !== undefined && opts.firewalled !== null) o.firewalled = opts.firewalled
+  if (opts.quickFirewall === false) o.quickFirewall = false
 
   const dht = new DHT(o)
   const handle = nextHandle++
@@ -133,7 +135,8 @@ const commands = {
       bootstrap: args.bootstrap,
       port: args.port,
       ephemeral: args.ephemeral,
-      firewalled: args.firewalled
+      firewalled: args.firewalled,
+      quickFirewall: args.quickFirewall
     })
   },
 
@@ -319,6 +322,71 @@ const commands = {
         }
       })
     })
+  },
+
+  // An echo server whose firewall callback records (and may deny) client keys.
+  async listenFirewall(args) {
+    const dht = getNode(args)
+    const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    const seen = []
+    const deny = new Set(args.deny || [])
+    const server = dht.createServer(
+      {
+        firewall(remotePublicKey) {
+          const k = hex(remotePublicKey)
+          seen.push(k)
+          return deny.has(k)
+        }
+      },
+      (socket) => {
+        socket.on('data', (d) => socket.write(d))
+        socket.on('error', () => {})
+      }
+    )
+    await server.listen(kp)
+    const handle = nextHandle++
+    servers.set(handle, { server, seen })
+    return { server: handle, publicKey: hex(kp.publicKey) }
+  },
+
+  async firewallSeen(args) {
+    const s = servers.get(args.server)
+    if (!s) throw new Error('unknown server')
+    return s.seen
+  },
+
+  // Connects and reports whether a path was chosen (the raw stream attached) within `waitMs`,
+  // without needing the stream to open.
+  async connectObserve(args) {
+    const dht = getNode(args)
+    const opts = {}
+    if (args.localConnection === false) opts.localConnection = false
+    if (args.seed) opts.keyPair = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    const socket = dht.connect(fromHex(args.publicKey, 32, 'publicKey'), opts)
+    let error = null
+    socket.on('error', (err) => {
+      error = (err && err.code) || String(err)
+    })
+    const waitMs = args.waitMs || 15000
+    const started = Date.now()
+    await new Promise((resolve) => {
+      const timer = setInterval(() => {
+        if (socket.rawStream || error || Date.now() - started > waitMs) {
+          clearInterval(timer)
+          resolve()
+        }
+      }, 20)
+    })
+    const raw = socket.rawStream
+    const result = {
+      pathChosen: !!raw,
+      remoteHost: raw ? raw.remoteHost : null,
+      remotePort: raw ? raw.remotePort : null,
+      error,
+      punches: JSON.parse(JSON.stringify(dht.stats.punches))
+    }
+    socket.destroy()
+    return result
   },
 
   async stats(args) {

@@ -266,7 +266,11 @@ impl Node {
     /// Starts queued handshakes (at most two at once); fails when nothing is left to try.
     fn pump_handshakes(&mut self, id: u64) {
         let remote_address = self.remote_address();
-        let local = self.local_addresses();
+        let local = if self.config.local_connection {
+            self.local_addresses()
+        } else {
+            Vec::new()
+        };
         loop {
             let Some(c) = self.clients.get_mut(&id) else {
                 return;
@@ -429,7 +433,10 @@ impl Node {
             c.deadline = Some(now + PASSIVE_CONNECT_TIMEOUT);
             return;
         }
-        if self.config.local_connection && info.relayed && info.client_address.ip() == info.server_address.ip() {
+        if self.config.local_connection
+            && info.relayed
+            && info.client_address.ip() == info.server_address.ip()
+        {
             let servers: Vec<SocketAddrV4> = p
                 .addresses4
                 .iter()
@@ -798,6 +805,19 @@ impl Node {
             conn: c.conn,
             reason,
         });
+    }
+
+    /// A client whose handshake is done and whose stream id is `udx_id`.
+    pub(super) fn client_waiting_for(&self, udx_id: u32) -> Option<u64> {
+        self.clients
+            .iter()
+            .find(|(_, c)| c.local_udx_id == udx_id && c.info.is_some() && c.phase != Phase::Done)
+            .map(|(id, _)| *id)
+    }
+
+    /// The server reached us first (an open client, or a path the server found).
+    pub(super) fn client_first_packet(&mut self, id: u64, socket: SocketId, from: SocketAddrV4) {
+        self.client_path_open(id, socket, from);
     }
 
     /// Client puncher events.

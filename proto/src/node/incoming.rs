@@ -18,6 +18,15 @@ use crate::time::Timestamp;
 use crate::wire::compact::DecodeError;
 use crate::wire::rpc::{Message, Request, Response};
 
+/// The receiver's stream id of a UDX packet (20-byte header, magic `FF`, version `01`), if
+/// the datagram is one (connect.md §2.10).
+fn udx_stream_id(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < 20 || bytes[0] != 0xff || bytes[1] != 0x01 {
+        return None;
+    }
+    Some(u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]))
+}
+
 impl Node {
     /// A datagram arrived on `socket` from `from`. Never fails: junk is dropped and counted.
     pub fn handle_datagram(
@@ -55,6 +64,11 @@ impl Node {
         if from.port() == 0 {
             self.stats.dropped.bad_source += 1;
             return;
+        }
+        if let Some(id) = udx_stream_id(bytes) {
+            if self.handle_first_packet(self.now, id, socket, from) {
+                return;
+            }
         }
         if socket == SocketId::SERVER {
             if let Some(check) = &mut self.network_check {

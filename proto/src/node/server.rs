@@ -833,8 +833,9 @@ impl Node {
         });
     }
 
-    /// The first UDX packet of a pending server-side connection arrived from `from` on
-    /// `socket` (the stream layer calls this; it is what opens LAN and punched paths).
+    /// The first UDX packet for a pending connection's stream id arrived from `from` on
+    /// `socket`: that opens the server side of LAN and punched paths, and an open client's
+    /// passive path (`rawStream` firewall hook). Returns whether a connection took it.
     pub fn handle_first_packet(
         &mut self,
         now: Timestamp,
@@ -843,6 +844,10 @@ impl Node {
         from: SocketAddrV4,
     ) -> bool {
         self.set_now(now);
+        if let Some(id) = self.client_waiting_for(local_udx_id) {
+            self.client_first_packet(id, socket, from);
+            return true;
+        }
         let found = self.servers.iter().find_map(|(id, s)| {
             s.slots.iter().enumerate().find_map(|(i, h)| {
                 h.as_ref()
