@@ -6,3 +6,4 @@
 
 pub mod js;
 pub mod sim;
+pub mod udx_driver;
