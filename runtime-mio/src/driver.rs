@@ -156,7 +156,7 @@ pub enum ServerEvent {
         remote_public_key: [u8; 32],
     },
     /// A connection's path is open.
-    Connected(Connection),
+    Connected(Box<Connection>),
 }
 
 /// A listening server.
@@ -412,21 +412,20 @@ impl Drop for MioNode {
     }
 }
 
+/// Where a listen call's answer goes, and the server's event channel until then.
+type PendingListen = (Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>, Sender<ServerEvent>, Receiver<ServerEvent>);
+
+/// Where a connect call's answer goes.
+type ConnectTx = Sender<Result<Connection, Error>>;
+
 /// Where a query's outcome goes.
 type QueryReplyTx = Sender<Result<QueryOutcome, Error>>;
 
 struct Pending {
-    listens: HashMap<
-        ServerId,
-        (
-            Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
-            Sender<ServerEvent>,
-            Receiver<ServerEvent>,
-        ),
-    >,
+    listens: HashMap<ServerId, PendingListen>,
     servers: HashMap<ServerId, Sender<ServerEvent>>,
     server_conns: HashMap<ConnId, (ServerId, [u8; 32])>,
-    connects: HashMap<ConnId, ([u8; 32], Sender<Result<Connection, Error>>)>,
+    connects: HashMap<ConnId, ([u8; 32], ConnectTx)>,
     requests: HashMap<RequestId, Sender<Result<Reply, Error>>>,
     queries: HashMap<QueryId, (QueryOutcome, QueryReplyTx)>,
     bootstrapped: Vec<Sender<Result<(), Error>>>,
@@ -819,7 +818,7 @@ impl Loop {
                     let _ = tx.send(Ok(c));
                 } else if let Some((server, _)) = self.pending.server_conns.remove(&conn) {
                     if let Some(tx) = self.pending.servers.get(&server) {
-                        let _ = tx.send(ServerEvent::Connected(c));
+                        let _ = tx.send(ServerEvent::Connected(Box::new(c)));
                     }
                 }
             }
