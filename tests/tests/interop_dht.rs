@@ -299,3 +299,71 @@ fn ping_nat_and_down_hint_from_js() {
     req.retries = Some(0);
     assert_eq!(h.request(js.handle, &req).unwrap(), RequestOutcome::Timeout);
 }
+
+#[test]
+fn junk_from_the_fuzz_corpus_leaves_the_node_answering_js() {
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().expect("harness");
+    let net = h.testnet(5).expect("js testnet");
+    let rust = rust_node(&net.bootstrap);
+    let target = rust.local_addr();
+
+    // Every stored corpus input, sent three times over from a raw socket.
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let mut inputs = Vec::new();
+    for dir in std::fs::read_dir(&corpus).expect("fuzz corpus is checked in") {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            inputs.push(std::fs::read(f.unwrap().path()).unwrap());
+        }
+    }
+    assert!(inputs.len() >= 50, "corpus too small: {}", inputs.len());
+    let before = rust.info().unwrap().stats;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0u64;
+    for _ in 0..3 {
+        for data in &inputs {
+            let data = &data[..data.len().min(65_000)];
+            if sock.send_to(data, target).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    // JS pings still get answered, with the Rust node's id.
+    let id = persistent_id(&rust);
+    for n in &net.nodes[1..] {
+        let pong = h
+            .ping(n.handle, v4(target))
+            .expect("Rust node still answers JS pings");
+        assert_eq!(pong.id, Some(id.0));
+    }
+    let after = rust.info().unwrap().stats;
+    assert!(
+        after.datagrams_received - before.datagrams_received >= sent * 9 / 10,
+        "the burst arrived"
+    );
+    let d = after.dropped;
+    let dropped = d.too_short
+        + d.bad_source
+        + d.unknown_type
+        + d.malformed
+        + d.unmatched_response
+        + d.ignored_request;
+    let b = before.dropped;
+    let dropped_before = b.too_short
+        + b.bad_source
+        + b.unknown_type
+        + b.malformed
+        + b.unmatched_response
+        + b.ignored_request;
+    assert!(
+        dropped > dropped_before,
+        "junk is dropped and counted: {d:?}"
+    );
+    assert!(
+        after.requests_active < 200,
+        "no unbounded request state: {}",
+        after.requests_active
+    );
+}
