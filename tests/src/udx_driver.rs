@@ -702,3 +702,147 @@ pub fn fixed_keys(initiator: bool) -> SessionKeys {
         hash,
     }
 }
+
+/// Faults a [`LossyRelay`] applies to every datagram, each direction independently.
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    /// Probability a datagram is dropped.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Base one-way delay.
+    pub delay: Duration,
+    /// Extra uniformly random delay in `0..jitter` (reorders datagrams).
+    pub jitter: Duration,
+}
+
+/// A UDP relay on 127.0.0.1 between two fixed addresses that drops, duplicates, delays and
+/// reorders datagrams. Runs on its own thread until dropped.
+pub struct LossyRelay {
+    /// The relay's address: both ends send here.
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<RelayStats>>,
+}
+
+/// What a relay did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RelayStats {
+    /// Datagrams received.
+    pub received: u64,
+    /// Dropped on purpose.
+    pub dropped: u64,
+    /// Duplicated on purpose.
+    pub duplicated: u64,
+}
+
+impl LossyRelay {
+    /// Relays between `a` and `b` (datagrams from any other address are dropped).
+    pub fn start(a: SocketAddr, b: SocketAddr, faults: Faults, seed: u64) -> io::Result<Self> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        set_buffers(&socket);
+        let addr = socket.local_addr()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || relay_loop(socket, a, b, faults, seed, &stop2));
+        Ok(LossyRelay {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the relay and returns its counters.
+    pub fn stop(mut self) -> RelayStats {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn relay_loop(
+    socket: UdpSocket,
+    a: SocketAddr,
+    b: SocketAddr,
+    f: Faults,
+    seed: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> RelayStats {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut rng = Rng::from_seed({
+        let mut s = [0u8; 32];
+        s[..8].copy_from_slice(&seed.to_le_bytes());
+        s
+    });
+    let mut stats = RelayStats::default();
+    // (due, tie-breaker, destination, bytes)
+    let mut queue: BinaryHeap<Reverse<(Instant, u64, SocketAddr, Vec<u8>)>> = BinaryHeap::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 4096];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let now = Instant::now();
+        while let Some(Reverse((due, _, _, _))) = queue.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((_, _, dst, bytes))) = queue.pop() else {
+                break;
+            };
+            let _ = socket.send_to(&bytes, dst);
+        }
+        let wait = queue
+            .peek()
+            .map(|Reverse((due, _, _, _))| due.saturating_duration_since(now))
+            .unwrap_or(Duration::from_millis(5))
+            .clamp(Duration::from_micros(100), Duration::from_millis(5));
+        let _ = socket.set_read_timeout(Some(wait));
+        let Ok((len, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let dst = if from == a {
+            b
+        } else if from == b {
+            a
+        } else {
+            continue;
+        };
+        stats.received += 1;
+        if rng.unit() < f.loss {
+            stats.dropped += 1;
+            continue;
+        }
+        let copies = if rng.unit() < f.duplicate {
+            stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if f.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(rng.below(f.jitter.as_nanos() as u64))
+            };
+            n += 1;
+            queue.push(Reverse((
+                Instant::now() + f.delay + jitter,
+                n,
+                dst,
+                buf[..len].to_vec(),
+            )));
+        }
+    }
+    stats
+}
