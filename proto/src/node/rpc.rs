@@ -492,10 +492,11 @@ impl Node {
         let mut closer = [SocketAddrV4::new([0, 0, 0, 0].into(), 0); crate::routing::K];
         let mut n = 0;
         if let Some(target) = closer_to {
-            for node in self.table.closest(target, crate::routing::K) {
-                closer[n] = node.addr;
-                n += 1;
-            }
+            self.table
+                .for_each_closest(target, crate::routing::K, |node| {
+                    closer[n] = node.addr;
+                    n += 1;
+                });
         }
         let mut payload = Vec::with_capacity(64 + 6 * n + value.map_or(0, |v| v.len() + 9));
         encode_response(

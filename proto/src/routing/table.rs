@@ -212,33 +212,35 @@ impl RoutingTable {
 
     /// Up to `k` nodes closest to `target`, in exact XOR order.
     pub fn closest(&self, target: &NodeId, k: usize) -> Vec<&TableNode> {
-        let mut out: Vec<&TableNode> = Vec::with_capacity(k.min(self.len));
-        if k == 0 {
-            return out;
-        }
+        let mut out = Vec::with_capacity(k.min(self.len));
+        self.for_each_closest(target, k, |n| out.push(n));
+        out
+    }
+
+    /// Calls `f` with up to `k` nodes closest to `target`, closest first, without allocating
+    /// for tables of ordinary size (the FIND_NODE reply path).
+    ///
+    /// Row `d` (the target's row) shares more than `d` bits with the target, the rows above
+    /// `d` exactly `d`, each row below fewer: the groups are taken in that order and only the
+    /// nodes inside a group need sorting.
+    pub fn for_each_closest<'a>(
+        &'a self,
+        target: &NodeId,
+        k: usize,
+        mut f: impl FnMut(&'a TableNode),
+    ) {
         let d = self.row_index(target);
-        let sort = |v: &mut [&TableNode]| v.sort_by(|a, b| target.cmp_distance(&a.id, &b.id));
-        // Row d shares more than d bits with the target, rows above d exactly d, rows below d
-        // fewer: take the groups in that order, each sorted by XOR distance.
-        let mut group: Vec<&TableNode> = self.rows[d].iter().collect();
-        sort(&mut group);
-        out.extend(group.into_iter().take(k));
-        if out.len() < k {
-            let mut group: Vec<&TableNode> = self.rows[d + 1..].iter().flatten().collect();
-            sort(&mut group);
-            let room = k - out.len();
-            out.extend(group.into_iter().take(room));
+        let mut left = k;
+        left -= emit_closest(target, self.rows[d].iter(), left, &mut f);
+        if left > 0 {
+            left -= emit_closest(target, self.rows[d + 1..].iter().flatten(), left, &mut f);
         }
         for i in (0..d).rev() {
-            if out.len() >= k {
+            if left == 0 {
                 break;
             }
-            let mut group: Vec<&TableNode> = self.rows[i].iter().collect();
-            sort(&mut group);
-            let room = k - out.len();
-            out.extend(group.into_iter().take(room));
+            left -= emit_closest(target, self.rows[i].iter(), left, &mut f);
         }
-        out
     }
 
     /// A uniformly random node.
@@ -275,6 +277,42 @@ impl RoutingTable {
         }
         dropped
     }
+}
+
+/// The first 16 bytes of the XOR distance, as a number: orders almost every pair.
+fn distance_key(target: &NodeId, id: &NodeId) -> u128 {
+    let mut b = [0u8; 16];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = target.0[i] ^ id.0[i];
+    }
+    u128::from_be_bytes(b)
+}
+
+/// Sorts one group by distance and hands at most `room` of its nodes to `f`; returns how many.
+fn emit_closest<'a>(
+    target: &NodeId,
+    group: impl Iterator<Item = &'a TableNode>,
+    room: usize,
+    f: &mut impl FnMut(&'a TableNode),
+) -> usize {
+    if room == 0 {
+        return 0;
+    }
+    let mut buf: smallvec::SmallVec<[(u128, &TableNode); 64]> =
+        group.map(|n| (distance_key(target, &n.id), n)).collect();
+    let cmp = |a: &(u128, &TableNode), b: &(u128, &TableNode)| {
+        a.0.cmp(&b.0)
+            .then_with(|| target.cmp_distance(&a.1.id, &b.1.id))
+    };
+    if buf.len() > room {
+        buf.select_nth_unstable_by(room - 1, cmp);
+        buf.truncate(room);
+    }
+    buf.sort_unstable_by(cmp);
+    for (_, n) in &buf {
+        f(n);
+    }
+    buf.len()
 }
 
 #[cfg(test)]
