@@ -640,13 +640,29 @@ impl JsPeer {
 
     /// Waits for the result line.
     pub fn result(&mut self, timeout: Duration) -> io::Result<JsResult> {
+        self.result_while(timeout, || {})
+    }
+
+    /// Waits for the result line while keeping `ep` running, so the Rust side keeps
+    /// answering (a closed stream lingers to acknowledge the peer's last retransmissions).
+    pub fn result_driving(&mut self, ep: &mut Endpoint, timeout: Duration) -> io::Result<JsResult> {
+        self.result_while(timeout, || {
+            let _ = ep.poll(Duration::from_millis(2));
+            while ep.mux.poll_event().is_some() {}
+        })
+    }
+
+    fn result_while(&mut self, timeout: Duration, mut tick: impl FnMut()) -> io::Result<JsResult> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .map_err(|_| io::Error::other("udx-peer.js gave no result"))?;
+            tick();
+            let line = match self.lines.recv_timeout(Duration::from_millis(1)) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    continue
+                }
+                Err(_) => return Err(io::Error::other("udx-peer.js gave no result")),
+            };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };

@@ -46,7 +46,9 @@ fn run(secret: bool, rust_initiator: bool, size: u64) {
         Instant::now() + Duration::from_secs(240),
     );
     let elapsed = started.elapsed();
-    let r = js.result(Duration::from_secs(60)).expect("JS result");
+    let r = js
+        .result_driving(&mut ep, Duration::from_secs(60))
+        .expect("JS result");
     eprintln!(
         "udx interop secret={secret} size={size}: rust {:.2?}, js {:.2}s (rust received {}, js received {}), info {:?}",
         elapsed,
@@ -117,7 +119,9 @@ fn destroy_from_js_resets_rust() {
         &mut [&mut t],
         Instant::now() + Duration::from_secs(60),
     );
-    let r = js.result(Duration::from_secs(30)).expect("JS result");
+    let r = js
+        .result_driving(&mut ep, Duration::from_secs(30))
+        .expect("JS result");
     assert!(ok, "rust side did not close");
     assert_eq!(t.closed, Some(CloseReason::Reset));
     assert!(r.received >= 1 << 20 && r.received < 16 << 20, "{r:?}");

@@ -56,7 +56,9 @@ fn run(secret: bool, size: u64, seed: u64) {
         &mut [&mut t],
         Instant::now() + Duration::from_secs(300),
     );
-    let r = js.result(Duration::from_secs(60)).expect("JS result");
+    let r = js
+        .result_driving(&mut ep, Duration::from_secs(60))
+        .expect("JS result");
     let stats = relay.stop();
     eprintln!(
         "lossy secret={secret}: {:.2?}, relay {stats:?}, rust {:?}",
@@ -75,7 +77,7 @@ fn run(secret: bool, size: u64, seed: u64) {
     assert_eq!(r.mismatch, None);
     assert_eq!(r.received, size);
     assert!(r.ended);
-    assert_eq!(r.error, None);
+    assert_eq!(r.error, None, "js side: {r:?}");
     assert!(stats.dropped > 0 && stats.duplicated > 0);
 }
 

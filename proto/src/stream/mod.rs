@@ -11,8 +11,8 @@
 //!   RTO (RFC 6298) with RACK-TLP loss detection (RFC 8985), flow control, END/DESTROY,
 //!   HEARTBEAT, MESSAGE;
 //! - [`send`], [`recv`]: the send and receive buffers (bounded on the receive side);
-//! - [`rtt`], [`congestion`], [`pacing`], [`mtu`]: RTT estimation, congestion control,
-//!   pacing and MTU probing.
+//! - [`rtt`], [`rate`], [`congestion`], [`pacing`], [`mtu`]: RTT estimation, delivery-rate
+//!   samples, congestion control (BBR), pacing and MTU probing.
 //!
 //! There is no handshake at this level: a stream is created with a local id, connected to a
 //! remote id and address learnt elsewhere (the Noise payload), and data may flow at once.
@@ -43,6 +43,7 @@ pub mod congestion;
 pub mod mtu;
 pub mod pacing;
 pub mod packet;
+pub mod rate;
 pub mod recv;
 pub mod rtt;
 pub mod send;
@@ -297,8 +298,9 @@ impl UdxMux {
         }
         let id = StreamId(self.next_handle);
         self.next_handle += 1;
+        let random = self.rng.next_u32();
         self.streams
-            .insert(id, Stream::new(now, id, local_id, &self.config));
+            .insert(id, Stream::new(now, id, local_id, &self.config, random));
         self.by_local.insert(local_id, id);
         Ok(id)
     }

@@ -16,13 +16,14 @@ use std::net::SocketAddr;
 use crate::ids::SocketId;
 use crate::time::Timestamp;
 
-use super::congestion::{AckSample, Controller};
+use super::congestion::{AckContext, CaState, Controller};
 use super::mtu::{Mtu, MTU_MAX};
 use super::pacing::Pacer;
 use super::packet::{self, seq_diff, seq_le, seq_lt, Flags, Header, Packet};
+use super::rate::{RateSample, RateState};
 use super::recv::{Offer, Receiver};
 use super::rtt::RttEstimator;
-use super::send::{RateStamp, SentPacket, SentPackets, WriteQueue};
+use super::send::{SentPacket, SentPackets, WriteQueue};
 use super::{CloseReason, Config, StreamEvent, StreamId};
 
 /// Writes report "drained" while fewer than this many bytes plus the send window are queued
@@ -43,14 +44,6 @@ const TLP_MIN: Duration = Duration::from_millis(10);
 const LINGER: Duration = Duration::from_secs(5);
 /// Unreliable messages queued for sending at most; more are dropped (they are unreliable).
 const MAX_QUEUED_MESSAGES: usize = 256;
-
-/// Congestion-avoidance state (`UDX_CA_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CaState {
-    Open,
-    Recovery,
-    Loss,
-}
 
 /// Where the stream's packets go once connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,16 +80,6 @@ struct Tlp {
     is_retrans: bool,
     end_seq: u32,
     permitted: bool,
-}
-
-/// Delivery-rate sampling state (libudx `udx_rate.c`).
-#[derive(Clone, Copy, Debug, Default)]
-struct RateState {
-    delivered: u64,
-    delivered_time: Timestamp,
-    first_sent_time: Timestamp,
-    /// Application-limited until `delivered` passes this (0 = not limited).
-    app_limited: u64,
 }
 
 /// Counters for benchmarks and tests.
@@ -213,7 +196,7 @@ impl core::fmt::Debug for Stream {
 }
 
 impl Stream {
-    pub fn new(now: Timestamp, id: StreamId, local_id: u32, config: &Config) -> Self {
+    pub fn new(now: Timestamp, id: StreamId, local_id: u32, config: &Config, random: u32) -> Self {
         Stream {
             id,
             local_id,
@@ -252,11 +235,16 @@ impl Stream {
             sacks: 0,
             rack: Rack::default(),
             tlp: Tlp::default(),
+            // Application-limited until the first delivery (libudx starts at `~0`).
             rate: RateState {
-                app_limited: u64::MAX,
+                app_limited: 1,
                 ..RateState::default()
             },
-            cc: Controller::new(),
+            cc: Controller::new(
+                now,
+                usize::from(super::mtu::MTU_BASE - super::mtu::IPV4_OVERHEAD),
+                random,
+            ),
             pacer: Pacer::new(now),
             mtu: Mtu::new(MTU_MAX, false, config.mtu_probing),
             rto_at: None,
@@ -604,11 +592,11 @@ impl Stream {
 
         let delivered_before = self.rate.delivered;
         let mut lost = 0u32;
-        let mut rtt_sample = None;
+        let mut rs = RateSample::default();
 
         while seq_lt(self.sent.base(), h.ack) {
             let seq = self.sent.base();
-            self.ack_packet(now, seq, false, &mut rtt_sample);
+            self.ack_packet(now, seq, false, &mut rs);
             self.sent.pop_front();
         }
 
@@ -618,7 +606,7 @@ impl Stream {
                 if self.sack_is_valid(start, end) {
                     let mut p = start;
                     while p != end {
-                        self.ack_packet(now, p, true, &mut rtt_sample);
+                        self.ack_packet(now, p, true, &mut rs);
                         p = p.wrapping_add(1);
                     }
                 } else {
@@ -631,7 +619,6 @@ impl Stream {
         let mut arm_rto_or_tlp = ack_advanced && data_inflight;
 
         if delivered > 0 {
-            self.rate.delivered_time = now;
             if self.sent.base() == self.seq {
                 arm_rto_or_tlp = false;
                 self.rto_at = None;
@@ -663,19 +650,22 @@ impl Stream {
             self.ack_pending = true;
         }
 
-        if data_inflight && (delivered > 0 || lost > 0) {
-            let sample = AckSample {
-                acked: delivered,
-                lost,
+        if data_inflight {
+            // libudx runs the rate sample and BBR for every ACK while data was in flight.
+            self.rate
+                .generate(now, delivered, lost, self.rtt.min_rtt(), &mut rs);
+            let ctx = AckContext {
+                now,
                 inflight: self.inflight_pkts,
-                in_recovery: self.ca != CaState::Open,
+                delivered: self.rate.delivered,
+                delivered_time: self.rate.delivered_time,
+                ca_state: self.ca,
                 srtt: self.rtt.srtt(),
                 mss: self.max_payload(),
             };
-            self.cc.on_ack(&sample);
+            self.cc.on_ack(&ctx, &rs, &mut self.rate.app_limited);
             self.pacer.set_rate(self.cc.pacing_rate());
         }
-        let _ = rtt_sample;
         self.update_state(now, events);
     }
 
@@ -688,13 +678,7 @@ impl Stream {
     }
 
     /// Marks `seq` delivered (libudx `ack_packet`).
-    fn ack_packet(
-        &mut self,
-        now: Timestamp,
-        seq: u32,
-        sack: bool,
-        rtt_sample: &mut Option<Duration>,
-    ) {
+    fn ack_packet(&mut self, now: Timestamp, seq: u32, sack: bool, rs: &mut RateSample) {
         let min_rtt = self.rtt.min_rtt();
         let Some(pkt) = self.sent.get_mut(seq) else {
             return;
@@ -721,10 +705,12 @@ impl Stream {
         }
         let time_sent = pkt.time_sent;
         let retransmitted = pkt.retransmitted;
+        let stamp = pkt.rate;
         let bytes = pkt.payload.len();
         pkt.payload = Vec::new();
         self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
-        self.rate.delivered += 1;
+        self.rate
+            .on_delivered(seq, time_sent, retransmitted, &stamp, rs);
 
         let rtt = self.rtt.clamp(now - time_sent);
         if !retransmitted {
@@ -734,7 +720,7 @@ impl Stream {
         let next = seq.wrapping_add(1);
         if !retransmitted || min_rtt.is_none_or(|m| rtt >= m) {
             self.rack.rtt = rtt;
-            *rtt_sample = Some(rtt);
+            rs.rtt = Some(rtt);
             if sent_after(time_sent, next, self.rack.time_sent, self.rack.next_seq) {
                 self.rack.time_sent = time_sent;
                 self.rack.next_seq = next;
@@ -823,7 +809,7 @@ impl Stream {
             self.high_seq = self.seq;
             self.tlp.in_flight = false;
             self.tlp.is_retrans = false;
-            self.cc.on_congestion_event();
+            self.cc.on_enter_recovery();
         }
         if timeout > Duration::ZERO {
             self.reo_at = Some(now + timeout);
@@ -1141,10 +1127,7 @@ impl Stream {
             self.mtu.on_probe_sent();
         }
         let was_idle = self.sent.is_empty();
-        if was_idle {
-            self.rate.first_sent_time = now;
-            self.rate.delivered_time = now;
-        }
+        let stamp = self.before_send(now, was_idle);
         let h = self.header(flags);
         packet::encode(out, &h, padding, &payload);
         let pkt = SentPacket {
@@ -1157,7 +1140,7 @@ impl Stream {
             lost: false,
             sacked: false,
             rto_timeouts: 0,
-            rate: self.rate_stamp(),
+            rate: stamp,
         };
         self.sent.push(pkt);
         self.time_order.push_back((self.seq, now));
@@ -1171,13 +1154,20 @@ impl Stream {
         true
     }
 
-    fn rate_stamp(&self) -> RateStamp {
-        RateStamp {
-            delivered: self.rate.delivered,
-            delivered_time: self.rate.delivered_time,
-            first_sent_time: self.rate.first_sent_time,
-            is_app_limited: self.rate.app_limited != 0,
+    /// Rate bookkeeping before any DATA/END (re)transmission (libudx `_send_packet`).
+    fn before_send(&mut self, now: Timestamp, idle: bool) -> super::send::RateStamp {
+        self.rate.check_app_limited(
+            self.write_queue.len(),
+            self.max_payload(),
+            self.inflight_pkts,
+            self.cc.cwnd(),
+            self.lost_pkts,
+        );
+        if self.inflight_pkts == 0 {
+            let limited = self.rate.app_limited != 0;
+            self.cc.on_transmit_start(now, limited, self.max_payload());
         }
+        self.rate.on_sent(now, idle)
     }
 
     /// Sends `seq` again with a fresh ack and window (libudx `retransmit_packet`).
@@ -1185,7 +1175,10 @@ impl Stream {
         let ack = self.recv.ack();
         let rwnd = self.recv.rwnd();
         let remote_id = self.remote.map_or(0, |r| r.id);
-        let stamp = self.rate_stamp();
+        if self.sent.get(seq).is_none() {
+            return;
+        }
+        let stamp = self.before_send(now, false);
         let Some(pkt) = self.sent.get_mut(seq) else {
             return;
         };
