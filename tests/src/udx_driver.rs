@@ -804,7 +804,8 @@ fn relay_loop(
     });
     let mut stats = RelayStats::default();
     // (due, tie-breaker, destination, bytes)
-    let mut queue: BinaryHeap<Reverse<(Instant, u64, SocketAddr, Vec<u8>)>> = BinaryHeap::new();
+    type Queued = Reverse<(Instant, u64, SocketAddr, Vec<u8>)>;
+    let mut queue: BinaryHeap<Queued> = BinaryHeap::new();
     let mut n = 0u64;
     let mut buf = vec![0u8; 4096];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
