@@ -646,8 +646,11 @@ impl Stream {
         // The local write side is done once END and everything before it are acknowledged.
         if self.finish_requested && !self.end_pending && self.sent.is_empty() && !self.local_ended {
             self.local_ended = true;
-            // libudx sends one more state packet after the peer acked our END.
-            self.ack_pending = true;
+            // libudx sends one more state packet after the peer acked our END, unless the
+            // stream closes right away because the peer's END was already read.
+            if !self.recv.is_eof() {
+                self.ack_pending = true;
+            }
         }
 
         if data_inflight {
