@@ -2,8 +2,8 @@
 //! JS<->JS (UDX + secret-stream), raw UDP as the ceiling, and goodput through a lossy relay.
 //! Writes a Markdown table to stdout.
 //!
-//! `cargo run --release -p hyperdht-tests --bin bench_udx [-- --mib N]` (default 512 MiB per
-//! transfer; needs Node.js and `tests/js/node_modules`).
+//! `cargo run --release -p hyperdht-tests --bin bench_udx [-- --mib N] [--only rust-rust]`
+//! (default 512 MiB per transfer; needs Node.js and `tests/js/node_modules`).
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -243,7 +243,13 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--mib") {
         mib = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(mib);
     }
+    // `--only rust-rust` runs just the encrypted Rust -> Rust row (for profiling).
+    let only_rust = args.iter().any(|a| a == "rust-rust");
     let bytes = mib << 20;
+    if only_rust {
+        rust_rust(bytes, true, None).print();
+        return;
+    }
     let lossy = (mib / 8).max(16) << 20;
     println!("| transfer | MiB | seconds | MB/s | sender CPU s/GiB | receiver CPU s/GiB | MB per CPU-second (mean of sides) |");
     println!("|---|---|---|---|---|---|---|");
