@@ -39,6 +39,10 @@ const TLP_INITIAL: Duration = Duration::from_millis(1000);
 /// Floor for the probe timeout: below the driver's timer resolution probes would fire during
 /// ordinary scheduling hiccups (libudx's 1 ms clock treats srtt 0 as "no sample").
 const TLP_MIN: Duration = Duration::from_millis(10);
+/// Largest reordering-window multiplier (the window is also capped at the smoothed RTT).
+const MAX_REO_MULT: u32 = 16;
+/// Recoveries a widened reordering window survives (RFC 8985 `reo_wnd_persist` = 16).
+const REO_PERSIST: u32 = 16;
 /// How long a cleanly closed stream keeps answering retransmissions of the peer's last
 /// packets (libudx has no TIME_WAIT; without it a lost final ACK times the peer out).
 const LINGER: Duration = Duration::from_secs(5);
@@ -72,6 +76,11 @@ struct Rack {
     next_seq: u32,
     fack: u32,
     reordering_seen: bool,
+    /// Multiplier of the reordering window, raised by spurious retransmissions (RFC 8985
+    /// `reo_wnd_mult`).
+    reo_mult: u32,
+    /// Loss recoveries left before `reo_mult` falls back to 1 (RFC 8985 `reo_wnd_persist`).
+    reo_persist: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,6 +111,8 @@ pub struct StreamStats {
     pub fast_recoveries: u64,
     /// Tail-loss probes sent.
     pub tlp_count: u64,
+    /// Retransmissions found to be spurious (acknowledged faster than a round trip).
+    pub spurious_retransmits: u64,
     /// Packets dropped because a receive buffer was full.
     pub recv_dropped: u64,
     /// SACK blocks that failed validation.
@@ -588,6 +599,12 @@ impl Stream {
 
         if seq_lt(self.high_seq, h.ack) && self.ca != CaState::Open {
             self.ca = CaState::Open;
+            // RFC 8985 6.2.4: the widened window lasts 16 recoveries.
+            if self.rack.reo_persist > 0 {
+                self.rack.reo_persist -= 1;
+            } else {
+                self.rack.reo_mult = 1;
+            }
         }
 
         let delivered_before = self.rate.delivered;
@@ -719,6 +736,14 @@ impl Stream {
         if !retransmitted {
             self.rtt.on_sample(now, rtt);
             self.tlp.permitted = true;
+        } else if min_rtt.is_some_and(|m| rtt < m) {
+            // Acknowledged sooner than any round trip after the retransmission: the original
+            // arrived, so the retransmission was spurious. UDX has no DSACK; this plays its
+            // part in RFC 8985's reordering-window adaptation.
+            self.rack.reordering_seen = true;
+            self.rack.reo_mult = (self.rack.reo_mult + 1).min(MAX_REO_MULT);
+            self.rack.reo_persist = REO_PERSIST;
+            self.stats.spurious_retransmits += 1;
         }
         let next = seq.wrapping_add(1);
         if !retransmitted || min_rtt.is_none_or(|m| rtt >= m) {
@@ -741,7 +766,7 @@ impl Stream {
         if !self.rack.reordering_seen && (self.ca != CaState::Open || self.sacks >= 3) {
             return Duration::ZERO;
         }
-        let min = self.rtt.min_rtt().unwrap_or_default() / 4;
+        let min = self.rtt.min_rtt().unwrap_or_default() / 4 * self.rack.reo_mult.max(1);
         min.min(self.rtt.srtt().unwrap_or_default())
     }
 
