@@ -566,32 +566,43 @@ impl UdxMux {
     /// Writes the next datagram into `out` (cleared first) and returns where it goes; `None`
     /// when nothing can be sent now. Allocation-free alternative to [`UdxMux::poll_transmit`].
     pub fn poll_transmit_into(&mut self, now: Timestamp, out: &mut Vec<u8>) -> Option<Destination> {
-        let start = self.cursor;
-        let ids: Vec<StreamId> = match start {
-            Some(c) => self
-                .streams
-                .range(c..)
-                .skip(1)
-                .chain(self.streams.range(..=c))
-                .map(|(k, _)| *k)
-                .collect(),
-            None => self.streams.keys().copied().collect(),
+        // Round robin: the streams after the one served last, then the rest.
+        let (after, upto) = match self.cursor {
+            Some(c) => (
+                (core::ops::Bound::Excluded(c), core::ops::Bound::Unbounded),
+                (core::ops::Bound::Unbounded, core::ops::Bound::Included(c)),
+            ),
+            None => (
+                (core::ops::Bound::Unbounded, core::ops::Bound::Unbounded),
+                (
+                    core::ops::Bound::Unbounded,
+                    core::ops::Bound::Excluded(StreamId(0)),
+                ),
+            ),
         };
-        for id in ids {
-            let Some(s) = self.streams.get_mut(&id) else {
-                continue;
-            };
-            let r = s.poll_transmit(now, out, &mut self.events);
-            let dead = s.life == Life::Dead;
-            if dead {
-                self.reap(id);
+        let mut found = None;
+        let mut dead = Vec::new();
+        for range in [after, upto] {
+            for (id, s) in self.streams.range_mut(range) {
+                let r = s.poll_transmit(now, out, &mut self.events);
+                if s.life == Life::Dead {
+                    dead.push(*id);
+                }
+                if let Some((socket, addr)) = r {
+                    found = Some((*id, Destination { socket, addr }));
+                    break;
+                }
             }
-            if let Some((socket, addr)) = r {
-                self.cursor = Some(id);
-                return Some(Destination { socket, addr });
+            if found.is_some() {
+                break;
             }
         }
-        None
+        for id in dead {
+            self.reap(id);
+        }
+        let (id, d) = found?;
+        self.cursor = Some(id);
+        Some(d)
     }
 
     /// The next datagram to send.

@@ -263,3 +263,34 @@ fn non_udx_falls_through() {
     .to_bytes();
     assert!(link.a.handle_datagram(link.now, SocketId::SERVER, from, &h));
 }
+
+#[test]
+fn many_streams_share_a_mux() {
+    let mut link = Link::new(2, 0.01, 6);
+    let pairs: Vec<(StreamId, StreamId)> = (0..4).map(|_| link.pair()).collect();
+    let data: Vec<Vec<u8>> = (0..4)
+        .map(|i| pattern(50_000 + i * 7_000, i as u8))
+        .collect();
+    let mut written = [0usize; 4];
+    let mut got: Vec<Vec<u8>> = vec![Vec::new(); 4];
+    for _ in 0..200_000 {
+        for (i, (sa, sb)) in pairs.iter().enumerate() {
+            if written[i] < data[i].len() {
+                if let Ok(n) = link.a.write(link.now, *sa, &data[i][written[i]..]) {
+                    written[i] += n;
+                }
+            }
+            let _ = link.b.read_into(*sb, &mut got[i]);
+        }
+        while link.a.poll_event().is_some() {}
+        while link.b.poll_event().is_some() {}
+        if got.iter().zip(&data).all(|(g, d)| g.len() == d.len()) {
+            break;
+        }
+        if !link.step() {
+            break;
+        }
+    }
+    assert_eq!(got, data);
+    assert_eq!(link.a.len(), 4);
+}
