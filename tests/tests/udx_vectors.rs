@@ -202,13 +202,13 @@ mod transcript {
             std::iter::from_fn(|| self.b.poll_transmit(self.now).map(|t| t.payload)).collect()
         }
 
-        fn to_b(&mut self, p: &[u8]) {
+        fn deliver_b(&mut self, p: &[u8]) {
             assert!(self
                 .b
                 .handle_datagram(self.now, SocketId::SERVER, self.addr_a, p));
         }
 
-        fn to_a(&mut self, p: &[u8]) {
+        fn deliver_a(&mut self, p: &[u8]) {
             assert!(self
                 .a
                 .handle_datagram(self.now, SocketId::SERVER, self.addr_b, p));
@@ -229,17 +229,17 @@ mod transcript {
         assert_eq!(hdr(&out[0]), "ff01010022222222000040000000000000000000");
         assert_eq!(&out[0][20..], b"hello");
         p.tick();
-        p.to_b(&out[0]);
+        p.deliver_b(&out[0]);
         let acks = p.out_b();
         assert_eq!(acks.len(), 1);
         assert_eq!(to_hex(&acks[0]), "ff01000011111111000040000000000001000000");
-        p.to_a(&acks[0]);
+        p.deliver_a(&acks[0]);
 
         // MESSAGE carries seq 1 without consuming it.
         assert!(p.a.send_message(p.sa, b"datagram"));
         let out = p.out_a();
         assert_eq!(hdr(&out[0]), "ff01080022222222000040000100000000000000");
-        p.to_b(&out[0]);
+        p.deliver_b(&out[0]);
         let mut got = None;
         while let Some(e) = p.b.poll_event() {
             if let StreamEvent::Message { data, .. } = e {
@@ -267,7 +267,7 @@ mod transcript {
             if i == 1 {
                 continue;
             }
-            p.to_b(pkt);
+            p.deliver_b(pkt);
             replies.extend(p.out_b());
         }
         let want = [
@@ -280,7 +280,7 @@ mod transcript {
         let got: Vec<String> = replies.iter().map(|r| to_hex(r)).collect();
         assert_eq!(got, want);
         for r in &replies {
-            p.to_a(r);
+            p.deliver_a(r);
         }
         // RACK marks seq 2 lost; it goes out again with its original seq.
         for _ in 0..5 {
@@ -289,7 +289,7 @@ mod transcript {
         let out = p.out_a();
         assert_eq!(out.len(), 1, "one retransmission");
         assert_eq!(hdr(&out[0]), "ff01010022222222000040000200000000000000");
-        p.to_b(&out[0]);
+        p.deliver_b(&out[0]);
         let acks = p.out_b();
         assert_eq!(to_hex(&acks[0]), "ff01000011111111000040000000000007000000");
     }
@@ -304,7 +304,7 @@ mod transcript {
             rwnd: 4 << 20,
             ..Default::default()
         };
-        p.to_b(&hb.to_bytes());
+        p.deliver_b(&hb.to_bytes());
         assert_eq!(
             p.out_b().iter().map(|x| to_hex(x)).collect::<Vec<_>>(),
             ["ff01000011111111000040000000000000000000"]
@@ -314,7 +314,7 @@ mod transcript {
         p.a.finish(p.now, p.sa).unwrap();
         let end = p.out_a();
         assert_eq!(to_hex(&end[0]), "ff01020022222222000040000000000000000000");
-        p.to_b(&end[0]);
+        p.deliver_b(&end[0]);
         let ack = p.out_b();
         assert_eq!(to_hex(&ack[0]), "ff01000011111111000040000000000001000000");
         p.b.finish(p.now, p.sb).unwrap();
@@ -323,29 +323,29 @@ mod transcript {
             to_hex(&b_end[0]),
             "ff01020011111111000040000000000001000000"
         );
-        p.to_a(&ack[0]);
+        p.deliver_a(&ack[0]);
         let a1 = p.out_a();
         assert_eq!(
             a1.iter().map(|x| to_hex(x)).collect::<Vec<_>>(),
             ["ff01000022222222000040000100000000000000"]
         );
-        p.to_a(&b_end[0]);
+        p.deliver_a(&b_end[0]);
         let a2 = p.out_a();
         assert_eq!(
             a2.iter().map(|x| to_hex(x)).collect::<Vec<_>>(),
             ["ff01000022222222000040000100000001000000"]
         );
-        p.to_b(&a2[0]);
+        p.deliver_b(&a2[0]);
         assert!(p.out_b().is_empty(), "B closes without another packet");
 
         // DESTROY carries the current seq and consumes it.
         let mut p = Pair::new(0x3333_3333, 0x4444_4444);
         p.a.write(p.now, p.sa, b"x").unwrap();
         let d = p.out_a();
-        p.to_b(&d[0]);
+        p.deliver_b(&d[0]);
         let ack = p.out_b();
         assert_eq!(to_hex(&ack[0]), "ff01000033333333000040000000000001000000");
-        p.to_a(&ack[0]);
+        p.deliver_a(&ack[0]);
         p.a.reset(p.now, p.sa);
         let out = p.out_a();
         assert_eq!(to_hex(&out[0]), "ff01100044444444000040000100000000000000");
