@@ -144,3 +144,50 @@ fn destroy_from_js_resets_rust() {
     assert!(r.received >= 1 << 20 && r.received < 16 << 20, "{r:?}");
     assert_eq!(r.mismatch, None);
 }
+
+#[test]
+fn wrong_stream_id_ends_both_sides_with_an_error() {
+    if !hyperdht_tests::js::interop_enabled() {
+        return;
+    }
+    let mut js = JsPeer::spawn().expect("spawn udx-peer.js");
+    let mut ep = Endpoint::bind("127.0.0.1:0", Config::default(), [4; 32]).unwrap();
+    let now = ep.now();
+    let id = ep.mux.create_stream_with_id(now, RUST_ID).unwrap();
+    let js_addr = format!("127.0.0.1:{}", js.port).parse().unwrap();
+    ep.mux
+        .connect(now, id, hyperdht_proto::SocketId::SERVER, JS_ID, js_addr)
+        .unwrap();
+    let mut t = Transfer::new(id, 1 << 20, 1, 2).with_secret(now, &fixed_keys(true), [3; 32]);
+    // The JS side derives its ids from another handshake hash: each side's header carries an
+    // id the other does not expect.
+    let mut theirs = fixed_keys(false);
+    theirs.hash[0] ^= 1;
+    js.start(&JsConfig {
+        local_id: JS_ID,
+        remote_id: RUST_ID,
+        remote_port: ep.local_addr().port(),
+        send: 1 << 20,
+        send_seed: 2,
+        recv_seed: 1,
+        secret: Some(theirs),
+        destroy_after: 0,
+    })
+    .unwrap();
+    let ok = Transfer::drive(
+        &mut ep,
+        &mut [&mut t],
+        Instant::now() + Duration::from_secs(60),
+    );
+    let r = js
+        .result_driving(&mut ep, Duration::from_secs(30))
+        .expect("JS result");
+    assert!(ok, "rust side did not close");
+    assert_eq!(
+        t.secret_error,
+        Some(hyperdht_proto::secretstream::SecretStreamError::InvalidHeader)
+    );
+    assert_eq!(t.checker.received, 0);
+    assert_eq!(r.received, 0);
+    assert!(r.error.is_some() || !r.ended, "{r:?}");
+}
