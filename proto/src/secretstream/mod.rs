@@ -308,6 +308,10 @@ impl SecretStream {
 
     /// Feeds bytes read from the transport. Complete messages become readable; the first
     /// error is fatal and sticky (the caller should destroy the transport).
+    ///
+    /// Decrypted messages wait in the session until read: a caller that wants bounded memory
+    /// stops reading the transport while [`SecretStream::readable_bytes`] is large (the UDX
+    /// receive window then holds the peer back).
     pub fn handle_input(&mut self, now: Timestamp, bytes: &[u8]) -> Result<(), SecretStreamError> {
         let _ = now;
         if let Some(e) = self.error {

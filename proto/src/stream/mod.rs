@@ -17,6 +17,26 @@
 //! There is no handshake at this level: a stream is created with a local id, connected to a
 //! remote id and address learnt elsewhere (the Noise payload), and data may flow at once.
 //!
+//! ## Behaviour worth knowing
+//! - **ACKs** are produced when the driver polls: every DATA/END packet (duplicates included)
+//!   is answered, but one ACK or SACK covers everything that arrived since the last poll. On
+//!   the wire this is what libudx sends when its packets arrive one per loop turn; under load
+//!   it saves a syscall per packet.
+//! - **Accepting**: libudx runs a firewall callback on the first packet of an unconnected
+//!   stream. Here [`UdxMux::accept`] arms the stream to connect to the source of its first
+//!   packet (socket and address), and [`StreamEvent::Accepted`] reports it. Packets for an
+//!   unconnected, unarmed stream are processed and their ACK is sent at `connect`.
+//! - **Closing**: after a clean close (both ENDs acknowledged) the stream lingers for 5 s to
+//!   acknowledge the peer's retransmissions of its last packets; libudx has no such state, and
+//!   without it a lost final ACK makes the peer time out.
+//! - **Memory**: the read buffer plus out-of-order data stay below twice the receive window
+//!   ([`Config::rwnd_max`]); the window shrinks as unread bytes pile up and a window update
+//!   goes out when the application reads. Writes are taken up to 256 KiB plus the send window
+//!   (libudx's drain threshold); queued MESSAGEs and message events are capped.
+//! - Not implemented (hyperdht uses them for relayed connections): `relayTo`, `changeRemote`,
+//!   and the firewall check on packets arriving through a different socket than the
+//!   connected one (they are processed as if they came through it).
+//!
 //! ## Driving it
 //! ```
 //! use hyperdht_proto::stream::{Config, UdxMux, StreamEvent};
