@@ -109,6 +109,17 @@ pub struct SimStats {
     pub events: u64,
 }
 
+/// A DHT started by [`Sim::build_dht`].
+#[derive(Clone, Debug)]
+pub struct DhtNet {
+    /// The bootstrap nodes' addresses.
+    pub bootstrap: Vec<SocketAddrV4>,
+    /// The bootstrap nodes.
+    pub boots: Vec<NodeIdx>,
+    /// The other nodes, in the order they joined.
+    pub peers: Vec<NodeIdx>,
+}
+
 /// A datagram in flight.
 #[derive(Debug)]
 struct InFlight {
@@ -462,6 +473,52 @@ impl Sim {
         self.nodes[idx.0].asleep_until.is_some()
     }
 
+    /// Starts a DHT on open hosts like a testnet: `boots` bootstrap nodes (the first starts the
+    /// network, the others join it, 500 ms apart), then `peers` persistent nodes joining
+    /// `stagger` apart; runs until every peer has bootstrapped (at most `max_wait` after the
+    /// last joined) and panics if one did not.
+    pub fn build_dht(
+        &mut self,
+        boots: usize,
+        peers: usize,
+        stagger: Duration,
+        max_wait: Duration,
+    ) -> DhtNet {
+        let bootstrap: Vec<SocketAddrV4> = (0..boots)
+            .map(|_| SocketAddrV4::new(self.alloc_host(), 49737))
+            .collect();
+        let mut boot_nodes = Vec::new();
+        for (i, addr) in bootstrap.iter().enumerate() {
+            let mut cfg = Config::bootstrapper(*addr);
+            cfg.bootstrap = bootstrap[..i].to_vec();
+            boot_nodes.push(self.add_node(cfg));
+            self.run_for(Duration::from_millis(500));
+        }
+        let mut peer_nodes = Vec::new();
+        for _ in 0..peers {
+            self.run_for(stagger);
+            let mut cfg = Config::new(bootstrap.clone());
+            cfg.persistence = hyperdht_proto::Persistence::Persistent;
+            peer_nodes.push(self.add_node(cfg));
+        }
+        let deadline = self.now + max_wait;
+        while self.now < deadline && !peer_nodes.iter().all(|p| self.node(*p).is_bootstrapped()) {
+            self.run_for(Duration::from_millis(500));
+        }
+        for &p in &peer_nodes {
+            assert!(
+                self.node(p).is_bootstrapped(),
+                "node {p:?} did not bootstrap: {:?}",
+                self.events(p)
+            );
+        }
+        DhtNet {
+            bootstrap,
+            boots: boot_nodes,
+            peers: peer_nodes,
+        }
+    }
+
     // ----- queries -------------------------------------------------------------------------
 
     /// Starts a FIND_NODE walk on `idx` towards `target`. Its outcome shows up in
@@ -486,6 +543,18 @@ impl Sim {
         q: QueryId,
     ) -> Option<Result<Vec<Reply>, QueryError>> {
         self.finished.remove(&(idx.0, q))
+    }
+
+    /// The events of node `idx` that belong to query `q` ([`Event::QueryReply`],
+    /// [`Event::RecordFound`], [`Event::CommitReply`], [`Event::QueryFinished`]), with the time
+    /// each was drained, among those not yet taken with [`Sim::take_events`].
+    pub fn query_events(&self, idx: NodeIdx, q: QueryId) -> Vec<(Timestamp, &Event)> {
+        self.nodes[idx.0]
+            .events
+            .iter()
+            .filter(|(_, e)| event_query(e) == Some(q))
+            .map(|(t, e)| (*t, e))
+            .collect()
     }
 
     /// Starts a FIND_NODE walk and runs the network until it finishes or `max` virtual time
@@ -768,6 +837,17 @@ impl Sim {
             to,
             payload,
         });
+    }
+}
+
+/// The query an event belongs to, if it is a query event.
+pub fn event_query(e: &Event) -> Option<QueryId> {
+    match e {
+        Event::QueryReply { id, .. }
+        | Event::QueryFinished { id, .. }
+        | Event::RecordFound { id, .. }
+        | Event::CommitReply { id, .. } => Some(*id),
+        _ => None,
     }
 }
 
