@@ -171,6 +171,28 @@ pub enum Event {
         /// The peer's UDX stream id.
         remote_udx_id: u32,
     },
+    /// A connection has bytes to read (`Node::conn_read` until `Blocked`).
+    Readable {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// A connection that blocked a write can take more.
+    Writable {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// The peer finished its side: after the buffered bytes, `conn_read` returns `Ok(0)`.
+    Finished {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// A connection closed.
+    ConnClosed {
+        /// Which connection.
+        conn: ConnId,
+        /// Why.
+        reason: crate::node::ConnCloseReason,
+    },
     /// A connection attempt failed.
     ConnectFailed {
         /// Which connection.

@@ -73,7 +73,8 @@ pub use error::{ApiError, QueryError, RequestError};
 pub use event::{Event, Reply, SocketOp, Transmit};
 pub use ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
 pub use node::{
-    AcceptPolicy, ConnectError, IncomingHandshake, Node, QuerySpec, RequestSpec, ServerConfig,
+    AcceptPolicy, ConnCloseReason, ConnError, ConnectError, IncomingHandshake, Node, QuerySpec,
+    RequestSpec, ServerConfig,
 };
 pub use rpc::HealthState;
 pub use stats::{Dropped, Stats};

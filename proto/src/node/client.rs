@@ -64,6 +64,9 @@ pub enum ConnectError {
     RemoteNotHolepunching,
     /// No strategy fits the two NATs (`REMOTE_NOT_HOLEPUNCHABLE`).
     RemoteNotHolepunchable,
+    /// A path was found but the server never answered on the stream (no secret-stream
+    /// header came back): the server did not accept the path.
+    NotAccepted,
     /// The node shut down or the attempt was cancelled.
     Destroyed,
 }
@@ -89,6 +92,7 @@ impl fmt::Display for ConnectError {
             ConnectError::RemoteAborted => "server aborted the holepunch",
             ConnectError::RemoteNotHolepunching => "server did not start punching",
             ConnectError::RemoteNotHolepunchable => "no holepunch strategy fits the two NATs",
+            ConnectError::NotAccepted => "the server did not accept the connection's stream",
             ConnectError::Destroyed => "connection attempt cancelled",
         })
     }
@@ -403,6 +407,18 @@ impl Node {
         };
         tracing::debug!(relayed = info.relayed, server = %info.server_address, "handshake complete");
         c.info = Some(info.clone());
+        let (conn, local_udx_id) = (c.conn, c.local_udx_id);
+        let remote_udx_id = info.payload.udx.map_or(0, |u| u.id as u32);
+        self.open_conn(
+            conn,
+            super::conn::Origin::Client(id),
+            info.output.clone(),
+            local_udx_id,
+            remote_udx_id,
+        );
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
         c.phase = Phase::Waiting;
         if !info.relayed {
             let socket = self.request_socket();
@@ -757,7 +773,7 @@ impl Node {
     }
 
     /// The path is open: report it.
-    fn client_path_open(&mut self, id: u64, socket: SocketId, remote: SocketAddrV4) {
+    pub(super) fn client_path_open(&mut self, id: u64, socket: SocketId, remote: SocketAddrV4) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -766,23 +782,15 @@ impl Node {
         }
         c.phase = Phase::Done;
         c.deadline = None;
-        let Some(info) = c.info.clone() else { return };
+        let conn = c.conn;
         if let Some(p) = c.puncher.as_mut() {
             p.finish_elsewhere();
         }
-        let conn = c.conn;
-        let local_udx_id = c.local_udx_id;
+        self.adopt_socket(socket, conn.0);
         self.drain_puncher(PuncherRef::Client(id));
-        tracing::info!(%remote, "connection path open");
-        self.push_event(Event::Connected {
-            conn,
-            socket,
-            remote: std::net::SocketAddr::V4(remote),
-            handshake: Box::new(info.output),
-            local_udx_id,
-            remote_udx_id: info.payload.udx.map_or(0, |u| u.id as u32),
-        });
+        tracing::debug!(%remote, "connection path chosen");
         self.clients.remove(&id);
+        self.conn_path(conn.0, socket, std::net::SocketAddr::V4(remote));
     }
 
     pub(super) fn fail_client(&mut self, id: u64, reason: ConnectError) {
@@ -805,19 +813,6 @@ impl Node {
             conn: c.conn,
             reason,
         });
-    }
-
-    /// A client whose handshake is done and whose stream id is `udx_id`.
-    pub(super) fn client_waiting_for(&self, udx_id: u32) -> Option<u64> {
-        self.clients
-            .iter()
-            .find(|(_, c)| c.local_udx_id == udx_id && c.info.is_some() && c.phase != Phase::Done)
-            .map(|(id, _)| *id)
-    }
-
-    /// The server reached us first (an open client, or a path the server found).
-    pub(super) fn client_first_packet(&mut self, id: u64, socket: SocketId, from: SocketAddrV4) {
-        self.client_path_open(id, socket, from);
     }
 
     /// Client puncher events.

@@ -18,15 +18,6 @@ use crate::time::Timestamp;
 use crate::wire::compact::DecodeError;
 use crate::wire::rpc::{Message, Request, Response};
 
-/// The receiver's stream id of a UDX packet (20-byte header, magic `FF`, version `01`), if
-/// the datagram is one (connect.md §2.10).
-fn udx_stream_id(bytes: &[u8]) -> Option<u32> {
-    if bytes.len() < 20 || bytes[0] != 0xff || bytes[1] != 0x01 {
-        return None;
-    }
-    Some(u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]))
-}
-
 impl Node {
     /// A datagram arrived on `socket` from `from`. Never fails: junk is dropped and counted.
     pub fn handle_datagram(
@@ -65,10 +56,13 @@ impl Node {
             self.stats.dropped.bad_source += 1;
             return;
         }
-        if let Some(id) = udx_stream_id(bytes) {
-            if self.handle_first_packet(self.now, id, socket, from) {
-                return;
-            }
+        // UDX first: a packet for one of our streams (connect.md §2.10).
+        if self
+            .mux
+            .handle_datagram(self.now, socket, SocketAddr::V4(from), bytes)
+        {
+            self.process_stream_events();
+            return;
         }
         if socket == SocketId::SERVER {
             if let Some(check) = &mut self.network_check {

@@ -7,6 +7,7 @@
 //! their commit phase), `maintenance` (ticks, table upkeep, bootstrap, reachability checks).
 
 mod client;
+mod conn;
 mod incoming;
 mod maintenance;
 mod queries;
@@ -34,6 +35,7 @@ use crate::stats::Stats;
 use crate::time::Timestamp;
 
 pub use client::ConnectError;
+pub use conn::{ConnCloseReason, ConnError};
 pub use queries::QuerySpec;
 pub use rpc::RequestSpec;
 pub use server::{AcceptPolicy, IncomingHandshake, ServerConfig};
@@ -115,6 +117,11 @@ pub struct Node {
     random_punches: u32,
     last_random_punch: Option<Timestamp>,
 
+    /// Every connection's UDX stream.
+    mux: crate::stream::UdxMux,
+    conns: BTreeMap<u64, conn::Conn>,
+    conn_by_stream: std::collections::HashMap<crate::stream::StreamId, u64>,
+
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     socket_ops: VecDeque<SocketOp>,
@@ -141,6 +148,7 @@ impl Node {
         let tick = random_offset(&mut rng, 100);
         let refresh_ticks = random_offset(&mut rng, REFRESH_TICKS as u64) as i64;
         let tid = rng.next_u32() as u16;
+        let mux_seed = rng.bytes32();
         let mut nat = NatSampler::new();
         if let Some(addr) = config.public_address {
             nat.add(*addr.ip(), addr.port());
@@ -194,6 +202,9 @@ impl Node {
             udx_ids: std::collections::BTreeSet::new(),
             random_punches: 0,
             last_random_punch: None,
+            mux: crate::stream::UdxMux::new(crate::stream::Config::default(), mux_seed),
+            conns: BTreeMap::new(),
+            conn_by_stream: std::collections::HashMap::new(),
             router: Router::new(
                 now,
                 config.store_limits.max_records,
@@ -317,7 +328,12 @@ impl Node {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(t);
+        }
+        let t = self.mux.poll_transmit(self.now)?;
+        self.stats.datagrams_sent += 1;
+        Some(t)
     }
 
     /// Next event for the application.
@@ -346,6 +362,8 @@ impl Node {
         }
         t = t.min(self.router.next_timeout());
         for d in [
+            self.mux.poll_timeout(),
+            self.conn_timeout(),
             self.puncher_timeout(),
             self.servers
                 .values()
@@ -399,6 +417,9 @@ impl Node {
         self.announcer_timers();
         self.server_slot_timers();
         self.client_timers();
+        self.mux.handle_timeout(self.now);
+        self.process_stream_events();
+        self.conn_timers();
     }
 
     /// A fresh UDX stream id, unique on this node.

@@ -113,7 +113,6 @@ pub(super) struct ServerHandshake {
     pub puncher: Option<Puncher>,
     pub reply_from_puncher: bool,
     pub round: u64,
-    pub local_udx_id: u32,
     pub done: bool,
     pub prepunch_deadline: Option<Timestamp>,
     pub clear_at: Option<Timestamp>,
@@ -644,7 +643,6 @@ impl Node {
             puncher: None,
             reply_from_puncher: false,
             round: 0,
-            local_udx_id: udx_id,
             done: false,
             prepunch_deadline: None,
             clear_at: Some(now + HANDSHAKE_CLEAR_WAIT),
@@ -722,6 +720,8 @@ impl Node {
             s.slots[slot] = Some(h);
             return Some(slot);
         }
+        let remote_udx_id = remote_payload.udx.map_or(0, |u| u.id as u32);
+        let conn_output = output.clone();
         h.secure = Some(SecurePayload::new(output.holepunch_secret(), local_secret));
         h.output = Some(output.clone());
         h.remote_payload = Some(remote_payload.clone());
@@ -734,6 +734,13 @@ impl Node {
             conn,
             remote_public_key: remote_pk,
         });
+        self.open_conn(
+            conn,
+            super::conn::Origin::Server(id, slot),
+            conn_output,
+            udx_id,
+            remote_udx_id,
+        );
 
         if remote_payload.firewall == firewall::OPEN || direct {
             let path_socket = if direct {
@@ -800,7 +807,13 @@ impl Node {
     }
 
     /// The server side of a connection has its path (`hs.onsocket`).
-    fn server_path_open(&mut self, id: u64, slot: usize, socket: SocketId, remote: SocketAddrV4) {
+    pub(super) fn server_path_open(
+        &mut self,
+        id: u64,
+        slot: usize,
+        socket: SocketId,
+        remote: SocketAddrV4,
+    ) {
         let now = self.now;
         let Some(s) = self.servers.get_mut(&id) else {
             return;
@@ -812,54 +825,14 @@ impl Node {
         h.done = true;
         h.prepunch_deadline = None;
         h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
-        let (Some(output), Some(payload)) = (h.output.clone(), h.remote_payload.as_ref()) else {
-            return;
-        };
-        let remote_udx_id = payload.udx.map_or(0, |u| u.id as u32);
         let conn = h.conn;
-        let local_udx_id = h.local_udx_id;
         if let Some(p) = h.puncher.as_mut() {
             p.finish_elsewhere();
         }
+        self.adopt_socket(socket, conn.0);
         self.drain_puncher(PuncherRef::Server(id, slot));
-        tracing::info!(remote = %remote, "server connection path open");
-        self.push_event(Event::Connected {
-            conn,
-            socket,
-            remote: std::net::SocketAddr::V4(remote),
-            handshake: Box::new(output),
-            local_udx_id,
-            remote_udx_id,
-        });
-    }
-
-    /// The first UDX packet for a pending connection's stream id arrived from `from` on
-    /// `socket`: that opens the server side of LAN and punched paths, and an open client's
-    /// passive path (`rawStream` firewall hook). Returns whether a connection took it.
-    pub fn handle_first_packet(
-        &mut self,
-        now: Timestamp,
-        local_udx_id: u32,
-        socket: SocketId,
-        from: SocketAddrV4,
-    ) -> bool {
-        self.set_now(now);
-        if let Some(id) = self.client_waiting_for(local_udx_id) {
-            self.client_first_packet(id, socket, from);
-            return true;
-        }
-        let found = self.servers.iter().find_map(|(id, s)| {
-            s.slots.iter().enumerate().find_map(|(i, h)| {
-                h.as_ref()
-                    .filter(|h| h.local_udx_id == local_udx_id && h.output.is_some())
-                    .map(|_| (*id, i))
-            })
-        });
-        let Some((id, slot)) = found else {
-            return false;
-        };
-        self.server_path_open(id, slot, socket, from);
-        true
+        tracing::debug!(%remote, "server connection path chosen");
+        self.conn_path(conn.0, socket, std::net::SocketAddr::V4(remote));
     }
 
     // ----- holepunching (responder) ---------------------------------------------------------

@@ -25,6 +25,8 @@ pub(super) enum PuncherRef {
 pub(super) struct ExtraSocket {
     pub owner: PuncherRef,
     pub bound: bool,
+    /// A connection whose path runs over this socket: it outlives the puncher.
+    pub conn: Option<u64>,
 }
 
 /// Extra sockets a node may hold at once (a birthday punch needs 256).
@@ -43,6 +45,7 @@ impl Node {
             ExtraSocket {
                 owner,
                 bound: false,
+                conn: None,
             },
         );
         self.socket_ops.push_back(SocketOp::Bind {
@@ -52,8 +55,35 @@ impl Node {
         Some(id)
     }
 
+    /// Closes an extra socket, unless a connection adopted it.
     pub(super) fn release_socket(&mut self, id: SocketId) {
-        if self.extra_sockets.remove(&id).is_some() {
+        if self
+            .extra_sockets
+            .get(&id)
+            .is_some_and(|e| e.conn.is_none())
+        {
+            self.extra_sockets.remove(&id);
+            self.socket_ops.push_back(SocketOp::Close { socket: id });
+        }
+    }
+
+    /// A connection's path runs over `socket`: keep it open for the connection's life.
+    pub(super) fn adopt_socket(&mut self, socket: SocketId, conn: u64) {
+        if let Some(e) = self.extra_sockets.get_mut(&socket) {
+            e.conn = Some(conn);
+        }
+    }
+
+    /// Closes the sockets a connection adopted.
+    pub(super) fn release_conn_sockets(&mut self, conn: u64) {
+        let ids: Vec<SocketId> = self
+            .extra_sockets
+            .iter()
+            .filter(|(_, e)| e.conn == Some(conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.extra_sockets.remove(&id);
             self.socket_ops.push_back(SocketOp::Close { socket: id });
         }
     }

@@ -1,0 +1,463 @@
+//! Established connections: one UDX stream per connection carrying secret-stream, as hyperdht
+//! does (`rawStream` + `NoiseSecretStream`). The stream is created when the handshake
+//! succeeds and waits for its first packet (`accept`), so whichever side reaches the other
+//! first opens the path; it is connected to the peer's stream id once a path is known, and the
+//! secret-stream header goes out at once.
+//!
+//! [`Event::Connected`] is reported only when the peer's secret-stream header has arrived: the
+//! peer accepted the path and holds the same session, not just us.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use core::fmt;
+
+use super::Node;
+use crate::event::Event;
+use crate::ids::{ConnId, SocketId};
+use crate::noise::HandshakeOutput;
+use crate::secretstream::{self, SecretStream, SecretStreamError, SessionKeys};
+use crate::stream::{CloseReason, StreamError, StreamEvent, StreamId};
+use crate::time::Timestamp;
+
+/// Encrypted bytes a connection may hold back beyond what its stream took; writes past this
+/// block until [`Event::Writable`].
+pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnCloseReason {
+    /// Both sides finished cleanly.
+    Finished,
+    /// The UDX stream closed (reset by the peer, timed out, destroyed).
+    Stream(CloseReason),
+    /// secret-stream failed (wrong stream id, tampered frame, ...).
+    SecretStream(SecretStreamError),
+    /// We reset it, or the node shut down.
+    Destroyed,
+}
+
+impl fmt::Display for ConnCloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnCloseReason::Finished => f.write_str("connection finished"),
+            ConnCloseReason::Stream(r) => write!(f, "{r}"),
+            ConnCloseReason::SecretStream(e) => write!(f, "secret-stream: {e}"),
+            ConnCloseReason::Destroyed => f.write_str("connection destroyed"),
+        }
+    }
+}
+
+/// Why a connection call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// No such connection (never opened, or closed and drained).
+    Unknown,
+    /// Not open yet (wait for [`Event::Connected`]).
+    NotOpen,
+    /// Nothing now: wait for [`Event::Readable`] / [`Event::Writable`].
+    Blocked,
+    /// Our side was finished.
+    Finished,
+    /// The connection closed.
+    Closed(ConnCloseReason),
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Unknown => f.write_str("unknown connection"),
+            ConnError::NotOpen => f.write_str("connection not open yet"),
+            ConnError::Blocked => f.write_str("connection blocked"),
+            ConnError::Finished => f.write_str("connection write side finished"),
+            ConnError::Closed(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+/// Where the connection came from (who to tell when the first packet picks its path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    Client(u64),
+    Server(u64, usize),
+}
+
+/// One connection's transport state.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub id: ConnId,
+    pub origin: Origin,
+    stream: StreamId,
+    remote_udx_id: u32,
+    local_udx_id: u32,
+    handshake: HandshakeOutput,
+    secret: Option<SecretStream>,
+    path: Option<(SocketId, SocketAddr)>,
+    connected: bool,
+    write_blocked: bool,
+    finishing: bool,
+    closed: Option<ConnCloseReason>,
+    /// Plaintext the app has not read (bytes arrive decrypted in `secret`).
+    eof: bool,
+    /// Encrypted bytes received before the secret-stream existed.
+    early: VecDeque<u8>,
+}
+
+impl Node {
+    /// Creates the connection's UDX stream right after a successful handshake; it accepts the
+    /// first packet for `local_udx_id` from wherever it comes.
+    pub(super) fn open_conn(
+        &mut self,
+        conn: ConnId,
+        origin: Origin,
+        handshake: HandshakeOutput,
+        local_udx_id: u32,
+        remote_udx_id: u32,
+    ) {
+        let stream = match self.mux.create_stream_with_id(self.now, local_udx_id) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create the UDX stream");
+                return;
+            }
+        };
+        let _ = self.mux.accept(stream, remote_udx_id);
+        self.conn_by_stream.insert(stream, conn.0);
+        self.conns.insert(
+            conn.0,
+            Conn {
+                id: conn,
+                origin,
+                stream,
+                remote_udx_id,
+                local_udx_id,
+                handshake,
+                secret: None,
+                path: None,
+                connected: false,
+                write_blocked: false,
+                finishing: false,
+                closed: None,
+                eof: false,
+                early: VecDeque::new(),
+            },
+        );
+    }
+
+    /// A path is known: connect the stream (unless the first packet already did) and start
+    /// secret-stream.
+    pub(super) fn conn_path(&mut self, conn: u64, socket: SocketId, remote: SocketAddr) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.path.is_some() {
+            return;
+        }
+        c.path = Some((socket, remote));
+        let connected = self.mux.info(c.stream).is_some_and(|i| i.connected);
+        if !connected {
+            let _ = self
+                .mux
+                .connect(now, c.stream, socket, c.remote_udx_id, remote);
+        }
+        let keys = SessionKeys::from(&c.handshake);
+        let config = secretstream::Config::default();
+        let secret = SecretStream::new(now, &keys, &mut self.rng, config);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.secret = Some(secret);
+        self.flush_conn(conn);
+        // Bytes that raced ahead of us (the peer's header).
+        self.pump_conn_input(conn);
+    }
+
+    /// Moves encrypted output from secret-stream into the UDX stream.
+    fn flush_conn(&mut self, conn: u64) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(secret) = c.secret.as_mut() else {
+            return;
+        };
+        loop {
+            let out = secret.pending_output();
+            if out.is_empty() {
+                break;
+            }
+            match self.mux.write(now, c.stream, out) {
+                Ok(0) | Err(StreamError::Blocked) => break,
+                Ok(n) => secret.consume_output(n),
+                Err(_) => break,
+            }
+        }
+        let writable = c.write_blocked && secret.pending_output().len() < MAX_PENDING_OUTPUT / 2;
+        if writable {
+            c.write_blocked = false;
+        }
+        if c.finishing && secret.pending_output().is_empty() {
+            c.finishing = false;
+            let _ = self.mux.finish(now, c.stream);
+        }
+        if writable {
+            let id = c.id;
+            self.push_event(Event::Writable { conn: id });
+        }
+    }
+
+    /// Reads what the UDX stream has into secret-stream.
+    fn pump_conn_input(&mut self, conn: u64) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut buf = Vec::new();
+        loop {
+            match self.mux.read_into(c.stream, &mut buf) {
+                Ok(0) => {
+                    c.eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let Some(secret) = c.secret.as_mut() else {
+            c.early.extend(buf);
+            return;
+        };
+        if !c.early.is_empty() {
+            let early: Vec<u8> = c.early.drain(..).collect();
+            buf.splice(0..0, early);
+        }
+        let before = secret.readable_bytes();
+        if let Err(e) = secret.handle_input(now, &buf) {
+            tracing::info!(error = %e, "secret-stream failed");
+            return self.close_conn(conn, ConnCloseReason::SecretStream(e), true);
+        }
+        let established = secret.is_established();
+        let readable = secret.readable_bytes() > before;
+        let (id, eof) = (c.id, c.eof);
+        if established && !c.connected {
+            c.connected = true;
+            let (socket, remote) = c
+                .path
+                .unwrap_or((SocketId::SERVER, SocketAddr::from(([0, 0, 0, 0], 0))));
+            let handshake = Box::new(c.handshake.clone());
+            let (local_udx_id, remote_udx_id) = (c.local_udx_id, c.remote_udx_id);
+            tracing::info!(%remote, "connection open");
+            self.push_event(Event::Connected {
+                conn: id,
+                socket,
+                remote,
+                handshake,
+                local_udx_id,
+                remote_udx_id,
+            });
+        }
+        self.flush_conn(conn);
+        if readable {
+            self.push_event(Event::Readable { conn: id });
+        }
+        if eof {
+            self.push_event(Event::Finished { conn: id });
+        }
+    }
+
+    /// Handles what the UDX layer reported.
+    pub(super) fn process_stream_events(&mut self) {
+        while let Some(ev) = self.mux.poll_event() {
+            match ev {
+                StreamEvent::Accepted { id, socket, from } => {
+                    let Some(&conn) = self.conn_by_stream.get(&id) else {
+                        continue;
+                    };
+                    let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else {
+                        continue;
+                    };
+                    let SocketAddr::V4(from4) = from else {
+                        continue;
+                    };
+                    match origin {
+                        Origin::Client(c) => self.client_path_open(c, socket, from4),
+                        Origin::Server(s, slot) => self.server_path_open(s, slot, socket, from4),
+                    }
+                    self.conn_path(conn, socket, from);
+                }
+                StreamEvent::Readable { id } | StreamEvent::Finished { id } => {
+                    if let Some(&conn) = self.conn_by_stream.get(&id) {
+                        self.pump_conn_input(conn);
+                    }
+                }
+                StreamEvent::Writable { id } => {
+                    if let Some(&conn) = self.conn_by_stream.get(&id) {
+                        self.flush_conn(conn);
+                    }
+                }
+                // Unreliable messages are not used by hyperdht connections.
+                StreamEvent::Closed { id, reason } => {
+                    if let Some(&conn) = self.conn_by_stream.get(&id) {
+                        self.pump_conn_input(conn);
+                        let r = if reason == CloseReason::Finished {
+                            ConnCloseReason::Finished
+                        } else {
+                            ConnCloseReason::Stream(reason)
+                        };
+                        self.close_conn(conn, r, false);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends a connection; `reset` also sends DESTROY.
+    fn close_conn(&mut self, conn: u64, reason: ConnCloseReason, reset: bool) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closed.is_some() {
+            return;
+        }
+        c.closed = Some(reason);
+        if reset {
+            self.mux.reset(now, c.stream);
+        }
+        let id = c.id;
+        if !c.connected && matches!(c.origin, Origin::Client(_)) {
+            // The client never saw the server's header: the attempt failed.
+            tracing::info!(%reason, "connection closed before the server accepted it");
+            self.push_event(Event::ConnectFailed {
+                conn: id,
+                reason: super::ConnectError::NotAccepted,
+            });
+            return;
+        }
+        self.push_event(Event::ConnClosed { conn: id, reason });
+    }
+
+    /// secret-stream keep-alive timers.
+    pub(super) fn conn_timers(&mut self) {
+        let now = self.now;
+        let due: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.secret
+                    .as_ref()
+                    .and_then(SecretStream::poll_timeout)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(s) = self.conns.get_mut(&id).and_then(|c| c.secret.as_mut()) {
+                s.handle_timeout(now);
+            }
+            self.flush_conn(id);
+        }
+    }
+
+    /// The earliest keep-alive deadline.
+    pub(super) fn conn_timeout(&self) -> Option<Timestamp> {
+        self.conns
+            .values()
+            .filter_map(|c| c.secret.as_ref()?.poll_timeout())
+            .min()
+    }
+
+    // ----- application API ------------------------------------------------------------------
+
+    /// Encrypts and queues `data` on an open connection; returns how much was taken (all of
+    /// it, or `Err(Blocked)` while too much is queued).
+    pub fn conn_write(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        data: &[u8],
+    ) -> Result<usize, ConnError> {
+        self.set_now(now);
+        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
+        if let Some(r) = c.closed {
+            return Err(ConnError::Closed(r));
+        }
+        let secret = c.secret.as_mut().ok_or(ConnError::NotOpen)?;
+        if !c.connected {
+            return Err(ConnError::NotOpen);
+        }
+        if c.finishing {
+            return Err(ConnError::Finished);
+        }
+        if secret.pending_output().len() >= MAX_PENDING_OUTPUT {
+            c.write_blocked = true;
+            return Err(ConnError::Blocked);
+        }
+        // secret-stream frames are at most 2^24 - 1 bytes: split larger writes.
+        for chunk in data.chunks(1 << 16) {
+            if let Err(e) = secret.write(now, chunk) {
+                let reason = ConnCloseReason::SecretStream(e);
+                self.close_conn(conn.0, reason, true);
+                return Err(ConnError::Closed(reason));
+            }
+        }
+        self.flush_conn(conn.0);
+        Ok(data.len())
+    }
+
+    /// Reads decrypted bytes; `Ok(0)` once the peer finished and everything was read.
+    pub fn conn_read(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, ConnError> {
+        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
+        let secret = c.secret.as_mut().ok_or(ConnError::NotOpen)?;
+        let n = secret.read(buf);
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        if c.eof {
+            return Ok(0);
+        }
+        match c.closed {
+            Some(r) => Err(ConnError::Closed(r)),
+            None => Err(ConnError::Blocked),
+        }
+    }
+
+    /// Ends our side once everything written is sent (UDX END).
+    pub fn conn_finish(&mut self, now: Timestamp, conn: ConnId) -> Result<(), ConnError> {
+        self.set_now(now);
+        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
+        if let Some(r) = c.closed {
+            return Err(ConnError::Closed(r));
+        }
+        c.finishing = true;
+        self.flush_conn(conn.0);
+        Ok(())
+    }
+
+    /// Resets the connection (UDX DESTROY) at once.
+    pub fn conn_reset(&mut self, now: Timestamp, conn: ConnId) {
+        self.set_now(now);
+        self.close_conn(conn.0, ConnCloseReason::Destroyed, true);
+    }
+
+    /// Forgets a closed connection after its last bytes were read.
+    pub fn conn_remove(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn.0) {
+            self.conn_by_stream.remove(&c.stream);
+            self.mux.remove(c.stream);
+            self.release_conn_sockets(conn.0);
+        }
+    }
+
+    /// The connection's peer key and path, once open.
+    pub fn conn_info(&self, conn: ConnId) -> Option<([u8; 32], Option<SocketAddr>)> {
+        let c = self.conns.get(&conn.0)?;
+        Some((c.handshake.remote_public_key, c.path.map(|p| p.1)))
+    }
+}
