@@ -10,7 +10,9 @@ use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::holepunch::SecurePayload;
 use hyperdht_proto::noise::{Initiator, Responder};
 use hyperdht_proto::wire::holepunch::HolepunchPayload;
-use hyperdht_proto::wire::hyperdht::{Announce, Handshake, Holepunch, LookupReply, MutablePut, MutableRecord, Peer};
+use hyperdht_proto::wire::hyperdht::{
+    Announce, Handshake, Holepunch, LookupReply, MutablePut, MutableRecord, Peer,
+};
 use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
 
 fn addr() -> impl Strategy<Value = SocketAddrV4> {
@@ -18,7 +20,12 @@ fn addr() -> impl Strategy<Value = SocketAddrV4> {
 }
 
 fn peer() -> impl Strategy<Value = Peer> {
-    (any::<[u8; 32]>(), proptest::collection::vec(addr(), 0..4)).prop_map(|(public_key, relay_addresses)| Peer { public_key, relay_addresses })
+    (any::<[u8; 32]>(), proptest::collection::vec(addr(), 0..4)).prop_map(
+        |(public_key, relay_addresses)| Peer {
+            public_key,
+            relay_addresses,
+        },
+    )
 }
 
 proptest! {
@@ -80,7 +87,7 @@ proptest! {
         prop_assert_eq!(Handshake::decode(&hs.to_bytes()).unwrap(), hs);
         let hp = Holepunch { mode, id: seq, payload: noise, peer_address: pa };
         prop_assert_eq!(Holepunch::decode(&hp.to_bytes()).unwrap(), hp);
-        let records = vec![p.to_bytes()];
+        let records = [p.to_bytes()];
         let mut out = Vec::new();
         LookupReply::encode_raw(&[&records[0]], bump, &mut out);
         let l = LookupReply::decode(&out).unwrap();

@@ -18,8 +18,16 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
 
 /// A Rust network on 127.0.0.1: a first node and `n` persistent nodes.
 fn network(n: usize) -> (MioNode, Vec<MioNode>) {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let first = MioNode::spawn(Config::bootstrapper(SocketAddrV4::new([127, 0, 0, 1].into(), port))).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let first = MioNode::spawn(Config::bootstrapper(SocketAddrV4::new(
+        [127, 0, 0, 1].into(),
+        port,
+    )))
+    .unwrap();
     first.wait_bootstrapped().unwrap();
     let boot = vec![v4(first.local_addr())];
     let nodes = (0..n)
@@ -53,14 +61,30 @@ fn rust_client_reaches_rust_server_over_the_lan_shortcut() {
     let client_node = peer(boot);
     let server_key = KeyPair::from_seed(&[0x51; 32]);
     let client_key = KeyPair::from_seed(&[0xc1; 32]);
-    let server = server_node.listen(&server_key, ServerConfig::default()).expect("listen");
+    let server = server_node
+        .listen(&server_key, ServerConfig::default())
+        .expect("listen");
 
-    let conn = client_node.connect(server_key.public_key(), &client_key).expect("connect");
+    let conn = client_node
+        .connect(server_key.public_key(), &client_key)
+        .expect("connect");
     assert_eq!(conn.remote_public_key, server_key.public_key());
-    assert_eq!(conn.remote, server_node.local_addr(), "LAN shortcut to the server's DHT socket");
+    assert_eq!(
+        conn.remote,
+        server_node.local_addr(),
+        "LAN shortcut to the server's DHT socket"
+    );
 
-    let ev = server.events.recv_timeout(Duration::from_secs(10)).expect("incoming");
-    let ServerEvent::Incoming { remote_public_key, .. } = ev else { panic!("{ev:?}") };
+    let ev = server
+        .events
+        .recv_timeout(Duration::from_secs(10))
+        .expect("incoming");
+    let ServerEvent::Incoming {
+        remote_public_key, ..
+    } = ev
+    else {
+        panic!("{ev:?}")
+    };
     assert_eq!(remote_public_key, client_key.public_key());
     // Both sides derived the same session.
     assert!(conn.handshake.is_initiator);
@@ -77,7 +101,9 @@ fn refused_and_unknown_keys_fail_cleanly() {
     let banned = KeyPair::from_seed(&[0xba; 32]);
     let banned_pk = banned.public_key();
     let mut cfg = ServerConfig::default();
-    cfg.accept = Some(Arc::new(move |h: &hyperdht_proto::IncomingHandshake<'_>| *h.remote_public_key != banned_pk));
+    cfg.accept = Some(Arc::new(
+        move |h: &hyperdht_proto::IncomingHandshake<'_>| *h.remote_public_key != banned_pk,
+    ));
     let _server = server_node.listen(&server_key, cfg).expect("listen");
 
     match client_node.connect(server_key.public_key(), &banned) {
