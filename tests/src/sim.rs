@@ -1,22 +1,34 @@
 //! A deterministic network simulator for [`hyperdht_proto::Node`]s.
 //!
-//! Every node runs on its own IPv4 host (`10.x.y.z`; nodes given the same `Config::host` share
-//! one) and binds its sockets through the simulator, which answers the node's [`SocketOp`]s: a
-//! socket gets the port it asks for if that is free on its host (else the bind fails), or a
-//! seeded ephemeral port (49152-65535) for port 0, which is what the client socket asks for.
+//! Every node runs on its own IPv4 host (`10.x.y.z` unless [`Sim::set_host_base`] picks another
+//! /8; nodes given the same `Config::host` share one) and binds its sockets through the
+//! simulator, which answers the node's [`SocketOp`]s: a socket gets the port it asks for if that
+//! is free on its host (else the bind fails), or a seeded ephemeral port (49152-65535) for port
+//! 0, which is what the client socket asks for.
 //! Datagrams travel over links with a per-datagram latency drawn from the simulator's seeded
 //! [`Rng`] and an optional loss probability; they wait in a priority queue ordered by
 //! `(deliver_at, seq)`, so equal delivery times are ordered by send order.
 //!
-//! The network is flat and open: every host is publicly reachable at its own address, there is
-//! no NAT or filtering yet, and a transmit's `ttl` is ignored. Nodes can be crashed
-//! ([`Sim::kill`]) or put to sleep ([`Sim::suspend`]).
+//! Hosts added with [`Sim::add_node`] sit on the internet, reachable at their own address.
+//! [`Sim::add_nat`] adds a NAT box ([`NatConfig`]: endpoint-independent or address-and-port-
+//! dependent mapping with random ports, endpoint-independent or address-and-port-dependent
+//! filtering, an idle timeout for bindings) with its own public address and private /24;
+//! [`Sim::add_node_behind`] puts a node on that LAN. A datagram from a NATed host is mapped
+//! when it leaves the LAN (at send time) and filtered when it reaches the far NAT (at delivery
+//! time); private addresses are reachable only from inside their LAN (no hairpinning).
+//! Transmits honour `ttl` (default [`DEFAULT_TTL`]): the home NAT takes one hop and the
+//! internet [`INTERNET_HOPS`] more, so hyperdht's TTL-5 probes open the sender's own mapping
+//! and die before the far side. Extra sockets (holepunch pools) bind like any other: port 0
+//! gets a fresh ephemeral port. Nodes can be crashed ([`Sim::kill`]) or put to sleep
+//! ([`Sim::suspend`]). The simulator does not run UDX streams; [`Sim::set_udx_first_packet`]
+//! stands in for a stream's first packet where a scenario needs one.
 //!
 //! Time is virtual ([`Timestamp`]). The main loop repeatedly takes the earliest of the next
 //! delivery and the earliest node deadline (`poll_timeout`, kept per node in an ordered set so
 //! thousands of nodes run without scanning them all), advances the clock, feeds the node, and
 //! drains its socket ops, transmits and events in that order (the run-loop contract of
-//! `hyperdht_proto`). Deliveries come before timers at the same instant.
+//! `hyperdht_proto`). Deliveries come before the simulator's own scheduled sends, and those
+//! before timers, at the same instant.
 //!
 //! Everything that happens on the wire (and every event) feeds a running transcript hash, so a
 //! test can assert that the same seed gives the same run. With
@@ -48,7 +60,7 @@
 use core::cmp::Ordering;
 use core::fmt::Write as _;
 use core::time::Duration;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use hyperdht_proto::rng::Rng;
@@ -60,6 +72,18 @@ use hyperdht_proto::{
 const EPHEMERAL_BASE: u16 = 49152;
 /// Size of the ephemeral port range (49152..=65535).
 const EPHEMERAL_SPAN: u64 = 16384;
+/// TTL of a transmit that does not set one.
+pub const DEFAULT_TTL: u8 = 64;
+/// Routers between two sites on the simulated internet: a datagram leaving a site (after its
+/// home NAT, if any) arrives only with a TTL above this, so hyperdht's TTL-5 "open session"
+/// probes open the sender's own NAT mapping but die before the far NAT (like the namespace lab's
+/// `--ttl-dec 8`).
+pub const INTERNET_HOPS: u8 = 8;
+/// When the stand-in for a UDX stream's first packet goes out, in ms after `Connected` (the
+/// first send and three retransmissions).
+const UDX_FIRST_PACKET_AT: [u64; 4] = [0, 1000, 3000, 7000];
+/// NAT external ports are drawn from `1024..=65535`.
+const NAT_PORT_BASE: u16 = 1024;
 /// `handle_timeout` calls at one instant for one node before the simulator calls it a busy
 /// loop (a node whose `poll_timeout` does not move past `now` after `handle_timeout`).
 const BUSY_LOOP_LIMIT: u32 = 10_000;
@@ -101,13 +125,20 @@ pub struct SimStats {
     /// Datagrams dropped by link loss.
     pub lost: u64,
     /// Datagrams with no live receiver (no socket at that address, a killed or suspended node,
-    /// or IPv6).
+    /// a private address outside its LAN, or IPv6).
     pub undeliverable: u64,
+    /// Datagrams a NAT dropped on the way in: no live binding for the port, or filtered.
+    pub filtered: u64,
+    /// Datagrams whose TTL ran out before the destination's site.
+    pub ttl_expired: u64,
     /// `handle_timeout` calls.
     pub timer_wakeups: u64,
     /// Events the nodes emitted.
     pub events: u64,
 }
+
+/// A datagram the simulator sends for a node later: (node, socket, destination, payload).
+type ScheduledSend = (usize, SocketId, SocketAddrV4, Vec<u8>);
 
 /// A DHT started by [`Sim::build_dht`].
 #[derive(Clone, Debug)]
@@ -127,6 +158,8 @@ struct InFlight {
     seq: u64,
     from: SocketAddrV4,
     to: SocketAddrV4,
+    /// Sent within one NAT's LAN (no translation on the way).
+    lan: bool,
     payload: Vec<u8>,
 }
 
@@ -159,7 +192,7 @@ struct SimNode {
     /// The entry of this node in `Sim::timers`, if any.
     deadline: Option<Timestamp>,
     /// Bound sockets.
-    sockets: Vec<(SocketId, SocketAddrV4)>,
+    sockets: BTreeMap<SocketId, SocketAddrV4>,
     events: Vec<(Timestamp, Event)>,
     /// Busy-loop detection: the instant of the last `handle_timeout` and how many there were.
     last_wakeup: Timestamp,
@@ -198,6 +231,17 @@ pub struct Sim {
     /// Every bound socket: address -> (owner, which socket).
     sockets: HashMap<SocketAddrV4, (usize, SocketId)>,
     next_host: u32,
+    /// Hosts are `host_base | counter` (see [`Sim::set_host_base`]).
+    host_base: u32,
+    nats: Vec<NatBox>,
+    /// NAT public address -> NAT.
+    nat_by_public: HashMap<Ipv4Addr, usize>,
+    /// Private host address -> the NAT it sits behind.
+    nat_of_host: HashMap<Ipv4Addr, usize>,
+    udx_first_packet: bool,
+    /// Datagrams the simulator sends on a node's behalf later ([`Sim::set_udx_first_packet`]):
+    /// (when, seq) -> (node, socket, destination, payload).
+    scheduled: BTreeMap<(Timestamp, u64), ScheduledSend>,
     queue: BinaryHeap<InFlight>,
     seq: u64,
     /// Node deadlines: (when, node index).
@@ -226,6 +270,12 @@ impl Sim {
             nodes: Vec::new(),
             sockets: HashMap::new(),
             next_host: 0,
+            host_base: 0x0a00_0000,
+            nats: Vec::new(),
+            nat_by_public: HashMap::new(),
+            nat_of_host: HashMap::new(),
+            udx_first_packet: false,
+            scheduled: BTreeMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             timers: BTreeSet::new(),
@@ -286,12 +336,22 @@ impl Sim {
         self.stats
     }
 
-    /// A fresh host address (`10.x.y.z`, never `.0` or `.255`), for nodes that must know their
-    /// address before they are added (bootstrap nodes).
+    /// Hosts (and NAT public addresses) allocated from now on come from `base`'s /8 instead
+    /// of `10.0.0.0/8`. hyperdht treats private and reserved ranges specially (an open server's
+    /// private addresses are skipped, LAN shortcuts), so scenarios with NATs put the internet on
+    /// a routable-looking range.
+    pub fn set_host_base(&mut self, base: Ipv4Addr) {
+        self.host_base = u32::from(base) & 0xff00_0000;
+    }
+
+    /// A fresh host address (`10.x.y.z` unless [`Sim::set_host_base`] chose another /8; never
+    /// `.0` or `.255`), for nodes that must know their address before they are added
+    /// (bootstrap nodes).
     pub fn alloc_host(&mut self) -> Ipv4Addr {
         loop {
             self.next_host += 1;
-            let ip = Ipv4Addr::from(0x0a00_0000 | (self.next_host & 0x00ff_ffff));
+            assert!(self.next_host < 0x0100_0000, "host addresses exhausted");
+            let ip = Ipv4Addr::from(self.host_base | (self.next_host & 0x00ff_ffff));
             let last = ip.octets()[3];
             if last != 0 && last != 255 {
                 return ip;
@@ -309,6 +369,22 @@ impl Sim {
         } else {
             config.host
         };
+        self.add_node_on(host, config)
+    }
+
+    /// Starts a node on a fresh private host behind `nat` (see [`Sim::add_nat`]). Its
+    /// `local_addresses` (advertised for LAN shortcuts) default to that host's address.
+    pub fn add_node_behind(&mut self, nat: NatIdx, mut config: Config) -> NodeIdx {
+        let host = self.nats[nat.0].alloc_lan_host();
+        self.nat_of_host.insert(host, nat.0);
+        if config.local_addresses.is_empty() {
+            config.local_addresses = vec![host];
+        }
+        config.host = Ipv4Addr::UNSPECIFIED;
+        self.add_node_on(host, config)
+    }
+
+    fn add_node_on(&mut self, host: Ipv4Addr, config: Config) -> NodeIdx {
         let seed = self.rng.bytes32();
         let node = Node::new(config, seed, self.now);
         let idx = self.nodes.len();
@@ -318,7 +394,7 @@ impl Sim {
             alive: true,
             asleep_until: None,
             deadline: None,
-            sockets: Vec::new(),
+            sockets: BTreeMap::new(),
             events: Vec::new(),
             last_wakeup: Timestamp::ZERO,
             wakeups_at_instant: 0,
@@ -330,6 +406,65 @@ impl Sim {
         self.transcript.mix(&(idx as u64).to_le_bytes());
         self.after_input(idx);
         NodeIdx(idx)
+    }
+
+    /// Adds a NAT box with a fresh public address (from [`Sim::alloc_host`]) and its own
+    /// private /24 (`192.168.n.0`, then `172.16-31.x.0`); put nodes behind it with
+    /// [`Sim::add_node_behind`].
+    pub fn add_nat(&mut self, config: NatConfig) -> NatIdx {
+        let public = self.alloc_host();
+        let k = self.nats.len();
+        let lan = if k < 256 {
+            [192, 168, k as u8]
+        } else {
+            let k = k - 256;
+            assert!(k < 16 * 256, "too many NATs");
+            [172, 16 + (k / 256) as u8, (k % 256) as u8]
+        };
+        self.nats.push(NatBox {
+            public,
+            lan,
+            next_lan_host: 1,
+            config,
+            bindings: HashMap::new(),
+            index: HashMap::new(),
+        });
+        self.nat_by_public.insert(public, k);
+        if let Some(lines) = &mut self.transcript.lines {
+            lines.push(format!(
+                "{} nat {k} on {public}: {config:?}",
+                fmt_time(self.now)
+            ));
+        }
+        NatIdx(k)
+    }
+
+    /// The NAT's public address.
+    pub fn nat_public(&self, nat: NatIdx) -> Ipv4Addr {
+        self.nats[nat.0].public
+    }
+
+    /// The NAT a node sits behind, if any.
+    pub fn nat_of(&self, idx: NodeIdx) -> Option<NatIdx> {
+        self.nat_of_host
+            .get(&self.nodes[idx.0].host)
+            .map(|n| NatIdx(*n))
+    }
+
+    /// Live bindings of the NAT now.
+    pub fn nat_bindings(&self, nat: NatIdx) -> usize {
+        let n = &self.nats[nat.0];
+        n.bindings.values().filter(|b| n.alive(b, self.now)).count()
+    }
+
+    /// When on, the simulator stands in for the application's UDX stream: on every
+    /// [`Event::Connected`] it sends a header-only UDX packet (an ACK for the peer's stream id)
+    /// from the connection's socket to the peer, as a real stream's first packet would, and
+    /// repeats it 1, 3 and 7 s later as an unacknowledged packet would be retransmitted (if the
+    /// socket is still bound). That first packet is what opens the server side of punched and
+    /// LAN paths (and an open client's passive path) in hyperdht. Off by default.
+    pub fn set_udx_first_packet(&mut self, on: bool) {
+        self.udx_first_packet = on;
     }
 
     /// Number of nodes ever added (killed ones included).
@@ -395,11 +530,7 @@ impl Sim {
 
     /// The bound address of one of the node's sockets.
     pub fn socket_addr(&self, idx: NodeIdx, socket: SocketId) -> Option<SocketAddrV4> {
-        self.nodes[idx.0]
-            .sockets
-            .iter()
-            .find(|(s, _)| *s == socket)
-            .map(|(_, a)| *a)
+        self.nodes[idx.0].sockets.get(&socket).copied()
     }
 
     /// The bound address of the node's server socket.
@@ -577,10 +708,8 @@ impl Sim {
     pub fn next_event_at(&self) -> Option<Timestamp> {
         let d = self.queue.peek().map(|d| d.at);
         let t = self.timers.first().map(|(t, _)| *t);
-        match (d, t) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let s = self.scheduled.keys().next().map(|(t, _)| *t);
+        [d, t, s].into_iter().flatten().min()
     }
 
     /// Processes the next delivery or node deadline if it is due no later than `limit`. Returns
@@ -598,6 +727,14 @@ impl Sim {
         if self.queue.peek().is_some_and(|d| d.at <= t) {
             let d = self.queue.pop().expect("peeked");
             self.deliver(d);
+        } else if self.scheduled.keys().next().is_some_and(|(at, _)| *at <= t) {
+            let (_, (idx, socket, to, payload)) = self.scheduled.pop_first().expect("due");
+            let n = &self.nodes[idx];
+            if n.alive && n.asleep_until.is_none() {
+                if let Some(from) = n.sockets.get(&socket).copied() {
+                    self.send(from, to, None, payload);
+                }
+            }
         } else {
             let (at, idx) = self.timers.pop_first().expect("a timer is due");
             self.wake(at, idx);
@@ -647,7 +784,24 @@ impl Sim {
     // ----- internals -----------------------------------------------------------------------
 
     fn deliver(&mut self, d: InFlight) {
-        let Some(&(idx, socket)) = self.sockets.get(&d.to) else {
+        let mut to = d.to;
+        if !d.lan {
+            if let Some(&n) = self.nat_by_public.get(d.to.ip()) {
+                let now = self.now;
+                match self.nats[n].inbound(now, d.from, d.to.port()) {
+                    Some(internal) => to = internal,
+                    None => {
+                        self.stats.filtered += 1;
+                        return;
+                    }
+                }
+            } else if self.nat_of_host.contains_key(d.to.ip()) {
+                // A private address, from outside its LAN.
+                self.stats.undeliverable += 1;
+                return;
+            }
+        }
+        let Some(&(idx, socket)) = self.sockets.get(&to) else {
             self.stats.undeliverable += 1;
             return;
         };
@@ -700,16 +854,12 @@ impl Sim {
             }
             while let Some(t) = self.nodes[idx].node.poll_transmit() {
                 progressed = true;
-                let from = self.nodes[idx]
-                    .sockets
-                    .iter()
-                    .find(|(s, _)| *s == t.socket)
-                    .map(|(_, a)| *a);
+                let from = self.nodes[idx].sockets.get(&t.socket).copied();
                 let (Some(from), SocketAddr::V4(to)) = (from, t.dst) else {
                     self.stats.undeliverable += 1;
                     continue;
                 };
-                self.send(from, to, t.payload);
+                self.send(from, to, t.ttl, t.payload);
             }
             while let Some(e) = self.nodes[idx].node.poll_event() {
                 progressed = true;
@@ -721,6 +871,25 @@ impl Sim {
                 }
                 if let Event::QueryFinished { id, result } = &e {
                     self.finished.insert((idx, *id), result.clone());
+                }
+                if let Event::Connected {
+                    socket,
+                    remote: SocketAddr::V4(remote),
+                    remote_udx_id,
+                    ..
+                } = &e
+                {
+                    if self.udx_first_packet {
+                        // Sent at once and retransmitted like an unacknowledged UDX packet
+                        // (RTO 1 s, doubling): the first copy can beat the relayed handshake
+                        // reply to the peer.
+                        for at in UDX_FIRST_PACKET_AT {
+                            self.seq += 1;
+                            let key = (now + Duration::from_millis(at), self.seq);
+                            let p = udx_ack(*remote_udx_id);
+                            self.scheduled.insert(key, (idx, *socket, *remote, p));
+                        }
+                    }
                 }
                 self.nodes[idx].events.push((now, e));
             }
@@ -769,8 +938,9 @@ impl Sim {
                     Some(a) => {
                         self.sockets.insert(a, (idx, socket));
                         let n = &mut self.nodes[idx];
-                        n.sockets.retain(|(s, _)| *s != socket);
-                        n.sockets.push((socket, a));
+                        if let Some(old) = n.sockets.insert(socket, a) {
+                            self.sockets.remove(&old);
+                        }
                         n.node.handle_socket_bound(now, socket, SocketAddr::V4(a));
                     }
                     None => self.nodes[idx].node.handle_socket_failed(now, socket),
@@ -778,8 +948,7 @@ impl Sim {
             }
             SocketOp::Close { socket } => {
                 let n = &mut self.nodes[idx];
-                if let Some(pos) = n.sockets.iter().position(|(s, _)| *s == socket) {
-                    let (_, a) = n.sockets.remove(pos);
+                if let Some(a) = n.sockets.remove(&socket) {
                     self.sockets.remove(&a);
                 }
             }
@@ -799,8 +968,47 @@ impl Sim {
         None
     }
 
-    fn send(&mut self, from: SocketAddrV4, to: SocketAddrV4, payload: Vec<u8>) {
+    /// Sends a datagram from the bound address `from`: within a LAN directly, otherwise through
+    /// the sender's NAT (which maps it and takes one hop off the TTL) onto the internet, where
+    /// it needs a TTL above [`INTERNET_HOPS`] to arrive.
+    fn send(&mut self, from: SocketAddrV4, to: SocketAddrV4, ttl: Option<u8>, payload: Vec<u8>) {
         self.stats.sent += 1;
+        let ttl = ttl.unwrap_or(DEFAULT_TTL);
+        let src_nat = self.nat_of_host.get(from.ip()).copied();
+        let lan = src_nat.is_some() && src_nat == self.nat_of_host.get(to.ip()).copied();
+        let mut src = from;
+        let mut expired = ttl == 0;
+        if !lan && !expired {
+            let mut left = ttl;
+            if let Some(n) = src_nat {
+                let now = self.now;
+                let Some(port) = self.nats[n].outbound(now, from, to, &mut self.rng) else {
+                    // Out of ports.
+                    self.stats.filtered += 1;
+                    return;
+                };
+                src = SocketAddrV4::new(self.nats[n].public, port);
+                left -= 1;
+            }
+            expired = left <= INTERNET_HOPS;
+        }
+        if expired {
+            self.stats.ttl_expired += 1;
+            let t = &mut self.transcript;
+            t.mix(&self.now.as_nanos().to_le_bytes());
+            t.mix_addr(&src);
+            t.mix_addr(&to);
+            t.mix(&[ttl, 0xee]);
+            if let Some(lines) = &mut t.lines {
+                lines.push(format!(
+                    "{} {from} ({src}) -> {to} len={} ttl={ttl} EXPIRED",
+                    fmt_time(self.now),
+                    payload.len()
+                ));
+            }
+            return;
+        }
+        let from = src;
         let lost = self.link.loss > 0.0 && self.rng.unit() < self.link.loss;
         let span = self.link.max_latency.saturating_sub(self.link.min_latency);
         let jitter = self.rng.below(span.as_nanos() as u64 + 1);
@@ -835,8 +1043,235 @@ impl Sim {
             seq: self.seq,
             from,
             to,
+            lan,
             payload,
         });
+    }
+}
+
+/// A header-only UDX packet (an ACK, no data) for stream `id`: what a stream's first packet
+/// looks like to hyperdht's first-packet detection.
+fn udx_ack(id: u32) -> Vec<u8> {
+    let mut p = vec![0u8; 20];
+    p[0] = 0xff;
+    p[1] = 0x01;
+    p[4..8].copy_from_slice(&id.to_le_bytes());
+    p
+}
+
+/// Index of a NAT in a [`Sim`] (in order of [`Sim::add_nat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NatIdx(pub usize);
+
+/// How a NAT picks the public port for an internal socket's outgoing datagrams (RFC 4787).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatMapping {
+    /// One public port per internal socket, whatever the destination; the internal port is
+    /// kept when free (Linux MASQUERADE).
+    EndpointIndependent,
+    /// A new random public port for every destination address and port (Linux
+    /// `MASQUERADE --random-fully`, "symmetric" NAT).
+    AddressPortDependent,
+}
+
+/// Which inbound datagrams a NAT lets through a live binding (RFC 4787).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatFiltering {
+    /// Anyone may send to a live binding ("full cone").
+    EndpointIndependent,
+    /// Only addresses and ports the internal socket sent to through this binding, while that
+    /// permission is fresh (a stateful firewall admitting ESTABLISHED traffic).
+    AddressPortDependent,
+}
+
+/// A NAT's behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    /// Port mapping.
+    pub mapping: NatMapping,
+    /// Inbound filtering.
+    pub filtering: NatFiltering,
+    /// A binding (and each filtering permission) dies after this long without traffic through
+    /// it (outbound, or admitted inbound).
+    pub binding_timeout: Duration,
+}
+
+impl NatConfig {
+    /// Endpoint-independent mapping and filtering: a "full cone" NAT.
+    pub fn full_cone(binding_timeout: Duration) -> NatConfig {
+        NatConfig {
+            mapping: NatMapping::EndpointIndependent,
+            filtering: NatFiltering::EndpointIndependent,
+            binding_timeout,
+        }
+    }
+
+    /// Endpoint-independent mapping with address-and-port-dependent filtering: a "port
+    /// restricted cone" NAT, like Linux MASQUERADE with a stateful firewall.
+    pub fn port_restricted(binding_timeout: Duration) -> NatConfig {
+        NatConfig {
+            filtering: NatFiltering::AddressPortDependent,
+            ..NatConfig::full_cone(binding_timeout)
+        }
+    }
+
+    /// Address-and-port-dependent mapping with random ports and filtering: a "symmetric" NAT
+    /// (Linux `MASQUERADE --random-fully`).
+    pub fn symmetric(binding_timeout: Duration) -> NatConfig {
+        NatConfig {
+            mapping: NatMapping::AddressPortDependent,
+            filtering: NatFiltering::AddressPortDependent,
+            binding_timeout,
+        }
+    }
+}
+
+/// One binding: an internal socket (towards one remote, for address-dependent mapping) and
+/// the remotes it may hear from.
+#[derive(Clone, Debug)]
+struct Binding {
+    internal: SocketAddrV4,
+    /// Last traffic through the binding.
+    last: Timestamp,
+    /// Remote address -> last traffic with it (the filtering permissions).
+    permits: HashMap<SocketAddrV4, Timestamp>,
+}
+
+/// A NAT box: its public address, its LAN and its bindings. Bindings expire lazily: an
+/// expired one is dropped when next looked at.
+#[derive(Debug)]
+struct NatBox {
+    public: Ipv4Addr,
+    lan: [u8; 3],
+    next_lan_host: u8,
+    config: NatConfig,
+    /// Public port -> binding.
+    bindings: HashMap<u16, Binding>,
+    /// (internal socket, destination for address-dependent mapping) -> public port.
+    index: HashMap<(SocketAddrV4, Option<SocketAddrV4>), u16>,
+}
+
+impl NatBox {
+    fn alloc_lan_host(&mut self) -> Ipv4Addr {
+        self.next_lan_host += 1;
+        assert!(self.next_lan_host < 255, "LAN full");
+        let [a, b, c] = self.lan;
+        Ipv4Addr::new(a, b, c, self.next_lan_host)
+    }
+
+    fn alive(&self, b: &Binding, now: Timestamp) -> bool {
+        now.saturating_since(b.last) <= self.config.binding_timeout
+    }
+
+    fn fresh(&self, t: Timestamp, now: Timestamp) -> bool {
+        now.saturating_since(t) <= self.config.binding_timeout
+    }
+
+    /// Whether public `port` is free, dropping an expired binding on it.
+    fn port_free(&mut self, port: u16, now: Timestamp) -> bool {
+        let Some(b) = self.bindings.get(&port) else {
+            return true;
+        };
+        if self.alive(b, now) {
+            return false;
+        }
+        self.remove(port);
+        true
+    }
+
+    fn remove(&mut self, port: u16) {
+        if let Some(b) = self.bindings.remove(&port) {
+            let key_eim = (b.internal, None);
+            if self.index.get(&key_eim) == Some(&port) {
+                self.index.remove(&key_eim);
+            }
+            for r in b.permits.keys() {
+                let key = (b.internal, Some(*r));
+                if self.index.get(&key) == Some(&port) {
+                    self.index.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn random_port(&mut self, now: Timestamp, rng: &mut Rng) -> Option<u16> {
+        let span = u64::from(u16::MAX - NAT_PORT_BASE) + 1;
+        for _ in 0..4096 {
+            let port = NAT_PORT_BASE + rng.below(span) as u16;
+            if self.port_free(port, now) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// An internal socket sends to `remote`: the public port it leaves from (a new binding if
+    /// needed), and the permission for `remote` to answer.
+    fn outbound(
+        &mut self,
+        now: Timestamp,
+        internal: SocketAddrV4,
+        remote: SocketAddrV4,
+        rng: &mut Rng,
+    ) -> Option<u16> {
+        let key = match self.config.mapping {
+            NatMapping::EndpointIndependent => (internal, None),
+            NatMapping::AddressPortDependent => (internal, Some(remote)),
+        };
+        if let Some(&port) = self.index.get(&key) {
+            let alive = self.bindings.get(&port).is_some_and(|b| self.alive(b, now));
+            if alive {
+                let b = self.bindings.get_mut(&port).expect("indexed");
+                b.last = now;
+                b.permits.insert(remote, now);
+                return Some(port);
+            }
+            self.remove(port);
+        }
+        let preserve = self.config.mapping == NatMapping::EndpointIndependent
+            && self.port_free(internal.port(), now);
+        let port = if preserve {
+            internal.port()
+        } else {
+            self.random_port(now, rng)?
+        };
+        let mut permits = HashMap::new();
+        permits.insert(remote, now);
+        self.bindings.insert(
+            port,
+            Binding {
+                internal,
+                last: now,
+                permits,
+            },
+        );
+        self.index.insert(key, port);
+        Some(port)
+    }
+
+    /// A datagram from `remote` reaches public `port`: the internal socket to hand it to, if
+    /// a live binding admits it.
+    fn inbound(&mut self, now: Timestamp, remote: SocketAddrV4, port: u16) -> Option<SocketAddrV4> {
+        let b = self.bindings.get(&port)?;
+        if !self.alive(b, now) {
+            self.remove(port);
+            return None;
+        }
+        let admitted = match self.config.filtering {
+            NatFiltering::EndpointIndependent => true,
+            NatFiltering::AddressPortDependent => {
+                b.permits.get(&remote).is_some_and(|t| self.fresh(*t, now))
+            }
+        };
+        if !admitted {
+            return None;
+        }
+        let b = self.bindings.get_mut(&port).expect("checked");
+        b.last = now;
+        if let Some(t) = b.permits.get_mut(&remote) {
+            *t = now;
+        }
+        Some(b.internal)
     }
 }
 
@@ -902,4 +1337,101 @@ pub fn closest_ids(ids: &[NodeId], target: &NodeId, k: usize) -> Vec<NodeId> {
     v.dedup();
     v.truncate(k);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddrV4 {
+        s.parse().unwrap()
+    }
+
+    fn nat(config: NatConfig) -> NatBox {
+        NatBox {
+            public: Ipv4Addr::new(37, 0, 0, 1),
+            lan: [192, 168, 0],
+            next_lan_host: 1,
+            config,
+            bindings: HashMap::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    const T: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn endpoint_independent_mapping_keeps_the_port_and_filters_by_config() {
+        let mut rng = Rng::from_seed([1; 32]);
+        let now = Timestamp::from_millis(1000);
+        let inside = a("192.168.0.2:49737");
+        for (config, stranger_admitted) in [
+            (NatConfig::full_cone(T), true),
+            (NatConfig::port_restricted(T), false),
+        ] {
+            let mut n = nat(config);
+            let p1 = n
+                .outbound(now, inside, a("37.0.0.9:1000"), &mut rng)
+                .unwrap();
+            let p2 = n
+                .outbound(now, inside, a("37.0.0.10:2000"), &mut rng)
+                .unwrap();
+            assert_eq!((p1, p2), (49737, 49737), "consistent, port preserved");
+            assert_eq!(n.inbound(now, a("37.0.0.9:1000"), p1), Some(inside));
+            assert_eq!(
+                n.inbound(now, a("37.0.0.9:1001"), p1).is_some(),
+                stranger_admitted
+            );
+            assert_eq!(
+                n.inbound(now, a("37.0.0.11:1"), p1).is_some(),
+                stranger_admitted
+            );
+            assert_eq!(n.inbound(now, a("37.0.0.9:1000"), 5555), None, "no binding");
+        }
+    }
+
+    #[test]
+    fn address_dependent_mapping_draws_a_port_per_destination() {
+        let mut rng = Rng::from_seed([2; 32]);
+        let now = Timestamp::from_millis(1000);
+        let inside = a("192.168.0.2:50000");
+        let mut n = nat(NatConfig::symmetric(T));
+        let p1 = n
+            .outbound(now, inside, a("37.0.0.9:1000"), &mut rng)
+            .unwrap();
+        let p2 = n
+            .outbound(now, inside, a("37.0.0.9:1001"), &mut rng)
+            .unwrap();
+        let p1again = n
+            .outbound(now, inside, a("37.0.0.9:1000"), &mut rng)
+            .unwrap();
+        assert_ne!(p1, p2);
+        assert_eq!(p1, p1again);
+        assert_eq!(n.inbound(now, a("37.0.0.9:1000"), p1), Some(inside));
+        assert_eq!(
+            n.inbound(now, a("37.0.0.9:1000"), p2),
+            None,
+            "other binding's peer"
+        );
+        assert_eq!(n.inbound(now, a("37.0.0.9:1001"), p2), Some(inside));
+    }
+
+    #[test]
+    fn bindings_expire_when_idle_and_traffic_keeps_them() {
+        let mut rng = Rng::from_seed([3; 32]);
+        let inside = a("192.168.0.2:49737");
+        let remote = a("37.0.0.9:1000");
+        let mut n = nat(NatConfig::port_restricted(T));
+        let t0 = Timestamp::from_millis(1000);
+        let p = n.outbound(t0, inside, remote, &mut rng).unwrap();
+        // Inbound traffic within the timeout keeps the binding alive.
+        let t1 = t0 + Duration::from_secs(25);
+        assert_eq!(n.inbound(t1, remote, p), Some(inside));
+        let t2 = t1 + Duration::from_secs(25);
+        assert_eq!(n.inbound(t2, remote, p), Some(inside));
+        // Idle past the timeout: gone.
+        let t3 = t2 + T + Duration::from_millis(1);
+        assert_eq!(n.inbound(t3, remote, p), None);
+        assert!(n.bindings.is_empty() && n.index.is_empty());
+    }
 }
