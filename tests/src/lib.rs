@@ -4,6 +4,7 @@
 //! Interop tests need Node.js 18+ (`node` on `PATH`); set `HYPERDHT_SKIP_INTEROP=1` to skip
 //! them explicitly. See [`js`].
 
+pub mod bench_util;
 pub mod js;
 pub mod sim;
 pub mod udx_driver;

@@ -1,0 +1,509 @@
+//! The hyperdht record workload of the benchmarks (`src/bin/bench_dht.rs`): deterministic key
+//! pairs and topics, LOOKUP and signed ANNOUNCE requests exactly as an ephemeral client on
+//! 127.0.0.1 sends them, bulk announcing over UDP within the token's lifetime, and a node driven
+//! in-process.
+//!
+//! An ANNOUNCE carries the round-trip token the storing node gave the client's IP (it rotates
+//! every 7.5 s and is accepted for 7.5 to 15 s after it was issued) and an Ed25519 signature
+//! over `NS_ANNOUNCE ‖ H(target ‖ storing node id ‖ token ‖ peer record)`, so a batch of
+//! announces is signed for one token and one node, and must be sent before the token expires.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hyperdht_proto::crypto::hash_parts;
+use hyperdht_proto::dht::keys::{self, command, KeyPair};
+use hyperdht_proto::wire::hyperdht::{Announce, LookupReply, Peer};
+use hyperdht_proto::wire::rpc::{Request, Response, RESPONSE_ID};
+use hyperdht_proto::{Config, Node, SocketId, SocketOp, Timestamp};
+
+/// Relay addresses in every benchmark peer record (hyperswarm announces its server's relay
+/// addresses, up to 3; the stored record is then 51 bytes).
+pub const RELAYS_PER_RECORD: usize = 3;
+
+/// A token is accepted for at least this long after the node issued it.
+pub const TOKEN_MIN_LIFETIME: Duration = Duration::from_millis(7_500);
+
+/// Topic `i` of topic space `space` (spaces keep the workloads' topics apart).
+pub fn topic(space: u64, i: u64) -> [u8; 32] {
+    hash_parts(&[
+        b"hyperdht-rs bench topic",
+        &space.to_le_bytes(),
+        &i.to_le_bytes(),
+    ])
+}
+
+/// Benchmark key pair `i` (deterministic).
+pub fn key_pair(i: u64) -> KeyPair {
+    KeyPair::from_seed(&hash_parts(&[b"hyperdht-rs bench key", &i.to_le_bytes()]))
+}
+
+/// Key pairs `0..n`.
+pub fn key_pairs(n: usize) -> Vec<KeyPair> {
+    (0..n as u64).map(key_pair).collect()
+}
+
+/// The peer record announced with key pair `key`: its public key and
+/// [`RELAYS_PER_RECORD`] made-up relay addresses (never contacted).
+pub fn peer(key: &KeyPair, i: u64) -> Peer {
+    let relay_addresses = (0..RELAYS_PER_RECORD as u64)
+        .map(|r| {
+            let x = (i * RELAYS_PER_RECORD as u64 + r) as u32;
+            SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 | (x & 0x00ff_ffff)), 49737)
+        })
+        .collect();
+    Peer {
+        public_key: key.public_key(),
+        relay_addresses,
+    }
+}
+
+/// An encoded LOOKUP request (external command 3) for `topic` from an ephemeral client.
+pub fn lookup_request(tid: u16, to: SocketAddrV4, topic: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    Request {
+        tid,
+        to,
+        id: None,
+        token: None,
+        internal: false,
+        command: command::LOOKUP,
+        target: Some(*topic),
+        value: None,
+    }
+    .encode(&mut out);
+    out
+}
+
+/// What a node's LOOKUP reply tells a client: a token for its IP and the node's id.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenInfo {
+    /// The round-trip token.
+    pub token: [u8; 32],
+    /// The storing node's id (signed into announces).
+    pub node_id: [u8; 32],
+    /// When it was received.
+    pub at: Instant,
+}
+
+impl TokenInfo {
+    /// How long the token has been held.
+    pub fn age(&self) -> Duration {
+        self.at.elapsed()
+    }
+}
+
+/// The token and node id of a LOOKUP (or any routed) reply, if it has both.
+pub fn token_of_reply(reply: &[u8]) -> Option<TokenInfo> {
+    let r = Response::decode(reply).ok()?;
+    Some(TokenInfo {
+        token: r.token?,
+        node_id: r.id?,
+        at: Instant::now(),
+    })
+}
+
+/// Records carried by a LOOKUP reply (0 when it has none or does not decode).
+pub fn records_in_reply(reply: &[u8]) -> usize {
+    Response::decode(reply)
+        .ok()
+        .and_then(|r| r.value.and_then(|v| LookupReply::decode(v).ok()))
+        .map_or(0, |l| l.peers.len())
+}
+
+/// An encoded ANNOUNCE request of `peer` on `topic`, signed by `key` for the storing node and
+/// the token in `tok`.
+pub fn announce_request(
+    tid: u16,
+    to: SocketAddrV4,
+    tok: &TokenInfo,
+    topic: &[u8; 32],
+    key: &KeyPair,
+    peer: Peer,
+) -> Vec<u8> {
+    let signable = keys::announce_signable(
+        &keys::namespace(command::ANNOUNCE),
+        topic,
+        &tok.node_id,
+        &tok.token,
+        &peer,
+        None,
+    );
+    let value = Announce {
+        peer: Some(peer),
+        refresh: None,
+        signature: Some(key.sign(&signable)),
+        bump: 0,
+    }
+    .to_bytes();
+    let mut out = Vec::with_capacity(80 + value.len());
+    Request {
+        tid,
+        to,
+        id: None,
+        token: Some(tok.token),
+        internal: false,
+        command: command::ANNOUNCE,
+        target: Some(*topic),
+        value: Some(&value),
+    }
+    .encode(&mut out);
+    out
+}
+
+/// One record to announce: key pair `key` (an index into the key slice) on topic `topic`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// The topic.
+    pub topic: [u8; 32],
+    /// Index of the key pair.
+    pub key: usize,
+}
+
+/// `topics` topics of `space` starting at `first`, times key pairs `0..keys`: topic-major, so
+/// consecutive jobs are different key pairs on the same topic.
+pub fn jobs(space: u64, first: u64, topics: usize, keys: usize) -> Vec<Job> {
+    let mut v = Vec::with_capacity(topics * keys);
+    for t in 0..topics as u64 {
+        let topic = topic(space, first + t);
+        v.extend((0..keys).map(|key| Job { topic, key }));
+    }
+    v
+}
+
+/// Signs `jobs` for `tok` on `threads` threads (tid 0; the sender patches it).
+pub fn sign_all(
+    to: SocketAddrV4,
+    tok: &TokenInfo,
+    jobs: &[Job],
+    keys: &[KeyPair],
+    threads: usize,
+) -> Vec<Vec<u8>> {
+    let threads = threads.clamp(1, 64);
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|j| {
+                            let key = &keys[j.key];
+                            announce_request(0, to, tok, &j.topic, key, peer(key, j.key as u64))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signing thread"))
+            .collect()
+    })
+}
+
+/// Sets the tid of an encoded request in place.
+pub fn set_tid(req: &mut [u8], tid: u16) {
+    req[2..4].copy_from_slice(&tid.to_le_bytes());
+}
+
+/// Whether an encoded response carries an error code (flag bit 8).
+pub fn is_error_reply(reply: &[u8]) -> bool {
+    reply.len() >= 2 && reply[1] & 8 != 0
+}
+
+/// Asks `target` for a token with a LOOKUP from a new socket (3 tries, 1 s each).
+pub fn fetch_token(target: SocketAddrV4) -> io::Result<TokenInfo> {
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut buf = [0u8; 2048];
+    for attempt in 0..3u16 {
+        let tid = 0x7000 + attempt;
+        sock.send_to(&lookup_request(tid, target, &topic(0, 0)), target)?;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            match sock.recv_from(&mut buf) {
+                Ok((n, SocketAddr::V4(from))) if from == target && n >= 4 => {
+                    if buf[0] == RESPONSE_ID && buf[2..4] == tid.to_le_bytes() {
+                        if let Some(t) = token_of_reply(&buf[..n]) {
+                            return Ok(t);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no LOOKUP reply with a token and an id from {target}"),
+    ))
+}
+
+/// Knobs of [`bulk_announce`].
+#[derive(Clone, Copy, Debug)]
+pub struct BulkOpts {
+    /// Announces signed per token (each batch must be signed and sent within the token's
+    /// guaranteed lifetime).
+    pub batch: usize,
+    /// Requests outstanding.
+    pub window: usize,
+    /// Signing threads.
+    pub sign_threads: usize,
+    /// Give a batch up (and re-sign what is left with a new token) once the token is this old.
+    pub max_token_age: Duration,
+}
+
+impl Default for BulkOpts {
+    fn default() -> Self {
+        BulkOpts {
+            batch: 20_000,
+            window: 64,
+            sign_threads: 2,
+            max_token_age: Duration::from_millis(6_500),
+        }
+    }
+}
+
+/// What [`bulk_announce`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BulkResult {
+    /// Announces acknowledged (a node replies to an ANNOUNCE only once it stored it).
+    pub acked: usize,
+    /// Error replies (an expired token).
+    pub errors: usize,
+    /// Requests re-sent after 250 ms without reply.
+    pub resent: usize,
+    /// Tokens fetched (batches signed).
+    pub tokens: usize,
+    /// Seconds spent signing.
+    pub sign_secs: f64,
+    /// Seconds in total.
+    pub secs: f64,
+}
+
+/// Announces every job to `target` over UDP from one 127.0.0.1 socket, in batches signed for a
+/// fresh token each, re-sending unanswered requests; gives up after `deadline`.
+pub fn bulk_announce(
+    target: SocketAddrV4,
+    jobs: &[Job],
+    keys: &[KeyPair],
+    opts: BulkOpts,
+    deadline: Duration,
+) -> io::Result<BulkResult> {
+    const RESEND_AFTER: Duration = Duration::from_millis(250);
+    let t0 = Instant::now();
+    let mut res = BulkResult::default();
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    sock.connect(target)?;
+    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let mut pending: VecDeque<Job> = jobs.iter().copied().collect();
+    let mut buf = [0u8; 2048];
+    let mut tid: u16 = 1;
+    while !pending.is_empty() {
+        if t0.elapsed() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "bulk announce to {target}: {} of {} acknowledged after {:.0} s",
+                    res.acked,
+                    jobs.len(),
+                    t0.elapsed().as_secs_f64()
+                ),
+            ));
+        }
+        let tok = fetch_token(target)?;
+        res.tokens += 1;
+        let n = opts.batch.min(pending.len());
+        let batch: Vec<Job> = pending.drain(..n).collect();
+        let s0 = Instant::now();
+        let mut reqs = sign_all(target, &tok, &batch, keys, opts.sign_threads);
+        res.sign_secs += s0.elapsed().as_secs_f64();
+        // Per tid: (index into the batch, send time).
+        let mut inflight: Vec<Option<(usize, Instant)>> = vec![None; 1 << 16];
+        let mut order: VecDeque<(u16, usize, Instant)> = VecDeque::new();
+        let mut todo: VecDeque<usize> = (0..reqs.len()).collect();
+        let mut done = vec![false; reqs.len()];
+        let mut outstanding = 0usize;
+        while (outstanding > 0 || !todo.is_empty()) && tok.age() < opts.max_token_age {
+            let now = Instant::now();
+            while let Some(&(t, i, sent)) = order.front() {
+                if inflight[t as usize] != Some((i, sent)) {
+                    order.pop_front();
+                } else if now - sent > RESEND_AFTER {
+                    order.pop_front();
+                    inflight[t as usize] = None;
+                    outstanding -= 1;
+                    todo.push_front(i);
+                    res.resent += 1;
+                } else {
+                    break;
+                }
+            }
+            while outstanding < opts.window {
+                let Some(i) = todo.pop_front() else { break };
+                while inflight[tid as usize].is_some() {
+                    tid = tid.wrapping_add(1);
+                }
+                set_tid(&mut reqs[i], tid);
+                if sock.send(&reqs[i]).is_err() {
+                    todo.push_front(i);
+                    break;
+                }
+                inflight[tid as usize] = Some((i, now));
+                order.push_back((tid, i, now));
+                outstanding += 1;
+                tid = tid.wrapping_add(1);
+            }
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            if n < 4 || buf[0] != RESPONSE_ID {
+                continue;
+            }
+            let t = u16::from_le_bytes([buf[2], buf[3]]);
+            let Some((i, _)) = inflight[t as usize].take() else {
+                continue;
+            };
+            outstanding -= 1;
+            if is_error_reply(&buf[..n]) {
+                res.errors += 1;
+                todo.push_back(i);
+            } else if !done[i] {
+                done[i] = true;
+                res.acked += 1;
+            }
+        }
+        // Whatever this token did not get through goes into the next batch.
+        for (i, job) in batch.into_iter().enumerate() {
+            if !done[i] {
+                pending.push_back(job);
+            }
+        }
+    }
+    res.secs = t0.elapsed().as_secs_f64();
+    Ok(res)
+}
+
+/// A bootstrapper `Node` driven in-process: datagrams in through `handle_datagram`, replies out
+/// through `poll_transmit`; the clock never moves, so tokens never rotate and nothing expires.
+pub struct LocalNode {
+    node: Node,
+    now: Timestamp,
+    /// The node's address (it is not bound anywhere).
+    pub addr: SocketAddrV4,
+}
+
+impl LocalNode {
+    /// A persistent first node (`Config::bootstrapper`) "bound" at `addr`.
+    pub fn bootstrapper(addr: SocketAddrV4) -> LocalNode {
+        let now = Timestamp::ZERO;
+        let mut node = Node::new(Config::bootstrapper(addr), [0x5e; 32], now);
+        let mut client_port = 40_000;
+        while let Some(op) = node.poll_socket_op() {
+            if let SocketOp::Bind { socket, addr: want } = op {
+                let local = if socket == SocketId::SERVER {
+                    addr
+                } else {
+                    client_port += 1;
+                    SocketAddrV4::new(*want.ip(), client_port)
+                };
+                node.handle_socket_bound(now, socket, local.into());
+            }
+        }
+        let mut n = LocalNode { node, now, addr };
+        n.drain();
+        n
+    }
+
+    /// Drops queued transmits and events.
+    fn drain(&mut self) {
+        while self.node.poll_transmit().is_some() {}
+        while self.node.poll_event().is_some() {}
+    }
+
+    /// Delivers `bytes` from `from` to the server socket; returns the payloads sent back to
+    /// `from` (other transmits and events are dropped).
+    pub fn request(&mut self, from: SocketAddrV4, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.node
+            .handle_datagram(self.now, SocketId::SERVER, from.into(), bytes);
+        let mut out = Vec::new();
+        while let Some(t) = self.node.poll_transmit() {
+            if t.dst == SocketAddr::V4(from) {
+                out.push(t.payload);
+            }
+        }
+        while self.node.poll_event().is_some() {}
+        out
+    }
+
+    /// A token for `from`'s IP (from a LOOKUP reply).
+    pub fn token(&mut self, from: SocketAddrV4) -> Option<TokenInfo> {
+        let replies = self.request(from, &lookup_request(1, self.addr, &topic(0, 0)));
+        replies.first().and_then(|r| token_of_reply(r))
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50_000);
+
+    #[test]
+    fn local_node_stores_signed_announces_and_returns_them() {
+        let mut n = LocalNode::bootstrapper(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 49_999));
+        let tok = n.token(CLIENT).expect("token");
+        assert_eq!(tok.node_id, n.node().id().expect("persistent").0);
+        let keys = key_pairs(3);
+        let js = jobs(9, 0, 2, 3);
+        let reqs = sign_all(n.addr, &tok, &js, &keys, 2);
+        assert_eq!(reqs.len(), 6);
+        for r in &reqs {
+            let replies = n.request(CLIENT, r);
+            assert_eq!(replies.len(), 1, "one bare reply per stored announce");
+            assert!(!is_error_reply(&replies[0]));
+        }
+        assert_eq!(n.node().stored_records(), 6);
+        let replies = n.request(CLIENT, &lookup_request(7, n.addr, &topic(9, 1)));
+        assert_eq!(records_in_reply(&replies[0]), 3);
+        let got = Response::decode(&replies[0]).unwrap();
+        let peers = LookupReply::decode(got.value.unwrap()).unwrap().peers;
+        assert!(peers
+            .iter()
+            .all(|p| p.relay_addresses.len() == RELAYS_PER_RECORD));
+    }
+
+    #[test]
+    fn wrong_token_is_an_error_and_wrong_signature_is_silent() {
+        let mut n = LocalNode::bootstrapper(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 49_998));
+        let mut tok = n.token(CLIENT).expect("token");
+        let keys = key_pairs(1);
+        let good = sign_all(n.addr, &tok, &jobs(1, 0, 1, 1), &keys, 1).remove(0);
+        let mut forged = good.clone();
+        let last = forged.len() - 2; // inside the signature, the value's last 64 bytes
+        forged[last] ^= 1;
+        assert!(n.request(CLIENT, &forged).is_empty());
+        tok.token[0] ^= 1;
+        let bad = sign_all(n.addr, &tok, &jobs(1, 0, 1, 1), &keys, 1).remove(0);
+        let replies = n.request(CLIENT, &bad);
+        assert!(is_error_reply(&replies[0]));
+        assert_eq!(n.node().stored_records(), 0);
+        assert_eq!(n.request(CLIENT, &good).len(), 1);
+        assert_eq!(n.node().stored_records(), 1);
+    }
+}
