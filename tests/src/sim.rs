@@ -20,15 +20,13 @@
 //! internet [`INTERNET_HOPS`] more, so hyperdht's TTL-5 probes open the sender's own mapping
 //! and die before the far side. Extra sockets (holepunch pools) bind like any other: port 0
 //! gets a fresh ephemeral port. Nodes can be crashed ([`Sim::kill`]) or put to sleep
-//! ([`Sim::suspend`]). The simulator does not run UDX streams; [`Sim::set_udx_first_packet`]
-//! stands in for a stream's first packet where a scenario needs one.
+//! ([`Sim::suspend`]).
 //!
 //! Time is virtual ([`Timestamp`]). The main loop repeatedly takes the earliest of the next
 //! delivery and the earliest node deadline (`poll_timeout`, kept per node in an ordered set so
 //! thousands of nodes run without scanning them all), advances the clock, feeds the node, and
 //! drains its socket ops, transmits and events in that order (the run-loop contract of
-//! `hyperdht_proto`). Deliveries come before the simulator's own scheduled sends, and those
-//! before timers, at the same instant.
+//! `hyperdht_proto`). Deliveries come before timers at the same instant.
 //!
 //! Everything that happens on the wire (and every event) feeds a running transcript hash, so a
 //! test can assert that the same seed gives the same run. With
@@ -79,9 +77,6 @@ pub const DEFAULT_TTL: u8 = 64;
 /// probes open the sender's own NAT mapping but die before the far NAT (like the namespace lab's
 /// `--ttl-dec 8`).
 pub const INTERNET_HOPS: u8 = 8;
-/// When the stand-in for a UDX stream's first packet goes out, in ms after `Connected` (the
-/// first send and three retransmissions).
-const UDX_FIRST_PACKET_AT: [u64; 4] = [0, 1000, 3000, 7000];
 /// NAT external ports are drawn from `1024..=65535`.
 const NAT_PORT_BASE: u16 = 1024;
 /// `handle_timeout` calls at one instant for one node before the simulator calls it a busy
@@ -136,9 +131,6 @@ pub struct SimStats {
     /// Events the nodes emitted.
     pub events: u64,
 }
-
-/// A datagram the simulator sends for a node later: (node, socket, destination, payload).
-type ScheduledSend = (usize, SocketId, SocketAddrV4, Vec<u8>);
 
 /// A DHT started by [`Sim::build_dht`].
 #[derive(Clone, Debug)]
@@ -238,10 +230,6 @@ pub struct Sim {
     nat_by_public: HashMap<Ipv4Addr, usize>,
     /// Private host address -> the NAT it sits behind.
     nat_of_host: HashMap<Ipv4Addr, usize>,
-    udx_first_packet: bool,
-    /// Datagrams the simulator sends on a node's behalf later ([`Sim::set_udx_first_packet`]):
-    /// (when, seq) -> (node, socket, destination, payload).
-    scheduled: BTreeMap<(Timestamp, u64), ScheduledSend>,
     queue: BinaryHeap<InFlight>,
     seq: u64,
     /// Node deadlines: (when, node index).
@@ -274,8 +262,6 @@ impl Sim {
             nats: Vec::new(),
             nat_by_public: HashMap::new(),
             nat_of_host: HashMap::new(),
-            udx_first_packet: false,
-            scheduled: BTreeMap::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             timers: BTreeSet::new(),
@@ -455,16 +441,6 @@ impl Sim {
     pub fn nat_bindings(&self, nat: NatIdx) -> usize {
         let n = &self.nats[nat.0];
         n.bindings.values().filter(|b| n.alive(b, self.now)).count()
-    }
-
-    /// When on, the simulator stands in for the application's UDX stream: on every
-    /// [`Event::Connected`] it sends a header-only UDX packet (an ACK for the peer's stream id)
-    /// from the connection's socket to the peer, as a real stream's first packet would, and
-    /// repeats it 1, 3 and 7 s later as an unacknowledged packet would be retransmitted (if the
-    /// socket is still bound). That first packet is what opens the server side of punched and
-    /// LAN paths (and an open client's passive path) in hyperdht. Off by default.
-    pub fn set_udx_first_packet(&mut self, on: bool) {
-        self.udx_first_packet = on;
     }
 
     /// Number of nodes ever added (killed ones included).
@@ -708,8 +684,10 @@ impl Sim {
     pub fn next_event_at(&self) -> Option<Timestamp> {
         let d = self.queue.peek().map(|d| d.at);
         let t = self.timers.first().map(|(t, _)| *t);
-        let s = self.scheduled.keys().next().map(|(t, _)| *t);
-        [d, t, s].into_iter().flatten().min()
+        match (d, t) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Processes the next delivery or node deadline if it is due no later than `limit`. Returns
@@ -727,14 +705,6 @@ impl Sim {
         if self.queue.peek().is_some_and(|d| d.at <= t) {
             let d = self.queue.pop().expect("peeked");
             self.deliver(d);
-        } else if self.scheduled.keys().next().is_some_and(|(at, _)| *at <= t) {
-            let (_, (idx, socket, to, payload)) = self.scheduled.pop_first().expect("due");
-            let n = &self.nodes[idx];
-            if n.alive && n.asleep_until.is_none() {
-                if let Some(from) = n.sockets.get(&socket).copied() {
-                    self.send(from, to, None, payload);
-                }
-            }
         } else {
             let (at, idx) = self.timers.pop_first().expect("a timer is due");
             self.wake(at, idx);
@@ -871,25 +841,6 @@ impl Sim {
                 }
                 if let Event::QueryFinished { id, result } = &e {
                     self.finished.insert((idx, *id), result.clone());
-                }
-                if let Event::Connected {
-                    socket,
-                    remote: SocketAddr::V4(remote),
-                    remote_udx_id,
-                    ..
-                } = &e
-                {
-                    if self.udx_first_packet {
-                        // Sent at once and retransmitted like an unacknowledged UDX packet
-                        // (RTO 1 s, doubling): the first copy can beat the relayed handshake
-                        // reply to the peer.
-                        for at in UDX_FIRST_PACKET_AT {
-                            self.seq += 1;
-                            let key = (now + Duration::from_millis(at), self.seq);
-                            let p = udx_ack(*remote_udx_id);
-                            self.scheduled.insert(key, (idx, *socket, *remote, p));
-                        }
-                    }
                 }
                 self.nodes[idx].events.push((now, e));
             }
@@ -1047,16 +998,6 @@ impl Sim {
             payload,
         });
     }
-}
-
-/// A header-only UDX packet (an ACK, no data) for stream `id`: what a stream's first packet
-/// looks like to hyperdht's first-packet detection.
-fn udx_ack(id: u32) -> Vec<u8> {
-    let mut p = vec![0u8; 20];
-    p[0] = 0xff;
-    p[1] = 0x01;
-    p[4..8].copy_from_slice(&id.to_le_bytes());
-    p
 }
 
 /// Index of a NAT in a [`Sim`] (in order of [`Sim::add_nat`]).
