@@ -14,11 +14,13 @@ use hyperdht_proto::event::Record;
 use hyperdht_proto::noise::HandshakeOutput;
 use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    ApiError, Config, ConnId, ConnectError, Event, Node, NodeId, QueryError, QueryId, QuerySpec,
-    Reply, RequestError, RequestId, RequestSpec, ServerConfig, ServerId, SocketId, SocketOp, Stats,
-    Timestamp, Transmit,
+    ApiError, Config, ConnCloseReason, ConnError, ConnId, ConnectError, Event, Node, NodeId,
+    QueryError, QueryId, QuerySpec, Reply, RequestError, RequestId, RequestSpec, ServerConfig,
+    ServerId, SocketId, SocketOp, Stats, Timestamp, Transmit,
 };
 use mio::net::UdpSocket;
+
+use crate::conn::{read_channel, Chunk, ConnReader, ConnWriter};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Token of the command waker; socket tokens are their `SocketId` index.
@@ -110,7 +112,7 @@ pub struct QueryOutcome {
 /// Starts a query on the node (run on the driver thread).
 type StartQuery = Box<dyn FnOnce(&mut Node, Timestamp) -> QueryId + Send>;
 
-enum Command {
+pub(crate) enum Command {
     Request(SocketAddrV4, RequestSpec, Sender<Result<Reply, Error>>),
     Query(StartQuery, Sender<Result<QueryOutcome, Error>>),
     WaitBootstrapped(Sender<Result<(), Error>>),
@@ -122,11 +124,17 @@ enum Command {
         Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
     ),
     Connect([u8; 32], KeyPair, Sender<Result<Connection, Error>>),
+    /// A reader took a chunk: forward more if the connection has some.
+    ReadMore(ConnId),
+    Write(ConnId, Vec<u8>, Sender<Result<usize, ConnError>>),
+    Finish(ConnId),
+    Reset(ConnId),
     Shutdown,
 }
 
-/// An established connection: the authenticated handshake and the open UDP path.
-#[derive(Clone, Debug)]
+/// An established connection: the authenticated handshake, the open path, and the byte
+/// stream (`reader` / `writer`).
+#[derive(Debug)]
 pub struct Connection {
     /// Its id.
     pub conn: ConnId,
@@ -142,10 +150,14 @@ pub struct Connection {
     pub local_udx_id: u32,
     /// The peer's UDX stream id.
     pub remote_udx_id: u32,
+    /// Decrypted bytes from the peer.
+    pub reader: ConnReader,
+    /// Bytes to the peer.
+    pub writer: ConnWriter,
 }
 
 /// What happens on a server.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum ServerEvent {
     /// A client's handshake was accepted.
@@ -176,13 +188,19 @@ pub struct MioNode {
     server_addr: SocketAddr,
 }
 
-struct HandleInner {
+pub(crate) struct HandleInner {
     cmds: Sender<Command>,
     waker: Waker,
 }
 
+impl fmt::Debug for HandleInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandleInner")
+    }
+}
+
 impl HandleInner {
-    fn send(&self, c: Command) -> Result<(), Error> {
+    pub(crate) fn send(&self, c: Command) -> Result<(), Error> {
         self.cmds.send(c).map_err(|_| Error::Closed)?;
         self.waker.wake().map_err(Error::Io)
     }
@@ -220,16 +238,21 @@ impl MioNode {
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (inner_tx, inner_rx) = mpsc::channel::<Arc<HandleInner>>();
         let thread = std::thread::Builder::new()
             .name("hyperdht-mio".into())
             .spawn(move || {
                 let mut lp = Loop::new(poll, cmd_rx, config, seed);
+                // A handle for the readers and writers this loop creates (weak: the loop must
+                // not keep its own command channel alive).
+                lp.handle = inner_rx.recv().ok().map(|a| Arc::downgrade(&a));
                 lp.run(ready_tx);
             })?;
         let inner = Arc::new(HandleInner {
             cmds: cmd_tx,
             waker,
         });
+        let _ = inner_tx.send(inner.clone());
         match ready_rx.recv() {
             Ok(Ok(server_addr)) => Ok(MioNode {
                 inner,
@@ -413,7 +436,11 @@ impl Drop for MioNode {
 }
 
 /// Where a listen call's answer goes, and the server's event channel until then.
-type PendingListen = (Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>, Sender<ServerEvent>, Receiver<ServerEvent>);
+type PendingListen = (
+    Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
+    Sender<ServerEvent>,
+    Receiver<ServerEvent>,
+);
 
 /// Where a connect call's answer goes.
 type ConnectTx = Sender<Result<Connection, Error>>;
@@ -448,6 +475,15 @@ struct Loop {
     buf: Vec<u8>,
     ready: Option<Sender<Result<SocketAddr, Error>>>,
     done: bool,
+    handle: Option<std::sync::Weak<HandleInner>>,
+    readers: HashMap<ConnId, ReaderState>,
+    parked_writes: HashMap<ConnId, Vec<(Vec<u8>, Sender<Result<usize, ConnError>>)>>,
+}
+
+/// The driver's side of a reader: its channel, and a chunk it could not hand over yet.
+struct ReaderState {
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+    stalled: Option<Chunk>,
 }
 
 impl Loop {
@@ -476,6 +512,9 @@ impl Loop {
             buf: vec![0; MAX_DATAGRAM],
             ready: None,
             done: false,
+            handle: None,
+            readers: HashMap::new(),
+            parked_writes: HashMap::new(),
         }
     }
 
@@ -605,6 +644,12 @@ impl Loop {
                     let id = self.node.connect(now, &pk, &key);
                     self.pending.connects.insert(id, (pk, tx));
                 }
+                Command::ReadMore(conn) => self.forward_readable(conn),
+                Command::Write(conn, data, tx) => self.write_conn(now, conn, data, tx),
+                Command::Finish(conn) => {
+                    let _ = self.node.conn_finish(now, conn);
+                }
+                Command::Reset(conn) => self.node.conn_reset(now, conn),
                 Command::Shutdown => {
                     self.node.shutdown(now);
                 }
@@ -804,7 +849,20 @@ impl Loop {
                 local_udx_id,
                 remote_udx_id,
             } => {
+                let Some(inner) = self.handle.as_ref().and_then(std::sync::Weak::upgrade) else {
+                    return;
+                };
+                let (rtx, rrx) = read_channel();
+                self.readers.insert(
+                    conn,
+                    ReaderState {
+                        tx: rtx,
+                        stalled: None,
+                    },
+                );
                 let mut c = Connection {
+                    reader: ConnReader::new(conn, rrx, inner.clone()),
+                    writer: ConnWriter::new(conn, inner),
                     conn,
                     remote_public_key: handshake.remote_public_key,
                     local_addr: self.node.local_addr(socket),
@@ -827,8 +885,93 @@ impl Loop {
                     let _ = tx.send(Err(Error::Connect(reason)));
                 }
             }
+            Event::Readable { conn } | Event::Finished { conn } => self.forward_readable(conn),
+            Event::Writable { conn } => {
+                let parked = self.parked_writes.remove(&conn).unwrap_or_default();
+                let now = self.now();
+                for (data, tx) in parked {
+                    self.write_conn(now, conn, data, tx);
+                }
+            }
+            Event::ConnClosed { conn, reason } => {
+                self.forward_readable(conn);
+                if let Some(r) = self.readers.get_mut(&conn) {
+                    let chunk = if reason == ConnCloseReason::Finished {
+                        Chunk::Eof
+                    } else {
+                        Chunk::Closed(reason)
+                    };
+                    if r.stalled.is_none() {
+                        if let Err(std::sync::mpsc::TrySendError::Full(c)) = r.tx.try_send(chunk) {
+                            r.stalled = Some(c);
+                        }
+                    }
+                }
+                for (_, tx) in self.parked_writes.remove(&conn).unwrap_or_default() {
+                    let _ = tx.send(Err(ConnError::Closed(reason)));
+                }
+            }
             Event::Closed => self.done = true,
             _ => {}
+        }
+    }
+
+    /// Hands decrypted bytes to the connection's reader, as far as its channel has room.
+    fn forward_readable(&mut self, conn: ConnId) {
+        let Some(r) = self.readers.get_mut(&conn) else {
+            return;
+        };
+        if let Some(c) = r.stalled.take() {
+            match r.tx.try_send(c) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(c)) => {
+                    r.stalled = Some(c);
+                    return;
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    self.readers.remove(&conn);
+                    return;
+                }
+            }
+        }
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            let chunk = match self.node.conn_read(conn, &mut buf) {
+                Ok(0) => Chunk::Eof,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Chunk::Data(buf)
+                }
+                Err(_) => return,
+            };
+            let eof = matches!(chunk, Chunk::Eof);
+            match r.tx.try_send(chunk) {
+                Ok(()) if eof => return,
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(c)) => {
+                    r.stalled = Some(c);
+                    return;
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    self.readers.remove(&conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write_conn(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        data: Vec<u8>,
+        tx: Sender<Result<usize, ConnError>>,
+    ) {
+        match self.node.conn_write(now, conn, &data) {
+            Err(ConnError::Blocked) => self.parked_writes.entry(conn).or_default().push((data, tx)),
+            r => {
+                let _ = tx.send(r);
+            }
         }
     }
 

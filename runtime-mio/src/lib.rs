@@ -11,8 +11,10 @@
 //!
 //! No protocol logic lives here.
 
+mod conn;
 mod driver;
 mod resolve;
 
+pub use conn::{ConnReader, ConnWriter};
 pub use driver::{Connection, Error, MioNode, NodeInfo, QueryOutcome, Server, ServerEvent};
 pub use resolve::{parse_bootstrap_list, resolve_bootstrap};

@@ -9,6 +9,14 @@ use hyperdht_mio::{Error, MioNode, ServerEvent};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::{Config, ConnectError, Persistence, ServerConfig};
 
+/// Logs to the test output when RUST_LOG is set.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 fn v4(a: SocketAddr) -> SocketAddrV4 {
     match a {
         SocketAddr::V4(a) => a,
@@ -18,6 +26,7 @@ fn v4(a: SocketAddr) -> SocketAddrV4 {
 
 /// A Rust network on 127.0.0.1: a first node and `n` persistent nodes.
 fn network(n: usize) -> (MioNode, Vec<MioNode>) {
+    logs();
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -115,4 +124,70 @@ fn refused_and_unknown_keys_fail_cleanly() {
         Err(Error::Connect(ConnectError::PeerNotFound)) => {}
         other => panic!("unknown key must not be found: {other:?}"),
     }
+}
+
+#[test]
+fn data_flows_both_ways_and_end_closes_cleanly() {
+    use std::io::{Read, Write};
+    let (first, _nodes) = network(5);
+    let boot = v4(first.local_addr());
+    let server_node = peer(boot);
+    let client_node = peer(boot);
+    let server_key = KeyPair::from_seed(&[0x53; 32]);
+    let server = server_node
+        .listen(&server_key, ServerConfig::default())
+        .expect("listen");
+    let mut conn = client_node
+        .connect(server_key.public_key(), &KeyPair::from_seed(&[0xc5; 32]))
+        .expect("connect");
+
+    let accepted = loop {
+        match server
+            .events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server event")
+        {
+            ServerEvent::Connected(c) => break c,
+            ServerEvent::Incoming { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut accepted = *accepted;
+    // 1 MiB each way at once, checked byte for byte.
+    let data: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let to_server = data.clone();
+    let mut cw = conn.writer.clone();
+    let sender = std::thread::spawn(move || {
+        cw.write_all(&to_server).unwrap();
+        cw.finish().unwrap();
+    });
+    let mut sw = accepted.writer.clone();
+    let back = data.clone();
+    let server_sender = std::thread::spawn(move || {
+        sw.write_all(&back).unwrap();
+        sw.finish().unwrap();
+    });
+    let mut got = Vec::new();
+    accepted
+        .reader
+        .read_to_end(&mut got)
+        .expect("server reads to EOF");
+    assert!(
+        got == data,
+        "server received {} bytes, not the data",
+        got.len()
+    );
+    let mut got = Vec::new();
+    conn.reader
+        .read_to_end(&mut got)
+        .expect("client reads to EOF");
+    assert!(
+        got == data,
+        "client received {} bytes, not the data",
+        got.len()
+    );
+    sender.join().unwrap();
+    server_sender.join().unwrap();
 }
