@@ -126,7 +126,7 @@ pub(crate) enum Command {
     Connect([u8; 32], KeyPair, Sender<Result<Connection, Error>>),
     /// A reader took a chunk: forward more if the connection has some.
     ReadMore(ConnId),
-    Write(ConnId, Vec<u8>, Sender<Result<usize, ConnError>>),
+    Write(ConnId, Vec<u8>, WriteTx),
     Finish(ConnId),
     Reset(ConnId),
     Shutdown,
@@ -442,6 +442,9 @@ type PendingListen = (
     Receiver<ServerEvent>,
 );
 
+/// Where a write's answer goes.
+type WriteTx = Sender<Result<usize, ConnError>>;
+
 /// Where a connect call's answer goes.
 type ConnectTx = Sender<Result<Connection, Error>>;
 
@@ -477,7 +480,7 @@ struct Loop {
     done: bool,
     handle: Option<std::sync::Weak<HandleInner>>,
     readers: HashMap<ConnId, ReaderState>,
-    parked_writes: HashMap<ConnId, Vec<(Vec<u8>, Sender<Result<usize, ConnError>>)>>,
+    parked_writes: HashMap<ConnId, Vec<(Vec<u8>, WriteTx)>>,
 }
 
 /// The driver's side of a reader: its channel, and a chunk it could not hand over yet.
@@ -965,7 +968,7 @@ impl Loop {
         now: Timestamp,
         conn: ConnId,
         data: Vec<u8>,
-        tx: Sender<Result<usize, ConnError>>,
+        tx: WriteTx,
     ) {
         match self.node.conn_write(now, conn, &data) {
             Err(ConnError::Blocked) => self.parked_writes.entry(conn).or_default().push((data, tx)),
