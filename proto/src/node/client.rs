@@ -156,6 +156,11 @@ pub(super) struct ClientConn {
     info: Option<ConnectInfo>,
     secure: Option<SecurePayload>,
     pub puncher: Option<Puncher>,
+    /// The UDX stream, made at `connect` so a server that reaches us before the handshake
+    /// reply does not lose its first packet.
+    stream: Option<crate::stream::StreamId>,
+    /// Where that first packet came from (JS `c.serverSocket` / `c.serverAddress`).
+    early_path: Option<(SocketId, SocketAddrV4)>,
     phase: Phase,
     round: u64,
     server_relay: Option<RelayInfo>,
@@ -223,6 +228,8 @@ impl Node {
                 info: None,
                 secure: None,
                 puncher: None,
+                stream: None,
+                early_path: None,
                 phase: Phase::Finding,
                 round: 0,
                 server_relay: None,
@@ -233,6 +240,12 @@ impl Node {
         if self.closed || !self.is_listening() {
             self.fail_client(id, ConnectError::Destroyed);
             return conn;
+        }
+        if let Ok(stream) = self.mux.create_stream_with_id(now, local_udx_id) {
+            self.pending_streams.insert(stream, id);
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.stream = Some(stream);
+            }
         }
         tracing::debug!(server = %to_hex(remote_public_key), "connecting");
         let mut spec = QuerySpec::external(target, command::FIND_PEER, None);
@@ -407,15 +420,25 @@ impl Node {
         };
         tracing::debug!(relayed = info.relayed, server = %info.server_address, "handshake complete");
         c.info = Some(info.clone());
-        let (conn, local_udx_id) = (c.conn, c.local_udx_id);
+        let (conn, local_udx_id, stream, early) = (c.conn, c.local_udx_id, c.stream, c.early_path);
         let remote_udx_id = info.payload.udx.map_or(0, |u| u.id as u32);
+        if let Some(s) = stream {
+            self.pending_streams.remove(&s);
+        }
+        let origin = super::conn::Origin::Client(id);
         self.open_conn(
             conn,
-            super::conn::Origin::Client(id),
+            origin,
             info.output.clone(),
             local_udx_id,
             remote_udx_id,
+            stream,
+            early.is_some(),
         );
+        if let Some((socket, from)) = early {
+            // The server reached us before its handshake reply did.
+            return self.client_path_open(id, socket, from);
+        }
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -800,6 +823,11 @@ impl Node {
         if c.phase == Phase::Done {
             return;
         }
+        if let Some(s) = c.stream {
+            if self.pending_streams.remove(&s).is_some() {
+                self.mux.remove(s);
+            }
+        }
         if let Some(p) = c.puncher.as_mut() {
             p.finish_elsewhere();
             while let Some(o) = p.poll_output() {
@@ -813,6 +841,13 @@ impl Node {
             conn: c.conn,
             reason,
         });
+    }
+
+    /// A packet for our stream arrived before the handshake finished: remember its path.
+    pub(super) fn client_early_packet(&mut self, id: u64, socket: SocketId, from: SocketAddrV4) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.early_path.get_or_insert((socket, from));
+        }
     }
 
     /// Client puncher events.

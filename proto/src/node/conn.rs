@@ -110,6 +110,10 @@ pub(super) struct Conn {
 impl Node {
     /// Creates the connection's UDX stream right after a successful handshake; it accepts the
     /// first packet for `local_udx_id` from wherever it comes.
+    ///
+    /// A client passes the stream it created at `connect` (`existing`) and whether a first
+    /// packet already arrived on it (then the caller connects it).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_conn(
         &mut self,
         conn: ConnId,
@@ -117,15 +121,22 @@ impl Node {
         handshake: HandshakeOutput,
         local_udx_id: u32,
         remote_udx_id: u32,
+        existing: Option<StreamId>,
+        early: bool,
     ) {
-        let stream = match self.mux.create_stream_with_id(self.now, local_udx_id) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not create the UDX stream");
-                return;
-            }
+        let stream = match existing {
+            Some(s) => s,
+            None => match self.mux.create_stream_with_id(self.now, local_udx_id) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not create the UDX stream");
+                    return;
+                }
+            },
         };
-        let _ = self.mux.accept(stream, remote_udx_id);
+        if !early {
+            let _ = self.mux.accept(stream, remote_udx_id);
+        }
         self.conn_by_stream.insert(stream, conn.0);
         self.conns.insert(
             conn.0,
@@ -289,6 +300,14 @@ impl Node {
                         Origin::Server(s, slot) => self.server_path_open(s, slot, socket, from4),
                     }
                     self.conn_path(conn, socket, from);
+                }
+                StreamEvent::FirstPacket { id, socket, from } => {
+                    let SocketAddr::V4(from4) = from else {
+                        continue;
+                    };
+                    if let Some(&client) = self.pending_streams.get(&id) {
+                        self.client_early_packet(client, socket, from4);
+                    }
                 }
                 StreamEvent::Readable { id } | StreamEvent::Finished { id } => {
                     if let Some(&conn) = self.conn_by_stream.get(&id) {

@@ -121,6 +121,8 @@ pub struct Node {
     mux: crate::stream::UdxMux,
     conns: BTreeMap<u64, conn::Conn>,
     conn_by_stream: std::collections::HashMap<crate::stream::StreamId, u64>,
+    /// Client streams made at `connect`, before their handshake finished.
+    pending_streams: std::collections::HashMap<crate::stream::StreamId, u64>,
 
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -205,6 +207,7 @@ impl Node {
             mux: crate::stream::UdxMux::new(crate::stream::Config::default(), mux_seed),
             conns: BTreeMap::new(),
             conn_by_stream: std::collections::HashMap::new(),
+            pending_streams: std::collections::HashMap::new(),
             router: Router::new(
                 now,
                 config.store_limits.max_records,
@@ -547,6 +550,12 @@ impl Node {
             self.fail_query(q, crate::error::QueryError::Destroyed);
         }
         self.delayed_pings.clear();
+        // Puncher and connection sockets go too.
+        let extra: Vec<SocketId> = self.extra_sockets.keys().copied().collect();
+        for socket in extra {
+            self.extra_sockets.remove(&socket);
+            self.socket_ops.push_back(SocketOp::Close { socket });
+        }
         for (socket, state) in [
             (SocketId::SERVER, &mut self.server),
             (SocketId::CLIENT, &mut self.client),

@@ -740,6 +740,8 @@ impl Node {
             conn_output,
             udx_id,
             remote_udx_id,
+            None,
+            false,
         );
 
         if remote_payload.firewall == firewall::OPEN || direct {

@@ -163,6 +163,16 @@ pub enum StreamEvent {
         /// Its source.
         from: SocketAddr,
     },
+    /// A stream that neither connected nor accepts got its first packet (its data is kept);
+    /// connect it later with the remote id learnt elsewhere.
+    FirstPacket {
+        /// Which stream.
+        id: StreamId,
+        /// The socket the packet came in on.
+        socket: SocketId,
+        /// Its source.
+        from: SocketAddr,
+    },
     /// Bytes can be read (edge-triggered: read until `Err(Blocked)`).
     Readable {
         /// Which stream.

@@ -132,6 +132,9 @@ pub(crate) struct Stream {
     pub remote: Option<Remote>,
     /// Connect to the source of the first packet, with this remote id.
     pub accept: Option<u32>,
+    /// Where the first packet of a stream that neither connected nor accepts came from
+    /// (reported once; hyperdht's firewall hook remembers it for when the handshake ends).
+    pub first_packet: Option<(SocketId, SocketAddr)>,
     pub life: Life,
     closed_reason: Option<CloseReason>,
     config: Config,
@@ -213,6 +216,7 @@ impl Stream {
             local_id,
             remote: None,
             accept: None,
+            first_packet: None,
             life: Life::Open,
             closed_reason: None,
             config: config.clone(),
@@ -531,6 +535,13 @@ impl Stream {
             if let Some(remote_id) = self.accept.take() {
                 self.connect(socket, remote_id, from);
                 events.push_back(StreamEvent::Accepted {
+                    id: self.id,
+                    socket,
+                    from,
+                });
+            } else if self.first_packet.is_none() {
+                self.first_packet = Some((socket, from));
+                events.push_back(StreamEvent::FirstPacket {
                     id: self.id,
                     socket,
                     from,
