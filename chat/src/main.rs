@@ -2,6 +2,8 @@
 //! sets up logging, and drives `hyperdht-mio`.
 
 mod args;
+mod chat_cmd;
+mod keys;
 mod node_cmd;
 
 use std::process::ExitCode;
@@ -10,10 +12,29 @@ const USAGE: &str = "\
 hyperdht-chat: HyperDHT in Rust
 
 USAGE:
+    hyperdht-chat server [--local] [--seed HEX | --key-file PATH] [--bootstrap HOST:PORT,...]
+    hyperdht-chat client <KEY> [--bootstrap HOST:PORT,...]
     hyperdht-chat node [--host IP] [--port PORT] [--bootstrap HOST:PORT,...|none] [--persistent]
 
 COMMANDS:
+    server  Listen for chat peers: prints `listening on: <KEY>`, then `got connection!` per
+            peer. Lines typed go to every peer; what peers send is printed.
+    client  Connect to the server with public key KEY (64 hex digits or z-base-32):
+            prints `Connecting to: <KEY>`, then `got connection!`. Lines typed go to the
+            server; what it sends is printed. Failures are explained and exit non-zero.
     node    Run a DHT node until Ctrl-C or SIGTERM.
+
+CHAT FLAGS:
+    --local            (server) Start an embedded DHT on 127.0.0.1 and chat over it: works
+                       offline. The server prints the bootstrap address for the client.
+    --seed HEX         (server) Key pair from this 32-byte seed.
+    --key-file PATH    (server) Key pair from this file (a hex seed), created with
+                       owner-only permissions if absent.
+    --bootstrap LIST   DHT nodes to join (default: the public HyperDHT bootstrap nodes).
+    --host IP, --port PORT
+                       Local address for this peer's DHT node.
+
+EOF on stdin ends the streams gracefully; Ctrl-C or SIGTERM stops (servers unannounce).
 
 NODE FLAGS:
     --host IP          Address to bind (default 0.0.0.0; required with --bootstrap none).
@@ -41,6 +62,8 @@ fn main() -> ExitCode {
     let cmd = argv.remove(0);
     let result = match cmd.as_str() {
         "node" => node_cmd::run(&argv),
+        "server" => chat_cmd::server(&argv),
+        "client" => chat_cmd::client(&argv),
         other => Err(format!("unknown command {other:?}; see --help")),
     };
     match result {

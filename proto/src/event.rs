@@ -144,6 +144,11 @@ pub enum Event {
         /// The DHT nodes it announced to (and its own address when reachable).
         relay_addresses: Vec<SocketAddrV4>,
     },
+    /// A closed server finished unannouncing itself from its relays.
+    ServerClosed {
+        /// Which server.
+        server: ServerId,
+    },
     /// A server accepted a client's handshake; [`Event::Connected`] follows once the path is
     /// open.
     Incoming {

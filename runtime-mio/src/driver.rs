@@ -126,6 +126,7 @@ pub(crate) enum Command {
     Connect([u8; 32], KeyPair, Sender<Result<Connection, Error>>),
     /// A reader took a chunk: forward more if the connection has some.
     ReadMore(ConnId),
+    CloseServer(ServerId, Sender<()>),
     Write(ConnId, Vec<u8>, WriteTx),
     Finish(ConnId),
     Reset(ConnId),
@@ -402,6 +403,14 @@ impl MioNode {
         rx.recv().map_err(|_| Error::Closed)?
     }
 
+    /// Stops a server and waits (at most 5 s) until it unannounced itself from its relays.
+    pub fn close_server(&self, server: ServerId) {
+        let (tx, rx) = mpsc::channel();
+        if self.inner.send(Command::CloseServer(server, tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+    }
+
     /// A snapshot of the node's state.
     pub fn info(&self) -> Result<NodeInfo, Error> {
         let (tx, rx) = mpsc::channel();
@@ -453,6 +462,7 @@ type QueryReplyTx = Sender<Result<QueryOutcome, Error>>;
 
 struct Pending {
     listens: HashMap<ServerId, PendingListen>,
+    closing: HashMap<ServerId, Sender<()>>,
     servers: HashMap<ServerId, Sender<ServerEvent>>,
     server_conns: HashMap<ConnId, (ServerId, [u8; 32])>,
     connects: HashMap<ConnId, ([u8; 32], ConnectTx)>,
@@ -503,6 +513,7 @@ impl Loop {
             unsent: None,
             pending: Pending {
                 listens: HashMap::new(),
+                closing: HashMap::new(),
                 servers: HashMap::new(),
                 server_conns: HashMap::new(),
                 connects: HashMap::new(),
@@ -648,6 +659,11 @@ impl Loop {
                     self.pending.connects.insert(id, (pk, tx));
                 }
                 Command::ReadMore(conn) => self.forward_readable(conn),
+                Command::CloseServer(server, tx) => {
+                    self.pending.servers.remove(&server);
+                    self.pending.closing.insert(server, tx);
+                    self.node.close_server(now, server);
+                }
                 Command::Write(conn, data, tx) => self.write_conn(now, conn, data, tx),
                 Command::Finish(conn) => {
                     let _ = self.node.conn_finish(now, conn);
@@ -914,6 +930,11 @@ impl Loop {
                     let _ = tx.send(Err(ConnError::Closed(reason)));
                 }
             }
+            Event::ServerClosed { server } => {
+                if let Some(tx) = self.pending.closing.remove(&server) {
+                    let _ = tx.send(());
+                }
+            }
             Event::Closed => self.done = true,
             _ => {}
         }
@@ -963,13 +984,7 @@ impl Loop {
         }
     }
 
-    fn write_conn(
-        &mut self,
-        now: Timestamp,
-        conn: ConnId,
-        data: Vec<u8>,
-        tx: WriteTx,
-    ) {
+    fn write_conn(&mut self, now: Timestamp, conn: ConnId, data: Vec<u8>, tx: WriteTx) {
         match self.node.conn_write(now, conn, &data) {
             Err(ConnError::Blocked) => self.parked_writes.entry(conn).or_default().push((data, tx)),
             r => {

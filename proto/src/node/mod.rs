@@ -123,6 +123,8 @@ pub struct Node {
     conn_by_stream: std::collections::HashMap<crate::stream::StreamId, u64>,
     /// Client streams made at `connect`, before their handshake finished.
     pending_streams: std::collections::HashMap<crate::stream::StreamId, u64>,
+    /// Closing servers and the relays they still unannounce from.
+    closing_servers: std::collections::HashMap<u64, usize>,
 
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -208,6 +210,7 @@ impl Node {
             conns: BTreeMap::new(),
             conn_by_stream: std::collections::HashMap::new(),
             pending_streams: std::collections::HashMap::new(),
+            closing_servers: std::collections::HashMap::new(),
             router: Router::new(
                 now,
                 config.store_limits.max_records,

@@ -92,11 +92,14 @@ pub(super) enum Owner {
     PuncherPing(super::sockets::PuncherRef),
     /// A server's relay keep-alive PING.
     AnnouncerPing(u64),
-    /// The FIND_PEER of a server unannouncing from a relay.
+    /// The FIND_PEER of a server unannouncing from a relay (`closing`: the server is closing).
     Unannounce {
         key: Box<crate::dht::KeyPair>,
         target: [u8; 32],
+        closing: Option<u64>,
     },
+    /// The UNANNOUNCE itself, for a closing server.
+    UnannounceSent(u64),
     /// A client's relayed handshake.
     ConnHandshake {
         conn: u64,
@@ -424,11 +427,22 @@ impl Node {
             Owner::AnnouncerPing(id) => {
                 self.on_announcer_ping(id, matches!(outcome, Outcome::Reply(_)))
             }
-            Owner::Unannounce { key, target } => {
-                if let Outcome::Reply(r) = &outcome {
-                    self.on_unannounce_token(&key, target, r);
+            Owner::Unannounce {
+                key,
+                target,
+                closing,
+            } => {
+                let sent = match &outcome {
+                    Outcome::Reply(r) => self.on_unannounce_token(&key, target, r, closing),
+                    Outcome::Failed(_) => false,
+                };
+                if !sent {
+                    if let Some(s) = closing {
+                        self.on_close_step(s);
+                    }
                 }
             }
+            Owner::UnannounceSent(s) => self.on_close_step(s),
             Owner::ConnHandshake { conn, relay } => self.on_connect_handshake(
                 conn,
                 relay,

@@ -271,8 +271,28 @@ impl Node {
             }
         }
         let relays: Vec<SocketAddrV4> = s.announcer.generations[2].iter().copied().collect();
+        if relays.is_empty() {
+            self.push_event(Event::ServerClosed { server });
+            return;
+        }
+        self.closing_servers.insert(server.0, relays.len());
         for to in relays {
-            self.unannounce_from(&s.key, s.target, to);
+            self.unannounce_from(&s.key, s.target, to, Some(server.0));
+        }
+    }
+
+    /// One relay of a closing server is done (unannounced or unreachable).
+    pub(super) fn on_close_step(&mut self, id: u64) {
+        let Some(left) = self.closing_servers.get_mut(&id) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.closing_servers.remove(&id);
+            tracing::debug!("server unannounced from its relays");
+            self.push_event(Event::ServerClosed {
+                server: ServerId(id),
+            });
         }
     }
 
@@ -364,7 +384,7 @@ impl Node {
         let target = s.target;
         tracing::debug!(relays = ?relay_addresses, "server announced");
         for to in removed {
-            self.unannounce_from(&key, target, to);
+            self.unannounce_from(&key, target, to, None);
         }
         if first {
             self.push_event(Event::ServerListening {
@@ -375,7 +395,13 @@ impl Node {
     }
 
     /// `_unannounce`: FIND_PEER for a token, then UNANNOUNCE.
-    fn unannounce_from(&mut self, key: &KeyPair, target: [u8; 32], to: SocketAddrV4) {
+    fn unannounce_from(
+        &mut self,
+        key: &KeyPair,
+        target: [u8; 32],
+        to: SocketAddrV4,
+        closing: Option<u64>,
+    ) {
         let spec = RequestSpec::external(command::FIND_PEER, Some(target), None);
         self.send_request(
             to,
@@ -384,14 +410,21 @@ impl Node {
             Owner::Unannounce {
                 key: Box::new(key.clone()),
                 target,
+                closing,
             },
         );
     }
 
     /// The FIND_PEER of `_unannounce` came back.
-    pub(super) fn on_unannounce_token(&mut self, key: &KeyPair, target: [u8; 32], reply: &Reply) {
+    pub(super) fn on_unannounce_token(
+        &mut self,
+        key: &KeyPair,
+        target: [u8; 32],
+        reply: &Reply,
+        closing: Option<u64>,
+    ) -> bool {
         let (Some(token), Some(node_id), Some(_)) = (reply.token, reply.id, &reply.value) else {
-            return;
+            return false;
         };
         let peer = Peer {
             public_key: key.public_key(),
@@ -409,7 +442,11 @@ impl Node {
         let mut spec =
             RequestSpec::external(command::UNANNOUNCE, Some(target), Some(ann.to_bytes()));
         spec.token = Some(token);
-        self.send_request(reply.from, None, spec, Owner::DownHint);
+        let owner = match closing {
+            Some(s) => Owner::UnannounceSent(s),
+            None => Owner::DownHint,
+        };
+        self.send_request(reply.from, None, spec, owner).is_some()
     }
 
     /// Relay keep-alive pings every 3 s; re-announce after 100 rounds or when relays vanish.
