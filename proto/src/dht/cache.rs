@@ -311,18 +311,25 @@ impl RecordCache {
     pub fn get(&self, name: &[u8; 32], n: usize, rng: &mut Rng) -> Vec<&[u8]> {
         let a = self.fresh.get(name);
         let b = self.stale.get(name);
-        let mut pool: Vec<&[u8]> = a
-            .iter()
-            .chain(b.iter())
-            .map(|(_, v)| v.as_slice())
-            .collect();
-        let n = n.min(pool.len());
-        for i in 0..n {
-            let j = i + rng.below((pool.len() - i) as u64) as usize;
-            pool.swap(i, j);
+        let len = a.len() + b.len();
+        let n = n.min(len);
+        // Floyd's sampling: n distinct indices in O(n), whatever the topic's size (a topic
+        // anyone can fill with announces must not make every LOOKUP cost O(records)).
+        let mut chosen: smallvec::SmallVec<[usize; 32]> = smallvec::SmallVec::new();
+        for j in (len - n)..len {
+            let t = rng.below(j as u64 + 1) as usize;
+            chosen.push(if chosen.contains(&t) { j } else { t });
         }
-        pool.truncate(n);
-        pool
+        chosen
+            .into_iter()
+            .map(|i| {
+                if i < a.len() {
+                    a[i].1.as_slice()
+                } else {
+                    b[i - a.len()].1.as_slice()
+                }
+            })
+            .collect()
     }
 
     fn gc(&mut self) {

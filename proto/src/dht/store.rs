@@ -197,24 +197,19 @@ impl Store {
         let Some(k) = req.target else {
             return Answer::Silent;
         };
-        let mut records: Vec<Vec<u8>> = self
-            .records
-            .get(&k, LOOKUP_RECORDS, rng)
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect();
         let bump = self.bumps.get(&k).copied().unwrap_or(0);
-        if let Some(fwd) = router.get(&k) {
+        let mut records = self.records.get(&k, LOOKUP_RECORDS, rng);
+        let fwd = router.get(&k);
+        if let Some(fwd) = fwd {
             if records.len() < LOOKUP_RECORDS {
-                records.push(fwd.record.clone());
+                records.push(&fwd.record);
             }
         }
         if records.is_empty() {
             return Answer::with_routing(None);
         }
-        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        let mut value = Vec::new();
-        LookupReply::encode_raw(&refs, bump, &mut value);
+        let mut value = Vec::with_capacity(records.iter().map(|r| r.len()).sum::<usize>() + 10);
+        LookupReply::encode_raw(&records, bump, &mut value);
         Answer::with_routing(Some(value))
     }
 

@@ -55,16 +55,17 @@ impl Tokens {
 
     /// The current token for `host`.
     pub fn create(&mut self, host: Ipv4Addr) -> [u8; 32] {
-        let text = host_text(host);
-        crypto::keyed_hash(&self.secrets()[1], text.as_bytes())
+        let mut buf = [0u8; 15];
+        let text = host_text(host, &mut buf);
+        crypto::keyed_hash(&self.secrets()[1], text)
     }
 
     /// Whether `token` is valid for `host` under the current or the previous secret.
     pub fn verify(&mut self, host: Ipv4Addr, token: &[u8; 32]) -> bool {
-        let text = host_text(host);
+        let mut buf = [0u8; 15];
+        let text = host_text(host, &mut buf);
         let s = *self.secrets();
-        crypto::keyed_hash(&s[1], text.as_bytes()) == *token
-            || crypto::keyed_hash(&s[0], text.as_bytes()) == *token
+        crypto::keyed_hash(&s[1], text) == *token || crypto::keyed_hash(&s[0], text) == *token
     }
 
     /// One drain tick (750 ms): rotates every 10th time once secrets exist.
@@ -80,14 +81,48 @@ impl Tokens {
     }
 }
 
-/// The dotted-quad text JS uses as the token message.
-fn host_text(host: Ipv4Addr) -> String {
-    host.to_string()
+/// The dotted-quad text JS uses as the token message, written into `buf` (no allocation on
+/// the request path).
+fn host_text(host: Ipv4Addr, buf: &mut [u8; 15]) -> &[u8] {
+    let mut n = 0;
+    for (i, octet) in host.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        let digits = [octet / 100, (octet / 10) % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            buf[n] = b'0' + d;
+            n += 1;
+        }
+    }
+    &buf[..n]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_text_is_dotted_quad() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "255.255.255.255",
+            "1.2.3.4",
+        ] {
+            let mut buf = [0u8; 15];
+            assert_eq!(host_text(ip.parse().unwrap(), &mut buf), ip.as_bytes());
+        }
+    }
 
     #[test]
     fn vector_and_rotation() {
