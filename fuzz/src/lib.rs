@@ -11,4 +11,4 @@
 #[path = "../../tests/src/fuzz_targets.rs"]
 pub mod targets;
 
-pub use targets::{decode_message, node_datagrams};
+pub use targets::{decode_message, node_datagrams, noise_responder};

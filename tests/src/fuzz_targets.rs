@@ -732,3 +732,68 @@ impl Script {
         self.0
     }
 }
+
+// ----- noise_responder ------------------------------------------------------------------------
+
+/// The Noise responder (and the connect-layer decoders) fed arbitrary bytes: never panics,
+/// never completes a handshake on input it did not get from the real initiator. The first byte
+/// picks a mode: 0 = raw bytes as message 1; 1 = a genuine message 1 with the rest of the input
+/// XORed over it (tampering); 2 = the input as message 2 for a genuine initiator; else the
+/// bytes go through every connect-layer decoder.
+pub fn noise_responder(data: &[u8]) {
+    use hyperdht_proto::dht::KeyPair;
+    use hyperdht_proto::noise::{Initiator, Responder};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let server = KeyPair::from_seed(&[2; 32]);
+    match mode % 4 {
+        0 => {
+            let mut r = Responder::new(server, KeyPair::from_seed(&[4; 32]));
+            assert!(r.read_message1(rest).is_err(), "junk completed step 1");
+            assert!(r.write_message2(b"").is_err());
+        }
+        1 => {
+            let mut i = Initiator::new(
+                KeyPair::from_seed(&[1; 32]),
+                server.public_key(),
+                KeyPair::from_seed(&[3; 32]),
+            );
+            let mut m1 = i.write_message1(b"payload").unwrap_or_default();
+            let mut changed = false;
+            for (b, x) in m1.iter_mut().zip(rest) {
+                *b ^= x;
+                changed |= *x != 0;
+            }
+            let mut r = Responder::new(server, KeyPair::from_seed(&[4; 32]));
+            let ok = r.read_message1(&m1).is_ok();
+            assert_eq!(
+                ok, !changed,
+                "tampered message 1 accepted, or genuine one refused"
+            );
+        }
+        2 => {
+            let mut i = Initiator::new(
+                KeyPair::from_seed(&[1; 32]),
+                server.public_key(),
+                KeyPair::from_seed(&[3; 32]),
+            );
+            let _ = i.write_message1(b"p");
+            assert!(
+                i.read_message2(rest).is_err(),
+                "junk message 2 authenticated"
+            );
+        }
+        _ => {
+            use hyperdht_proto::wire::{
+                holepunch::HolepunchPayload, hyperdht, noise::NoisePayload,
+            };
+            let _ = NoisePayload::decode(rest);
+            let _ = HolepunchPayload::decode(rest);
+            let _ = hyperdht::Handshake::decode(rest);
+            let _ = hyperdht::Holepunch::decode(rest);
+            let sp = hyperdht_proto::holepunch::SecurePayload::new([7; 32], [8; 32]);
+            let _ = sp.open(rest);
+        }
+    }
+}

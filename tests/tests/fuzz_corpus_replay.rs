@@ -43,7 +43,7 @@ fn corpus_has_only_known_targets() {
     for entry in std::fs::read_dir(corpus_dir()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            ["decode_message", "node_datagrams"].contains(&name.as_str()),
+            ["decode_message", "node_datagrams", "noise_responder"].contains(&name.as_str()),
             "unknown fuzz target corpus {name}"
         );
     }
@@ -330,4 +330,9 @@ fn seeds_reach_their_states() {
         .events
         .iter()
         .any(|e| matches!(e, hyperdht_proto::Event::Closed)));
+}
+
+#[test]
+fn replay_noise_responder() {
+    replay("noise_responder", fuzz_targets::noise_responder);
 }
