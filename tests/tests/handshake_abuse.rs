@@ -1,0 +1,211 @@
+//! Replayed, tampered and refused handshakes against a Rust server fail cleanly: a tampered
+//! message 1 gets no answer and leaves no state; a replay inside the dedupe window gets the
+//! same answer and no second connection; a replay after it opens a connection attempt that
+//! never becomes `Connected` (the replayer holds no keys) and is torn down.
+
+use std::net::{SocketAddr, SocketAddrV4};
+
+use core::time::Duration;
+
+use hyperdht_proto::crypto::hash;
+use hyperdht_proto::dht::keys::command;
+use hyperdht_proto::dht::KeyPair;
+use hyperdht_proto::noise::Initiator;
+use hyperdht_proto::wire::hyperdht::{mode, Handshake};
+use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
+use hyperdht_proto::wire::rpc::{Message, Request};
+use hyperdht_proto::{Config, Event, Node, ServerConfig, SocketId, SocketOp, Timestamp};
+
+const NODE: &str = "127.0.0.9:49737";
+const ATTACKER: &str = "127.0.0.9:40000";
+
+struct Harness {
+    node: Node,
+    now: Timestamp,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let addr: SocketAddrV4 = NODE.parse().unwrap();
+        let now = Timestamp::from_millis(1000);
+        let mut h = Harness {
+            node: Node::new(Config::bootstrapper(addr), [3; 32], now),
+            now,
+            events: Vec::new(),
+        };
+        h.pump();
+        h
+    }
+
+    /// Binds whatever the node asks for, drops its transmits (returned), keeps its events.
+    fn pump(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let mut any = false;
+            while let Some(op) = self.node.poll_socket_op() {
+                any = true;
+                if let SocketOp::Bind { socket, addr } = op {
+                    let port = if addr.port() == 0 {
+                        50000 + socket.index() as u16
+                    } else {
+                        addr.port()
+                    };
+                    self.node.handle_socket_bound(
+                        self.now,
+                        socket,
+                        SocketAddr::V4(SocketAddrV4::new(*addr.ip(), port)),
+                    );
+                }
+            }
+            while let Some(t) = self.node.poll_transmit() {
+                any = true;
+                out.push((t.dst, t.payload));
+            }
+            while let Some(e) = self.node.poll_event() {
+                any = true;
+                self.events.push(e);
+            }
+            if !any {
+                return out;
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while let Some(t) = self.node.poll_timeout().filter(|t| *t <= end) {
+            self.now = t.max(self.now);
+            self.node.handle_timeout(self.now);
+            out.extend(self.pump());
+        }
+        self.now = end;
+        self.node.handle_timeout(end);
+        out.extend(self.pump());
+        out
+    }
+
+    fn feed(&mut self, tid: u16, target: [u8; 32], noise: Vec<u8>) -> Vec<(SocketAddr, Vec<u8>)> {
+        let value = Handshake {
+            mode: mode::FROM_CLIENT,
+            noise,
+            peer_address: None,
+            relay_address: None,
+        }
+        .to_bytes();
+        let req = Request {
+            tid,
+            to: NODE.parse().unwrap(),
+            id: None,
+            token: None,
+            internal: false,
+            command: command::PEER_HANDSHAKE,
+            target: Some(target),
+            value: Some(&value),
+        };
+        let mut bytes = Vec::new();
+        req.encode(&mut bytes);
+        self.node.handle_datagram(
+            self.now,
+            SocketId::SERVER,
+            ATTACKER.parse().unwrap(),
+            &bytes,
+        );
+        self.pump()
+    }
+
+    fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+}
+
+/// The REPLY's Noise message 2, if `out` holds one.
+fn reply_noise(out: &[(SocketAddr, Vec<u8>)]) -> Option<Vec<u8>> {
+    out.iter()
+        .find_map(|(_, b)| match Message::decode(b).ok()? {
+            Message::Response(r) => {
+                let hs = Handshake::decode(r.value?).ok()?;
+                (hs.mode == mode::REPLY).then_some(hs.noise)
+            }
+            _ => None,
+        })
+}
+
+fn message1(client: &KeyPair, server: &KeyPair) -> (Initiator, Vec<u8>) {
+    let mut i = Initiator::new(
+        client.clone(),
+        server.public_key(),
+        KeyPair::from_seed(&[0x33; 32]),
+    );
+    let payload = NoisePayload {
+        version: 1,
+        udx: Some(UdxInfo {
+            version: 1,
+            reusable_socket: false,
+            id: 77,
+            seq: 0,
+        }),
+        secret_stream: Some(1),
+        ..NoisePayload::default()
+    };
+    let m1 = i.write_message1(&payload.to_bytes()).unwrap();
+    (i, m1)
+}
+
+#[test]
+fn replayed_and_tampered_handshakes_fail_cleanly() {
+    let mut h = Harness::new();
+    h.advance(Duration::from_secs(2));
+    let server = KeyPair::from_seed(&[0x5e; 32]);
+    h.node
+        .listen(h.now, &server, ServerConfig::default())
+        .unwrap();
+    h.advance(Duration::from_secs(2));
+    let target = hash(&server.public_key());
+    let client = KeyPair::from_seed(&[0xc1; 32]);
+    let (initiator, m1) = message1(&client, &server);
+    let incoming = |e: &Event| matches!(e, Event::Incoming { .. });
+    let connected = |e: &Event| matches!(e, Event::Connected { .. });
+
+    // Tampered: no reply, no connection.
+    let mut bad = m1.clone();
+    bad[60] ^= 1;
+    assert!(
+        reply_noise(&h.feed(1, target, bad)).is_none(),
+        "tampered message 1 answered"
+    );
+    assert_eq!(h.count(incoming), 0);
+
+    // Genuine: the reply authenticates for the real initiator.
+    let m2 = reply_noise(&h.feed(2, target, m1.clone())).expect("genuine handshake answered");
+    initiator.read_message2(&m2).expect("reply authenticates");
+    assert_eq!(h.count(incoming), 1);
+
+    // Replay inside the dedupe window: the same reply, no second connection.
+    let again =
+        reply_noise(&h.feed(3, target, m1.clone())).expect("replay answered from the dedupe entry");
+    assert_eq!(again, m2);
+    assert_eq!(h.count(incoming), 1);
+
+    // Replay after the window: a fresh reply the replayer cannot use; the attempt never
+    // becomes Connected (no secret-stream header ever comes back) and is torn down.
+    h.advance(Duration::from_secs(11));
+    let late = reply_noise(&h.feed(4, target, m1)).expect("late replay answered");
+    assert_ne!(late, m2, "a new responder ephemeral");
+    assert_eq!(h.count(incoming), 2);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(
+        h.count(connected),
+        0,
+        "no connection without the client's keys: {:?}",
+        h.events
+    );
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, Event::ConnClosed { .. })),
+        "the orphaned attempts were closed: {:?}",
+        h.events
+    );
+}
