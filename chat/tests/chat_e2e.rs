@@ -208,3 +208,93 @@ fn client_explains_failures() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a key"));
 }
+
+impl Proc {
+    /// Closes stdin (EOF for the process).
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits (bounded) for the process to exit; returns whether it succeeded.
+    fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            // Also drains stdout so the process never blocks on a full pipe.
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::RecvTimeoutError::Timeout)
+                | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}",
+                self.name
+            );
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+#[test]
+fn offline_local_chat_and_eof() {
+    // The README's first command: an embedded network, no other flags.
+    let mut server = Proc::spawn("local-server", rust(&["server", "--local"]));
+    let boot = server
+        .expect("local network bootstrap:")
+        .trim_start_matches("local network bootstrap:")
+        .trim()
+        .to_string();
+    let key = server
+        .expect("listening on:")
+        .trim_start_matches("listening on:")
+        .trim()
+        .to_string();
+    let mut client = Proc::spawn("client", rust(&["client", &key, "--bootstrap", &boot]));
+    client.expect("got connection!");
+    server.expect("got connection!");
+    client.type_line("offline hello");
+    assert_eq!(server.expect("offline"), "offline hello");
+
+    // EOF on the server's stdin ends the stream: the client reads EOF and exits cleanly.
+    server.close_stdin();
+    assert!(
+        client.wait_exit(WAIT),
+        "client exits 0 after the server ended the stream"
+    );
+}
+
+#[test]
+fn sigterm_unannounces_and_exits_cleanly() {
+    let (_dht, boot) = local_dht();
+    let mut server = Proc::spawn("rust-server", rust(&["server", "--bootstrap", &boot]));
+    let key = server
+        .expect("listening on:")
+        .trim_start_matches("listening on:")
+        .trim()
+        .to_string();
+    // Reachable while listening.
+    let mut client = Proc::spawn("client", rust(&["client", &key, "--bootstrap", &boot]));
+    client.expect("got connection!");
+    drop(client);
+    server.signal("-TERM");
+    assert!(server.wait_exit(WAIT), "server exits 0 on SIGTERM");
+    // Unannounced: the DHT no longer knows the key ("peer not found"), rather than relays
+    // still forwarding to a vanished server ("could not reach the peer").
+    let out = rust(&["client", &key, "--bootstrap", &boot])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("peer not found"), "{err}");
+}
