@@ -458,6 +458,270 @@ impl LocalNode {
     }
 }
 
+// ----- processes: CPU time, memory, children (bench_connect) ---------------------------------
+
+/// Kernel clock ticks per second (`getconf CLK_TCK`, 100 if that fails).
+pub fn clock_ticks_per_sec() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// (utime, stime) of a whole process in clock ticks: all its threads, exited ones included
+/// (`/proc/PID/stat`); (0, 0) once it is gone.
+pub fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start with the state (field 3).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return (0, 0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime is field 14, stime 15: indices 11 and 12 counting from the state (field 3).
+    (get(11), get(12))
+}
+
+/// Nanoseconds on CPU of a process's live threads (`/proc/PID/task/*/schedstat`, first field):
+/// nanosecond resolution, but a thread that exits takes its time with it (use [`cpu_ticks`]
+/// across thread exits).
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`, `RssAnon`, ...); 0 if absent.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident set of a process in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Threads of a process.
+pub fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// The median (the mean of the middle two for an even count; 0 for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The `p`-th percentile (nearest rank) of `v`; 0 for none.
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// A free UDP port on 127.0.0.1 (bound and released: a small race we accept).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A `Command` for `program` that dies with this process: on Linux, when `setpriv` (util-linux)
+/// is installed, it runs as `setpriv --pdeathsig KILL -- program`, which then `exec`s the
+/// program (same pid), so a child is killed even when the benchmark is killed by a signal.
+/// The death signal is tied to the spawning *thread*: spawn from the main thread.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if setpriv.exists() {
+        let mut c = std::process::Command::new(setpriv);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+/// A child process of a benchmark: killed and reaped on drop (panics included).
+pub struct ChildGuard {
+    /// The process.
+    pub child: std::process::Child,
+    /// What it is (for messages).
+    pub what: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with piped stdin and stdout; stderr is inherited when `verbose`, else
+    /// discarded.
+    pub fn spawn(
+        mut cmd: std::process::Command,
+        what: impl Into<String>,
+        verbose: bool,
+    ) -> io::Result<ChildGuard> {
+        use std::process::Stdio;
+        let what = what.into();
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {what}: {e}")))?;
+        Ok(ChildGuard { child, what })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Forwards its stdout, line by line, into a channel (a thread keeps the pipe drained until
+    /// the child closes it).
+    pub fn lines(&mut self) -> std::sync::mpsc::Receiver<String> {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = self.child.stdout.take() {
+            std::thread::spawn(move || {
+                // Keeps reading after the receiver is gone: the pipe must never fill up (nor
+                // close under a child that still prints).
+                for line in io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        rx
+    }
+
+    /// Writes `line` and a newline to its stdin.
+    pub fn send_line(&mut self, line: &str) -> io::Result<()> {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::other("stdin closed"))?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (at most `timeout`) for a line starting with `prefix`; the lines before it are
+/// dropped.
+pub fn wait_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    prefix: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match lines.recv_timeout(left) {
+            Ok(l) if l.starts_with(prefix) => return Some(l),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The `hyperdht-chat` binary next to the running benchmark (`target/release/`).
+pub fn chat_next_to_exe() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("hyperdht-chat")))
+        .unwrap_or_else(|| "hyperdht-chat".into())
+}
+
+/// A local DHT on 127.0.0.1: `hyperdht-chat node` processes, a first node and `n - 1` more
+/// (persistent), as the chat tests use.
+pub struct LocalDht {
+    /// The node processes (killed on drop).
+    pub nodes: Vec<ChildGuard>,
+    /// The first node's address.
+    pub bootstrap: SocketAddrV4,
+}
+
+impl LocalDht {
+    /// Starts `n` (at least 1) nodes with `chat`; waits (bounded) until each is listening.
+    pub fn start(chat: &std::path::Path, n: usize, verbose: bool) -> io::Result<LocalDht> {
+        let port = free_udp_port();
+        let bootstrap = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let boot = bootstrap.to_string();
+        let mut nodes = Vec::new();
+        for i in 0..n.max(1) {
+            let mut c = command(chat);
+            c.args(["node", "--host", "127.0.0.1", "--port"]);
+            if i == 0 {
+                c.arg(port.to_string()).args(["--bootstrap", "none"]);
+            } else {
+                c.args(["0", "--bootstrap", &boot, "--persistent"]);
+            }
+            if !verbose {
+                c.env("RUST_LOG", "warn");
+            }
+            let mut g = ChildGuard::spawn(c, format!("dht node {i}"), verbose)?;
+            let lines = g.lines();
+            if wait_line(&lines, "node listening on", Duration::from_secs(30)).is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("dht node {i} did not start within 30 s"),
+                ));
+            }
+            nodes.push(g);
+        }
+        Ok(LocalDht { nodes, bootstrap })
+    }
+
+    /// The bootstrap list as `host:port` (for `--bootstrap` and `HYPERDHT_BOOTSTRAP`).
+    pub fn bootstrap_arg(&self) -> String {
+        self.bootstrap.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
