@@ -544,6 +544,9 @@ impl Loop {
             let now = self.now();
             let timeout = if !self.readable.is_empty() {
                 Some(Duration::ZERO)
+            } else if self.unsent.is_some() {
+                // Output waits for a writable socket: sleep until then or the next timer.
+                self.node.next_timer().map(|t| t - now)
             } else {
                 self.node.poll_timeout().map(|t| t - now)
             };

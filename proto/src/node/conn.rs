@@ -23,6 +23,10 @@ use crate::time::Timestamp;
 /// Encrypted bytes a connection may hold back beyond what its stream took; writes past this
 /// block until [`Event::Writable`].
 pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+/// Decrypted bytes a connection holds for the application at most. Past this, data stays in
+/// the UDX receive buffer, whose window then closes: a slow reader slows the peer down instead
+/// of growing memory.
+pub const MAX_UNREAD_INPUT: usize = 1 << 20;
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +103,10 @@ pub(super) struct Conn {
     path: Option<(SocketId, SocketAddr)>,
     connected: bool,
     write_blocked: bool,
+    /// END is due once the pending output is flushed.
     finishing: bool,
+    /// Our side was finished: no more writes.
+    write_closed: bool,
     closed: Option<ConnCloseReason>,
     /// Plaintext the app has not read (bytes arrive decrypted in `secret`).
     eof: bool,
@@ -152,6 +159,7 @@ impl Node {
                 connected: false,
                 write_blocked: false,
                 finishing: false,
+                write_closed: false,
                 closed: None,
                 eof: false,
                 early: VecDeque::new(),
@@ -228,8 +236,17 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if c.secret
+            .as_ref()
+            .is_some_and(|s| s.readable_bytes() >= MAX_UNREAD_INPUT)
+        {
+            return;
+        }
         let mut buf = Vec::new();
         loop {
+            if buf.len() >= MAX_UNREAD_INPUT {
+                break;
+            }
             match self.mux.read_into(c.stream, &mut buf) {
                 Ok(0) => {
                     c.eof = true;
@@ -336,6 +353,11 @@ impl Node {
         }
     }
 
+    /// The node is shutting down: the connection ends (DESTROY to the peer).
+    pub(super) fn close_conn_on_shutdown(&mut self, conn: u64) {
+        self.close_conn(conn, ConnCloseReason::Destroyed, true);
+    }
+
     /// Ends a connection; `reset` also sends DESTROY.
     fn close_conn(&mut self, conn: u64, reason: ConnCloseReason, reset: bool) {
         let now = self.now;
@@ -411,7 +433,7 @@ impl Node {
         if !c.connected {
             return Err(ConnError::NotOpen);
         }
-        if c.finishing {
+        if c.write_closed {
             return Err(ConnError::Finished);
         }
         if secret.pending_output().len() >= MAX_PENDING_OUTPUT {
@@ -436,8 +458,13 @@ impl Node {
         let secret = c.secret.as_mut().ok_or(ConnError::NotOpen)?;
         let n = secret.read(buf);
         if n > 0 || buf.is_empty() {
+            // Room again: take what the stream kept back.
+            if secret.readable_bytes() < MAX_UNREAD_INPUT / 2 {
+                self.pump_conn_input(conn.0);
+            }
             return Ok(n);
         }
+        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
         if c.eof {
             return Ok(0);
         }
@@ -454,7 +481,10 @@ impl Node {
         if let Some(r) = c.closed {
             return Err(ConnError::Closed(r));
         }
-        c.finishing = true;
+        if !c.write_closed {
+            c.write_closed = true;
+            c.finishing = true;
+        }
         self.flush_conn(conn.0);
         Ok(())
     }

@@ -353,6 +353,12 @@ impl Node {
         if !self.transmits.is_empty() || !self.events.is_empty() || !self.socket_ops.is_empty() {
             return Some(self.now);
         }
+        self.next_timer()
+    }
+
+    /// The next timer deadline, ignoring queued output (for a driver that must wait for a
+    /// socket to become writable before it drains more transmits).
+    pub fn next_timer(&self) -> Option<Timestamp> {
         if self.closed {
             return None;
         }
@@ -547,6 +553,15 @@ impl Node {
             return;
         }
         self.closed = true;
+        // Open connections close, pending connects fail, before the requests go.
+        let conns: Vec<u64> = self.conns.keys().copied().collect();
+        for c in conns {
+            self.close_conn_on_shutdown(c);
+        }
+        let clients: Vec<u64> = self.clients.keys().copied().collect();
+        for c in clients {
+            self.fail_client(c, ConnectError::Destroyed);
+        }
         self.destroy_all_requests();
         let ids: Vec<u64> = self.queries.keys().copied().collect();
         for q in ids {
