@@ -559,6 +559,36 @@ pub fn load_average() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Datagrams the kernel dropped on the UDP sockets a process holds (full receive buffer),
+/// summed over its sockets (`/proc/net/udp` and `udp6`, matched by inode); 0 if unknown.
+pub fn udp_drops(pid: u32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .flatten()
+        .filter_map(|f| std::fs::read_link(f.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // ... uid timeout inode ref pointer drops
+                    (f.len() >= 13 && inodes.contains(f[9])).then(|| f[12].parse::<u64>().ok())?
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// A `Command` for `program` that dies with this process: on Linux, when `setpriv` (util-linux)
 /// is installed, it runs as `setpriv --pdeathsig KILL -- program`, which then `exec`s the
 /// program (same pid), so a child is killed even when the benchmark is killed by a signal.

@@ -14,8 +14,10 @@
 //! transfer uses a fresh server and a fresh client process; once both printed
 //! `got connection!` the benchmark writes `--mib` MiB of a pseudo-random pattern into the
 //! client's stdin (then closes it) and reads the server's stdout until every byte arrived,
-//! checking each one. CPU is each process's on-CPU time over that window (`/proc/PID/task/*/
-//! schedstat`, cross-checked with `/proc/PID/stat`). Child processes are killed when the
+//! checking each one. CPU is each process's utime + stime over that window (`/proc/PID/stat`:
+//! all threads, also those that ended meanwhile, such as the Rust client's stdin thread at EOF;
+//! 10 ms ticks), next to the nanosecond on-CPU time of its live threads (`/proc/PID/task/*/
+//! schedstat`, which loses the time of threads that ended). Child processes are killed when the
 //! benchmark ends (panics included; with `setpriv --pdeathsig` also when it is killed).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -329,15 +331,19 @@ struct Transfer {
     server: Side,
     bytes: u64,
     secs: f64,
+    /// CPU seconds (utime + stime, all threads).
     client_cpu_s: f64,
     server_cpu_s: f64,
-    /// The same from clock ticks.
-    client_ticks: u64,
-    server_ticks: u64,
+    /// On-CPU seconds of the threads alive at the end (`schedstat`).
+    client_live_s: f64,
+    server_live_s: f64,
     server_rss_kib: u64,
     server_hwm_kib: u64,
     client_rss_kib: u64,
     client_hwm_kib: u64,
+    /// Datagrams the kernel dropped on the client's / server's sockets during the transfer.
+    client_drops: u64,
+    server_drops: u64,
 }
 
 impl Transfer {
@@ -357,6 +363,7 @@ fn transfer(
     data: &Arc<Vec<u8>>,
     opts: &Opts,
     i: u64,
+    tck: u64,
 ) -> Result<Transfer, String> {
     let key_seed = seed("server", i);
     let mut sg = ChildGuard::spawn(
@@ -384,6 +391,7 @@ fn transfer(
     let mut stdin = cg.child.stdin.take().ok_or("client stdin")?;
     let (cpid, spid) = (cg.pid(), sg.pid());
     let (c0, s0) = (cpu(cpid), cpu(spid));
+    let (cd0, sd0) = (bu::udp_drops(cpid), bu::udp_drops(spid));
     let t0 = Instant::now();
     let feed = data.clone();
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
@@ -408,19 +416,22 @@ fn transfer(
         }
     };
     let (c1, s1) = (cpu(cpid), cpu(spid));
+    let (cd1, sd1) = (bu::udp_drops(cpid), bu::udp_drops(spid));
     let t = Transfer {
         client,
         server,
         bytes: data.len() as u64,
         secs: (t1 - t0).as_secs_f64(),
-        client_cpu_s: c1.0.saturating_sub(c0.0) as f64 / 1e9,
-        server_cpu_s: s1.0.saturating_sub(s0.0) as f64 / 1e9,
-        client_ticks: c1.1.saturating_sub(c0.1),
-        server_ticks: s1.1.saturating_sub(s0.1),
+        client_cpu_s: c1.1.saturating_sub(c0.1) as f64 / tck as f64,
+        server_cpu_s: s1.1.saturating_sub(s0.1) as f64 / tck as f64,
+        client_live_s: c1.0.saturating_sub(c0.0) as f64 / 1e9,
+        server_live_s: s1.0.saturating_sub(s0.0) as f64 / 1e9,
         server_rss_kib: bu::rss_kib(spid),
         server_hwm_kib: bu::status_kib(spid, "VmHWM"),
         client_rss_kib: bu::rss_kib(cpid),
         client_hwm_kib: bu::status_kib(cpid, "VmHWM"),
+        client_drops: cd1.saturating_sub(cd0),
+        server_drops: sd1.saturating_sub(sd0),
     };
     if let Some(off) = mismatch {
         return Err(format!("the server wrote a wrong byte at offset {off}"));
@@ -440,14 +451,14 @@ fn throughput_report(rows: &[Transfer], opts: &Opts, tck: u64, failures: &[Strin
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Median of {} transfers of {} MiB per pairing (pairings interleaved; fresh server and client processes each); CPU = on-CPU time of the whole process over the transfer.\n",
+        "Median of {} transfers of {} MiB per pairing (pairings interleaved; fresh server and client processes each); CPU = utime + stime of the whole process over the transfer.\n",
         opts.runs, opts.mib
     );
     let _ = writeln!(
         out,
-        "| client -> server | MB/s | client CPU ms/MiB | server CPU ms/MiB | client CPU share | server CPU share | server RSS after | server peak RSS | client peak RSS |"
+        "| client -> server | MB/s | client CPU ms/MiB | server CPU ms/MiB | client CPU share | server CPU share | server RSS after | server peak RSS | client peak RSS | datagrams dropped at server / client (all runs) |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &(c, s) in &opts.pairs {
         let r: Vec<&Transfer> = rows
             .iter()
@@ -459,7 +470,7 @@ fn throughput_report(rows: &[Transfer], opts: &Opts, tck: u64, failures: &[Strin
         let med = |f: &dyn Fn(&Transfer) -> f64| bu::median(r.iter().map(|t| f(t)).collect());
         let _ = writeln!(
             out,
-            "| {} -> {} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0}% | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            "| {} -> {} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0}% | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} / {} |",
             c.name(),
             s.name(),
             med(&|t| t.mb_s()),
@@ -470,22 +481,25 @@ fn throughput_report(rows: &[Transfer], opts: &Opts, tck: u64, failures: &[Strin
             med(&|t| t.server_rss_kib as f64 / 1024.0),
             med(&|t| t.server_hwm_kib as f64 / 1024.0),
             med(&|t| t.client_hwm_kib as f64 / 1024.0),
+            r.iter().map(|t| t.server_drops).sum::<u64>(),
+            r.iter().map(|t| t.client_drops).sum::<u64>(),
         );
     }
-    let _ = writeln!(out, "\nEvery run (MB/s; client / server CPU ms per MiB from schedstat, and from clock ticks at 1/{tck} s):\n");
+    let _ = writeln!(out, "\nEvery run (MB/s; client / server CPU ms per MiB from utime + stime in ticks of 1/{tck} s, and in parentheses the on-CPU time of the threads alive at the end, from schedstat):\n");
     for t in rows {
-        let mib = t.bytes as f64 / (1u64 << 20) as f64;
         let _ = writeln!(
             out,
-            "- {} -> {}: {:.0} MB/s in {:.2} s; client {:.1} ({:.1}) ms/MiB, server {:.1} ({:.1}) ms/MiB; client RSS {:.1} MiB",
+            "- {} -> {}: {:.0} MB/s in {:.2} s; client {:.1} ({:.1}) ms/MiB, server {:.1} ({:.1}) ms/MiB; datagrams dropped by the kernel at the server {}, at the client {}; client RSS {:.1} MiB",
             t.client.name(),
             t.server.name(),
             t.mb_s(),
             t.secs,
             t.per_mib(t.client_cpu_s),
-            t.client_ticks as f64 * 1e3 / tck as f64 / mib,
+            t.per_mib(t.client_live_s),
             t.per_mib(t.server_cpu_s),
-            t.server_ticks as f64 * 1e3 / tck as f64 / mib,
+            t.per_mib(t.server_live_s),
+            t.server_drops,
+            t.client_drops,
             t.client_rss_kib as f64 / 1024.0,
         );
     }
@@ -616,7 +630,7 @@ fn main() {
             for k in 0..n {
                 let (c, s) = opts.pairs[(k + run) % n];
                 i += 1;
-                match transfer(c, s, &dht, &data, &opts, i) {
+                match transfer(c, s, &dht, &data, &opts, i, tck) {
                     Ok(t) => {
                         eprintln!(
                             "run {}: {} -> {}: {:.0} MB/s, client {:.1} ms/MiB, server {:.1} ms/MiB",
