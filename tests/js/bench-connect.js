@@ -5,9 +5,11 @@
 //
 // One HyperDHT node on 127.0.0.1; prints `ready` once bootstrapped. Then, for every line
 // `connect <KEY hex>` on stdin, one connection attempt with a fresh key pair:
-// `dht.connect(key)` until the socket's 'open' event (the server's secret-stream header
-// arrived), printed as `open <milliseconds>`, or `error <code> <milliseconds>`. The socket is
-// destroyed right after. Exits when stdin closes.
+// `dht.connect(key)` until the socket's 'open' event, printed as `open <milliseconds>`, or
+// `error <code> <milliseconds>`. 'open' fires once the path is chosen and the secret stream is
+// set up from the finished Noise handshake (it does not wait for the server's secret-stream
+// header, which a Rust `MioNode::connect` does). The socket is destroyed right after. Exits
+// when stdin closes.
 
 const HyperDHT = require('hyperdht')
 const b4a = require('b4a')

@@ -1099,7 +1099,7 @@ fn connect_report(rows: &[ConnectRow], opts: &Opts) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} timed connections per pairing after one untimed warm-up, pairings interleaved, each with a new client key pair; the connection is reset right after it opened.\n",
+        "{} timed connections per pairing after one untimed warm-up, pairings interleaved, each with a new client key pair; the connection is reset right after it opened. Rust client: `MioNode::connect` returned (the server's secret-stream header arrived); JS client: the socket's 'open' (path chosen, secret stream set up; it does not wait for the server's header).\n",
         opts.connects
     );
     let _ = writeln!(
