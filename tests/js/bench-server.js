@@ -10,8 +10,9 @@
 //
 // A `stats` line on stdin is answered with one line:
 //   stats connections=N opened=N rss=B heapUsed=B external=B
-// (`connections` counts the server's 'connection' events, `opened` the streams that opened,
-// i.e. whose client sent its secret-stream header). Exits when stdin closes.
+// (`connections` counts the server's 'connection' events, `opened` the streams that emitted
+// 'open': path chosen and secret stream set up; JS does not wait for the client's
+// secret-stream header). Exits when stdin closes.
 
 const HyperDHT = require('hyperdht')
 const b4a = require('b4a')
