@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build --release -p hyperdht-chat -p hyperdht-tests --bin hyperdht-chat --bin bench_chat
-//! target/release/bench_chat              # about 2 minutes; markdown on stdout
+//! target/release/bench_chat              # about 70 s; markdown on stdout
 //! target/release/bench_chat --help
 //! ```
 //!

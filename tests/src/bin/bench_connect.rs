@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release -p hyperdht-chat -p hyperdht-tests --bin hyperdht-chat --bin bench_connect
-//! target/release/bench_connect            # both parts, about 2 minutes; markdown on stdout
+//! target/release/bench_connect            # all parts, about 70 s; markdown on stdout
 //! target/release/bench_connect --help
 //! ```
 //!
