@@ -209,3 +209,42 @@ fn replayed_and_tampered_handshakes_fail_cleanly() {
         h.events
     );
 }
+
+/// A flood of distinct handshakes is capped at `max_handshakes` held at once: the ones past the
+/// cap get no reply (nothing is stored for them), and slots free again once the dedupe window
+/// of the finished ones ends.
+#[test]
+fn handshakes_past_the_slot_cap_get_no_reply_until_slots_free() {
+    let mut h = Harness::new();
+    h.advance(Duration::from_secs(2));
+    let server = KeyPair::from_seed(&[0x5e; 32]);
+    let mut config = ServerConfig::default();
+    assert_eq!(config.max_handshakes, 1024, "the default cap");
+    config.max_handshakes = 3;
+    h.node.listen(h.now, &server, config).unwrap();
+    h.advance(Duration::from_secs(2));
+    let target = hash(&server.public_key());
+    let clients: Vec<KeyPair> = (0..5u8)
+        .map(|i| KeyPair::from_seed(&[0x40 + i; 32]))
+        .collect();
+
+    for (i, client) in clients.iter().take(3).enumerate() {
+        let (initiator, m1) = message1(client, &server);
+        let m2 = reply_noise(&h.feed(10 + i as u16, target, m1)).expect("inside the cap");
+        initiator.read_message2(&m2).expect("reply authenticates");
+    }
+    let (_, m1) = message1(&clients[3], &server);
+    assert!(
+        reply_noise(&h.feed(20, target, m1.clone())).is_none(),
+        "the fourth handshake is past the cap of three"
+    );
+    let incoming = |e: &Event| matches!(e, Event::Incoming { .. });
+    assert_eq!(h.count(incoming), 3);
+
+    // The three finished handshakes leave their slots after the 10 s dedupe window.
+    h.advance(Duration::from_secs(11));
+    let (initiator, m1) = message1(&clients[4], &server);
+    let m2 = reply_noise(&h.feed(21, target, m1)).expect("a slot is free again");
+    initiator.read_message2(&m2).expect("reply authenticates");
+    assert_eq!(h.count(incoming), 4);
+}

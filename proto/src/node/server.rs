@@ -40,7 +40,8 @@ pub const ANNOUNCE_RELAYS: usize = 3;
 pub const PING_ROUNDS: u32 = 100;
 /// Gap between relay ping rounds.
 pub const PING_GAP: Duration = Duration::from_secs(3);
-/// Handshake slots one server keeps at once (bounds memory under a handshake flood).
+/// Default for [`ServerConfig::max_handshakes`]: handshake slots one server keeps at once (bounds
+/// memory under a handshake flood). JS keeps no such bound.
 pub const MAX_SLOTS: usize = 1024;
 
 /// What a server's accept policy sees.
@@ -59,13 +60,27 @@ pub struct IncomingHandshake<'a> {
 pub type AcceptPolicy = Arc<dyn Fn(&IncomingHandshake<'_>) -> bool + Send + Sync>;
 
 /// How a server behaves.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Accept policy; `None` accepts everyone.
     pub accept: Option<AcceptPolicy>,
     /// Do not advertise LAN addresses (JS `shareLocalAddress: false`).
     pub hide_local_addresses: bool,
+    /// Handshakes kept at once (1024 by default). Each stays for 10 s after it finishes (so retransmitted handshakes get the same
+    /// answer), which caps new connections at about `max_handshakes / 10` per second; a busy
+    /// server raises it. Handshakes past the cap get no reply.
+    pub max_handshakes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            accept: None,
+            hide_local_addresses: false,
+            max_handshakes: MAX_SLOTS,
+        }
+    }
 }
 
 impl core::fmt::Debug for ServerConfig {
@@ -73,6 +88,7 @@ impl core::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("accept", &self.accept.as_ref().map(|_| "fn"))
             .field("hide_local_addresses", &self.hide_local_addresses)
+            .field("max_handshakes", &self.max_handshakes)
             .finish()
     }
 }
@@ -198,7 +214,7 @@ impl ServerState {
         if let Some(i) = self.slots.iter().position(Option::is_none) {
             return Some(i);
         }
-        if self.slots.len() >= MAX_SLOTS {
+        if self.slots.len() >= self.config.max_handshakes {
             return None;
         }
         self.slots.push(None);
