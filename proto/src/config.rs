@@ -8,6 +8,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 pub const DEFAULT_PORT: u16 = 49737;
 /// Ports tried after the requested one fails: `port .. port + 4` (dht-rpc `lib/io.js` portRange).
 pub const PORT_RANGE: u16 = 5;
+/// Receive buffer a driver should ask the kernel for on each UDP socket. udx-native's sockets
+/// report 2 MiB (`socket.getRecvBufferSize()`; Linux reports twice the size asked for), where the
+/// kernel default is 208 KiB: a stream at loopback speed overruns the default and loses datagrams.
+pub const SOCKET_RECV_BUFFER: usize = 1 << 20;
 /// dht-rpc `TICK_INTERVAL` (`index.js`).
 pub const TICK_INTERVAL: Duration = Duration::from_millis(5000);
 /// dht-rpc `SLEEPING_INTERVAL`: a gap between ticks longer than this is a wake-up.

@@ -12,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
+use hyperdht_proto::config::SOCKET_RECV_BUFFER;
 use hyperdht_proto::{
     Config, ConnCloseReason, ConnId, Event, Node, SocketId, SocketOp, Timestamp, Transmit,
 };
@@ -398,6 +399,7 @@ impl Io {
 
     fn bind(&self, addr: SocketAddrV4) -> io::Result<Sock> {
         let io = Async::<UdpSocket>::bind(SocketAddr::V4(addr))?;
+        grow_recv_buffer(io.get_ref());
         let default_ttl = io.get_ref().ttl().unwrap_or(64);
         // Ready at first: the first round reads it and registers interest.
         let wake = Arc::new(SocketWake {
@@ -438,6 +440,14 @@ impl Io {
                 true
             }
         }
+    }
+}
+
+/// Asks the kernel for a [`SOCKET_RECV_BUFFER`]-byte receive buffer. Failing is not fatal (the
+/// kernel may cap the size); it is logged.
+fn grow_recv_buffer(socket: &UdpSocket) {
+    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(SOCKET_RECV_BUFFER) {
+        tracing::debug!(error = %e, "could not enlarge the UDP receive buffer");
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hyperdht_proto::config::SOCKET_RECV_BUFFER;
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::event::Record;
 use hyperdht_proto::noise::HandshakeOutput;
@@ -1025,7 +1026,16 @@ fn token_of(socket: SocketId) -> Token {
 fn bind(addr: SocketAddrV4) -> io::Result<UdpSocket> {
     let s = StdUdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
+    grow_recv_buffer(&s);
     Ok(UdpSocket::from_std(s))
+}
+
+/// Asks the kernel for a [`SOCKET_RECV_BUFFER`]-byte receive buffer. Failing is not fatal (the
+/// kernel may cap the size); it is logged.
+fn grow_recv_buffer(socket: &StdUdpSocket) {
+    if let Err(e) = socket2::SockRef::from(socket).set_recv_buffer_size(SOCKET_RECV_BUFFER) {
+        tracing::debug!(error = %e, "could not enlarge the UDP receive buffer");
+    }
 }
 
 /// The IPv4 address of the interface the default route uses, if any (connecting a UDP socket
@@ -1036,5 +1046,26 @@ fn primary_ipv4() -> Option<std::net::Ipv4Addr> {
     match s.local_addr().ok()? {
         SocketAddr::V4(a) if !a.ip().is_unspecified() && !a.ip().is_loopback() => Some(*a.ip()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sockets the driver binds get the larger receive buffer, as far as the kernel allows
+    /// (`net.core.rmem_max`; Linux reports twice the size granted).
+    #[test]
+    fn bound_sockets_get_the_larger_receive_buffer() {
+        let socket = bind(SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let granted = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(usize::MAX);
+        assert!(
+            granted >= SOCKET_RECV_BUFFER.min(cap),
+            "receive buffer {granted} B, wanted {SOCKET_RECV_BUFFER} B (rmem_max {cap})"
+        );
     }
 }
