@@ -1,7 +1,8 @@
 //! Replayed, tampered and refused handshakes against a Rust server fail cleanly: a tampered
 //! message 1 gets no answer and leaves no state; a replay inside the dedupe window gets the
 //! same answer and no second connection; a replay after it opens a connection attempt that
-//! never becomes `Connected` (the replayer holds no keys) and is torn down.
+//! never becomes `Connected` (the replayer holds no keys) and is torn down; a flood past the
+//! server's handshake cap gets no reply until slots free.
 
 use std::net::{SocketAddr, SocketAddrV4};
 
