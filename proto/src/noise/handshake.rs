@@ -5,7 +5,7 @@
 //! The initiator (client) knows the responder's (server's) static key in advance. Message 1 is
 //! `e, es, s, ss` + payload (96 + n bytes), message 2 is `e, ee, se` + payload (48 + n bytes).
 
-use super::dh::dh;
+use super::dh::RemotePoint;
 use super::symmetric::{SymmetricState, MAX_MESSAGE};
 use super::NoiseError;
 use crate::crypto::{hash, hash_parts, keyed_hash_with};
@@ -115,10 +115,11 @@ impl Initiator {
         let e = self.ephemeral.public_key();
         out.extend_from_slice(&e);
         self.ss.mix_hash(&e);
-        self.ss.mix_key(&dh(&self.ephemeral, &self.remote_static)?);
+        let rs = RemotePoint::new(&self.remote_static)?;
+        self.ss.mix_key(&rs.dh(&self.ephemeral)?);
         self.ss
             .encrypt_and_hash(&self.local.public_key(), &mut out)?;
-        self.ss.mix_key(&dh(&self.local, &self.remote_static)?);
+        self.ss.mix_key(&rs.dh(&self.local)?);
         self.ss.encrypt_and_hash(payload, &mut out)?;
         if out.len() > MAX_MESSAGE {
             return Err(NoiseError::TooLong);
@@ -140,8 +141,9 @@ impl Initiator {
         }
         let re = take32(msg)?;
         self.ss.mix_hash(&re);
-        self.ss.mix_key(&dh(&self.ephemeral, &re)?);
-        self.ss.mix_key(&dh(&self.local, &re)?);
+        let re = RemotePoint::new(&re)?;
+        self.ss.mix_key(&re.dh(&self.ephemeral)?);
+        self.ss.mix_key(&re.dh(&self.local)?);
         let payload = self.ss.decrypt_and_hash(&msg[32..])?;
         let (k1, k2) = self.ss.split();
         Ok((
@@ -162,8 +164,8 @@ pub struct Responder {
     ss: SymmetricState,
     local: KeyPair,
     ephemeral: KeyPair,
-    remote_ephemeral: Option<[u8; 32]>,
-    remote_static: Option<[u8; 32]>,
+    /// The client's ephemeral and static keys, validated, once message 1 is read.
+    remote: Option<(RemotePoint, RemotePoint, [u8; 32])>,
 }
 
 impl Responder {
@@ -173,14 +175,13 @@ impl Responder {
             ss: initial_state(&local.public_key()),
             local,
             ephemeral,
-            remote_ephemeral: None,
-            remote_static: None,
+            remote: None,
         }
     }
 
     /// Reads message 1; returns its payload and the client's static public key.
     pub fn read_message1(&mut self, msg: &[u8]) -> Result<(Vec<u8>, [u8; 32]), NoiseError> {
-        if self.remote_ephemeral.is_some() {
+        if self.remote.is_some() {
             return Err(NoiseError::OutOfOrder);
         }
         if msg.len() < 96 {
@@ -191,13 +192,14 @@ impl Responder {
         }
         let re = take32(msg)?;
         self.ss.mix_hash(&re);
-        self.ss.mix_key(&dh(&self.local, &re)?);
-        let rs = take32(&self.ss.decrypt_and_hash(&msg[32..80])?)?;
-        self.ss.mix_key(&dh(&self.local, &rs)?);
+        let re = RemotePoint::new(&re)?;
+        self.ss.mix_key(&re.dh(&self.local)?);
+        let rs_bytes = take32(&self.ss.decrypt_and_hash(&msg[32..80])?)?;
+        let rs = RemotePoint::new(&rs_bytes)?;
+        self.ss.mix_key(&rs.dh(&self.local)?);
         let payload = self.ss.decrypt_and_hash(&msg[80..])?;
-        self.remote_ephemeral = Some(re);
-        self.remote_static = Some(rs);
-        Ok((payload, rs))
+        self.remote = Some((re, rs, rs_bytes));
+        Ok((payload, rs_bytes))
     }
 
     /// Message 2 carrying `payload`, and the handshake output.
@@ -205,15 +207,15 @@ impl Responder {
         mut self,
         payload: &[u8],
     ) -> Result<(Vec<u8>, HandshakeOutput), NoiseError> {
-        let (Some(re), Some(rs)) = (self.remote_ephemeral, self.remote_static) else {
+        let Some((re, rs, rs_bytes)) = self.remote else {
             return Err(NoiseError::OutOfOrder);
         };
         let mut out = Vec::with_capacity(48 + payload.len());
         let e = self.ephemeral.public_key();
         out.extend_from_slice(&e);
         self.ss.mix_hash(&e);
-        self.ss.mix_key(&dh(&self.ephemeral, &re)?);
-        self.ss.mix_key(&dh(&self.ephemeral, &rs)?);
+        self.ss.mix_key(&re.dh(&self.ephemeral)?);
+        self.ss.mix_key(&rs.dh(&self.ephemeral)?);
         self.ss.encrypt_and_hash(payload, &mut out)?;
         if out.len() > MAX_MESSAGE {
             return Err(NoiseError::TooLong);
@@ -225,7 +227,7 @@ impl Responder {
                 tx: k2,
                 rx: k1,
                 hash: self.ss.h,
-                remote_public_key: rs,
+                remote_public_key: rs_bytes,
                 is_initiator: false,
             },
         ))

@@ -7,7 +7,7 @@ mod symmetric;
 
 use core::fmt;
 
-pub use dh::dh;
+pub use dh::{dh, RemotePoint};
 pub use handshake::{
     secret_stream_namespace, HandshakeOutput, Initiator, Responder, PROTOCOL_NAME,
 };
