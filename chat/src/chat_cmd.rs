@@ -85,9 +85,13 @@ fn local_network() -> Result<(Vec<MioNode>, SocketAddrV4), String> {
     Ok((nodes, boot))
 }
 
+/// Bytes moved per read and write: a whole pipe buffer, and the size of the chunks the driver
+/// hands over, so a bulk transfer makes few round trips to the driver thread.
+const PUMP_BUFFER: usize = 64 * 1024;
+
 /// Copies a connection's bytes to stdout until it ends.
 fn pump_to_stdout(mut reader: ConnReader) {
-    let mut buf = [0u8; 16 * 1024];
+    let mut buf = vec![0u8; PUMP_BUFFER];
     loop {
         match reader.read(&mut buf) {
             Ok(0) => break,
@@ -114,7 +118,7 @@ struct Outbox {
 
 /// Copies stdin to every writer in `outbox`; at EOF finishes them.
 fn pump_stdin(outbox: Arc<Mutex<Outbox>>) {
-    let mut buf = [0u8; 16 * 1024];
+    let mut buf = vec![0u8; PUMP_BUFFER];
     let stdin = io::stdin();
     let mut input = stdin.lock();
     loop {
