@@ -67,9 +67,10 @@ pub struct ServerConfig {
     pub accept: Option<AcceptPolicy>,
     /// Do not advertise LAN addresses (JS `shareLocalAddress: false`).
     pub hide_local_addresses: bool,
-    /// Handshakes kept at once (1024 by default). Each stays for 10 s after it finishes (so retransmitted handshakes get the same
-    /// answer), which caps new connections at about `max_handshakes / 10` per second; a busy
-    /// server raises it. Handshakes past the cap get no reply.
+    /// Handshakes kept at once (1024 by default). Each stays for 10 s after it finishes (so
+    /// retransmitted handshakes get the same answer), which caps new connections at about
+    /// `max_handshakes / 10` per second; a busy server raises it. Handshakes past the cap get
+    /// no reply.
     pub max_handshakes: usize,
 }
 
