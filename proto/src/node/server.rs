@@ -1061,17 +1061,7 @@ impl Node {
             remote_token: remote.token,
         };
         let puncher_socket = p.socket().unwrap_or(pending.socket);
-        let sealed = secure.seal(
-            &reply,
-            self.rng.bytes32()[..24].try_into().unwrap_or([0; 24]),
-        );
-        let value = Holepunch {
-            mode: mode::FROM_SERVER,
-            id: 0,
-            payload: sealed,
-            peer_address: Some(pending.peer_address),
-        }
-        .to_bytes();
+        let value = self.server_holepunch_value(&secure, &reply, pending.peer_address);
         self.send_relay_request(
             puncher_socket,
             pending.from,
@@ -1112,17 +1102,7 @@ impl Node {
             round: h.round,
             ..HolepunchPayload::default()
         };
-        let sealed = secure.seal(
-            &payload,
-            self.rng.bytes32()[..24].try_into().unwrap_or([0; 24]),
-        );
-        let value = Holepunch {
-            mode: mode::FROM_SERVER,
-            id: 0,
-            payload: sealed,
-            peer_address: Some(peer_address),
-        }
-        .to_bytes();
+        let value = self.server_holepunch_value(&secure, &payload, peer_address);
         self.send_relay_request(
             socket,
             to,
@@ -1132,6 +1112,24 @@ impl Node {
             &value,
         );
         self.drain_puncher(PuncherRef::Server(id, slot));
+    }
+
+    /// Seals `payload` for the client under a fresh nonce and encodes it as the server's
+    /// PEER_HOLEPUNCH value (mode FROM_SERVER, echoing the client's `peer_address`).
+    fn server_holepunch_value(
+        &mut self,
+        secure: &SecurePayload,
+        payload: &HolepunchPayload,
+        peer_address: SocketAddrV4,
+    ) -> Vec<u8> {
+        let nonce = self.rng.bytes32()[..24].try_into().unwrap_or([0; 24]);
+        Holepunch {
+            mode: mode::FROM_SERVER,
+            id: 0,
+            payload: secure.seal(payload, nonce),
+            peer_address: Some(peer_address),
+        }
+        .to_bytes()
     }
 
     /// After a server puncher made progress: send held handshake replies, resume a holepunch
