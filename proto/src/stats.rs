@@ -20,6 +20,10 @@ pub struct Dropped {
     pub ignored_request: u64,
     /// DELAYED_PING refused because too many are waiting.
     pub delayed_ping_overflow: u64,
+    /// Larger than the driver's receive buffer (2048 bytes in `hyperdht-mio`, as in libudx),
+    /// so only its beginning arrived; reported by the driver through
+    /// [`Node::handle_oversized_datagram`](crate::Node::handle_oversized_datagram).
+    pub oversized: u64,
 }
 
 /// Node counters.

@@ -1,6 +1,6 @@
 //! The event loop thread and the blocking handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
@@ -21,6 +21,7 @@ use hyperdht_proto::{
 };
 use mio::net::UdpSocket;
 
+use crate::batch::{self, RecvBatch};
 use crate::conn::{read_channel, Chunk, ConnReader, ConnWriter};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -28,8 +29,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 const WAKER: Token = Token(usize::MAX);
 /// Datagrams read from one socket per wake-up before other work gets a turn.
 const RECV_BATCH: usize = 256;
-/// Largest UDP payload.
-const MAX_DATAGRAM: usize = 65536;
 
 /// Why a handle call failed.
 #[derive(Debug)]
@@ -482,11 +481,15 @@ struct Loop {
     tokens: HashMap<Token, SocketId>,
     /// Sockets that may still hold datagrams (a batch stopped early).
     readable: Vec<SocketId>,
-    /// The one datagram the kernel refused; sending resumes when its socket is writable.
-    unsent: Option<Transmit>,
+    /// Datagrams taken from the node and not sent yet: at most [`batch::BATCH`], sent a batch
+    /// at a time. The node keeps anything further until these are gone.
+    outbox: VecDeque<Transmit>,
+    /// The kernel refused the front of `outbox` (socket buffer full); sending resumes when
+    /// that socket is writable.
+    blocked: bool,
     pending: Pending,
     bootstrapped: bool,
-    buf: Vec<u8>,
+    rx: RecvBatch,
     ready: Option<Sender<Result<SocketAddr, Error>>>,
     done: bool,
     handle: Option<std::sync::Weak<HandleInner>>,
@@ -511,7 +514,8 @@ impl Loop {
             sockets: HashMap::new(),
             tokens: HashMap::new(),
             readable: Vec::new(),
-            unsent: None,
+            outbox: VecDeque::with_capacity(batch::BATCH),
+            blocked: false,
             pending: Pending {
                 listens: HashMap::new(),
                 closing: HashMap::new(),
@@ -524,7 +528,7 @@ impl Loop {
                 subscribers: Vec::new(),
             },
             bootstrapped: false,
-            buf: vec![0; MAX_DATAGRAM],
+            rx: RecvBatch::new(),
             ready: None,
             done: false,
             handle: None,
@@ -545,7 +549,7 @@ impl Loop {
             let now = self.now();
             let timeout = if !self.readable.is_empty() {
                 Some(Duration::ZERO)
-            } else if self.unsent.is_some() {
+            } else if self.blocked {
                 // Output waits for a writable socket: sleep until then or the next timer.
                 self.node.next_timer().map(|t| t - now)
             } else {
@@ -567,8 +571,8 @@ impl Loop {
                 if ev.is_readable() && !self.readable.contains(&id) {
                     self.readable.push(id);
                 }
-                if ev.is_writable() {
-                    self.retry_unsent();
+                if ev.is_writable() && self.blocked {
+                    self.unblock(id);
                 }
             }
             self.read_sockets();
@@ -589,11 +593,18 @@ impl Loop {
             let mut n = 0;
             let mut more = true;
             while n < RECV_BATCH {
-                match sock.recv_from(&mut self.buf) {
-                    Ok((len, from)) => {
+                match self.rx.recv(sock) {
+                    Ok(got) => {
                         let now = Timestamp::from_duration(self.start.elapsed());
-                        self.node.handle_datagram(now, id, from, &self.buf[..len]);
-                        n += 1;
+                        for d in self.rx.iter() {
+                            if d.truncated {
+                                tracing::debug!(from = %d.from, "datagram larger than {} bytes dropped", batch::SLOT);
+                                self.node.handle_oversized_datagram(now);
+                            } else {
+                                self.node.handle_datagram(now, id, d.from, d.data);
+                            }
+                        }
+                        n += got.max(1);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         more = false;
@@ -688,14 +699,7 @@ impl Loop {
                 progressed = true;
                 self.apply_socket_op(op);
             }
-            if self.unsent.is_none() {
-                while let Some(t) = self.node.poll_transmit() {
-                    progressed = true;
-                    if !self.send(t) {
-                        break;
-                    }
-                }
-            }
+            progressed |= self.send_transmits();
             while let Some(ev) = self.node.poll_event() {
                 progressed = true;
                 self.dispatch(ev);
@@ -738,57 +742,95 @@ impl Loop {
                 if let Some(mut s) = self.sockets.remove(&socket) {
                     let _ = self.poll.registry().deregister(&mut s);
                 }
-                if self.unsent.as_ref().is_some_and(|t| t.socket == socket) {
-                    self.unsent = None;
+                self.outbox.retain(|t| t.socket != socket);
+                if self.outbox.is_empty() {
+                    self.blocked = false;
                 }
             }
             other => tracing::warn!(?other, "unsupported socket op ignored"),
         }
     }
 
-    /// Sends one datagram; `false` if the kernel would block (the datagram is kept).
-    fn send(&mut self, t: Transmit) -> bool {
-        let Some(sock) = self.sockets.get_mut(&t.socket) else {
-            tracing::debug!(socket = ?t.socket, "transmit on unknown socket dropped");
-            return true;
-        };
-        if let Some(ttl) = t.ttl {
-            let _ = sock.set_ttl(u32::from(ttl));
-        }
-        let res = sock.send_to(&t.payload, t.dst);
-        if t.ttl.is_some() {
-            let _ = sock.set_ttl(64);
-        }
-        match res {
-            Ok(_) => true,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let token = token_of(t.socket);
-                let _ = self.poll.registry().reregister(
-                    sock,
-                    token,
-                    Interest::READABLE | Interest::WRITABLE,
-                );
-                self.unsent = Some(t);
-                false
+    /// Takes transmits from the node and sends them, a batch per system call, until the node
+    /// has none left or the kernel would block. Returns whether anything was taken or sent.
+    fn send_transmits(&mut self) -> bool {
+        let mut progressed = false;
+        while !self.blocked {
+            while self.outbox.len() < batch::BATCH {
+                match self.node.poll_transmit() {
+                    Some(t) => self.outbox.push_back(t),
+                    None => break,
+                }
             }
+            if self.outbox.is_empty() {
+                break;
+            }
+            progressed = true;
+            self.send_front();
+        }
+        progressed
+    }
+
+    /// Sends the datagrams at the front of the outbox that share a socket and need no TTL of
+    /// their own, in one call. Sent ones leave the outbox; one the kernel rejects is dropped
+    /// (logged); if the socket is full, the outbox is kept and `blocked` set until it drains.
+    fn send_front(&mut self) {
+        let Some(front) = self.outbox.front() else {
+            return;
+        };
+        let socket = front.socket;
+        let Some(sock) = self.sockets.get(&socket) else {
+            tracing::debug!(?socket, "transmit on unknown socket dropped");
+            self.outbox.pop_front();
+            return;
+        };
+        let result = if let Some(ttl) = front.ttl {
+            // Holepunch probes with a low TTL go alone, with the socket's TTL set around them.
+            let _ = sock.set_ttl(u32::from(ttl));
+            let r = sock.send_to(&front.payload, front.dst).map(|_| 1);
+            let _ = sock.set_ttl(64);
+            r
+        } else {
+            let run: Vec<(&[u8], SocketAddr)> = self
+                .outbox
+                .iter()
+                .take_while(|t| t.socket == socket && t.ttl.is_none())
+                .map(|t| (t.payload.as_slice(), t.dst))
+                .collect();
+            batch::send_batch(sock, &run)
+        };
+        match result {
+            // The datagram after the sent ones failed; the next call reports why.
+            Ok(sent) => drop(self.outbox.drain(..sent)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.block(socket),
             Err(e) => {
-                tracing::debug!(dst = %t.dst, error = %e, "send failed");
-                true
+                if let Some(t) = self.outbox.pop_front() {
+                    tracing::debug!(dst = %t.dst, error = %e, "send failed");
+                }
             }
         }
     }
 
-    fn retry_unsent(&mut self) {
-        if let Some(t) = self.unsent.take() {
-            let socket = t.socket;
-            if self.send(t) {
-                if let Some(sock) = self.sockets.get_mut(&socket) {
-                    let _ =
-                        self.poll
-                            .registry()
-                            .reregister(sock, token_of(socket), Interest::READABLE);
-                }
-            }
+    /// The kernel would block on `socket`: wait until it is writable.
+    fn block(&mut self, socket: SocketId) {
+        self.blocked = true;
+        if let Some(sock) = self.sockets.get_mut(&socket) {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            let _ = self
+                .poll
+                .registry()
+                .reregister(sock, token_of(socket), interest);
+        }
+    }
+
+    /// `socket` became writable: stop waiting for that and send again (the next flush).
+    fn unblock(&mut self, socket: SocketId) {
+        self.blocked = false;
+        if let Some(sock) = self.sockets.get_mut(&socket) {
+            let _ = self
+                .poll
+                .registry()
+                .reregister(sock, token_of(socket), Interest::READABLE);
         }
     }
 
@@ -1052,6 +1094,75 @@ fn primary_ipv4() -> Option<std::net::Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst of requests is read and answered a batch at a time, each reply to its own
+    /// sender; a datagram larger than a receive slot is dropped and counted, not decoded.
+    #[test]
+    fn bursts_are_answered_and_oversized_datagrams_counted() {
+        use hyperdht_proto::commands::PING;
+        use hyperdht_proto::wire::rpc::{Request, Response};
+        let node = MioNode::spawn(Config::bootstrapper(SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        )))
+        .unwrap();
+        let target = node.local_addr();
+        let ping = |tid: u16| {
+            let req = Request {
+                tid,
+                to: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, target.port()),
+                id: None,
+                token: None,
+                internal: true,
+                command: PING,
+                target: None,
+                value: None,
+            };
+            let mut bytes = Vec::new();
+            req.encode(&mut bytes);
+            bytes
+        };
+        // Three clients, 40 pings each, sent back to back before reading anything.
+        let clients: Vec<StdUdpSocket> = (0..3)
+            .map(|_| StdUdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for (c, client) in clients.iter().enumerate() {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            for tid in 0..40u16 {
+                client
+                    .send_to(&ping(tid + 1000 * c as u16), target)
+                    .unwrap();
+            }
+        }
+        for (c, client) in clients.iter().enumerate() {
+            let mut tids = Vec::new();
+            let mut buf = [0u8; 2048];
+            while tids.len() < 40 {
+                let (n, _) = client.recv_from(&mut buf).expect("every ping is answered");
+                tids.push(Response::decode(&buf[..n]).unwrap().tid);
+            }
+            tids.sort_unstable();
+            let want: Vec<u16> = (0..40u16).map(|t| t + 1000 * c as u16).collect();
+            assert_eq!(tids, want, "client {c} got the replies to its own pings");
+        }
+        let before = node.info().unwrap().stats;
+        // The oversized datagram, then a ping from the same socket: once the ping's reply is
+        // back, the node has read the datagram queued before it.
+        let client = &clients[0];
+        client
+            .send_to(&vec![0x13; batch::SLOT + 1], target)
+            .unwrap();
+        client.send_to(&ping(7), target).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = client.recv_from(&mut buf).expect("the ping is answered");
+        assert_eq!(Response::decode(&buf[..n]).unwrap().tid, 7);
+        let after = node.info().unwrap().stats;
+        assert_eq!(after.dropped.oversized, before.dropped.oversized + 1);
+        assert_eq!(after.dropped.malformed, before.dropped.malformed);
+        node.shutdown();
+    }
 
     /// Sockets the driver binds get the larger receive buffer, as far as the kernel allows
     /// (`net.core.rmem_max`; Linux reports twice the size granted).

@@ -11,6 +11,7 @@
 //!
 //! No protocol logic lives here.
 
+pub mod batch;
 mod conn;
 mod driver;
 mod resolve;

@@ -19,6 +19,14 @@ use crate::wire::compact::DecodeError;
 use crate::wire::rpc::{Message, Request, Response};
 
 impl Node {
+    /// A datagram arrived that was larger than the driver's receive buffer, so the driver
+    /// dropped it. Only counted (`Dropped::oversized`): a cut message must not be decoded.
+    pub fn handle_oversized_datagram(&mut self, now: Timestamp) {
+        self.set_now(now);
+        self.stats.datagrams_received += 1;
+        self.stats.dropped.oversized += 1;
+    }
+
     /// A datagram arrived on `socket` from `from`. Never fails: junk is dropped and counted.
     pub fn handle_datagram(
         &mut self,

@@ -98,6 +98,8 @@ Only 127.0.0.1 is used. Every run stops by itself; child processes are killed on
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
     Echo,
+    /// The echo server reading and writing up to 32 datagrams per system call.
+    EchoBatch,
     Rust,
     /// A second `hyperdht-chat` build (`--chat-alt PATH`), to A/B a change.
     RustAlt,
@@ -110,6 +112,7 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Target::Echo => "echo",
+            Target::EchoBatch => "echo-mmsg",
             Target::Rust => "rust",
             Target::RustAlt => "rust-alt",
             Target::Js => "js",
@@ -120,9 +123,10 @@ impl Target {
     fn parse(s: &str) -> Result<Target, String> {
         match s {
             "echo" => Ok(Target::Echo),
+            "echo-mmsg" => Ok(Target::EchoBatch),
             "rust" => Ok(Target::Rust),
             "js" => Ok(Target::Js),
-            _ => Err(format!("unknown target {s:?} (echo, rust, js)")),
+            _ => Err(format!("unknown target {s:?} (echo, echo-mmsg, rust, js)")),
         }
     }
 }
@@ -161,7 +165,13 @@ impl Cmd {
 
     /// Whether `target` serves this command (the echo server only mirrors dht-rpc requests).
     fn applies_to(self, target: Target) -> bool {
-        !matches!((self, target), (Cmd::Lookup | Cmd::Announce, Target::Echo))
+        !matches!(
+            (self, target),
+            (
+                Cmd::Lookup | Cmd::Announce,
+                Target::Echo | Target::EchoBatch
+            )
+        )
     }
 }
 
@@ -412,10 +422,15 @@ fn start_target(target: Target, opts: &Opts) -> (Option<ChildGuard>, u32, Socket
     let addr = SocketAddrV4::new(LOCALHOST, port);
     let guard = match target {
         Target::Attached(pid, addr) => return (None, pid, addr),
-        Target::Echo => {
+        Target::Echo | Target::EchoBatch => {
             let exe = std::env::current_exe().expect("current_exe");
             let mut c = Command::new(exe);
-            c.arg("--echo-server").arg(port.to_string());
+            c.arg(if target == Target::Echo {
+                "--echo-server"
+            } else {
+                "--echo-server-mmsg"
+            })
+            .arg(port.to_string());
             spawn_target(c, format!("echo server on {addr}"), "ready", opts.verbose)
         }
         Target::Rust | Target::RustAlt => {
@@ -457,7 +472,8 @@ fn start_target(target: Target, opts: &Opts) -> (Option<ChildGuard>, u32, Socket
 
 /// `--echo-server PORT`: answer every datagram with itself, type byte turned into a response.
 /// The floor of what any single-threaded UDP server costs with this load generator.
-fn echo_server(port: u16) -> ! {
+/// `--echo-server-mmsg PORT` does the same a batch at a time (`hyperdht_mio::batch`).
+fn echo_server(port: u16, batched: bool) -> ! {
     let sock = UdpSocket::bind((LOCALHOST, port)).expect("echo server bind");
     std::thread::spawn(|| {
         // Exit when the benchmark closes our stdin (or dies).
@@ -467,6 +483,9 @@ fn echo_server(port: u16) -> ! {
         std::process::exit(0);
     });
     println!("ready {}", sock.local_addr().expect("local addr"));
+    if batched {
+        echo_batched(sock);
+    }
     let mut buf = [0u8; 2048];
     loop {
         match sock.recv_from(&mut buf) {
@@ -475,6 +494,48 @@ fn echo_server(port: u16) -> ! {
                 let _ = sock.send_to(&buf[..n], from);
             }
             _ => {}
+        }
+    }
+}
+
+/// The batched echo loop: wait for readability, then receive and answer batches until the
+/// socket is empty.
+fn echo_batched(sock: UdpSocket) -> ! {
+    use hyperdht_mio::batch::{send_batch, RecvBatch};
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut sock = mio::net::UdpSocket::from_std(sock);
+    let mut poll = mio::Poll::new().expect("poll");
+    poll.registry()
+        .register(&mut sock, mio::Token(0), mio::Interest::READABLE)
+        .expect("register");
+    let mut events = mio::Events::with_capacity(4);
+    let mut batch = RecvBatch::new();
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    loop {
+        match batch.recv(&sock) {
+            Ok(_) => {
+                replies.clear();
+                replies.extend(batch.iter().map(|r| {
+                    let mut data = r.data.to_vec();
+                    if let Some(kind) = data.first_mut() {
+                        *kind = RESPONSE_ID;
+                    }
+                    (data, r.from)
+                }));
+                let out: Vec<(&[u8], SocketAddr)> =
+                    replies.iter().map(|(d, a)| (d.as_slice(), *a)).collect();
+                let mut sent = 0;
+                while sent < out.len() {
+                    match send_batch(&sock, &out[sent..]) {
+                        Ok(k) => sent += k,
+                        Err(_) => sent += 1,
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = poll.poll(&mut events, None);
+            }
+            Err(_) => {}
         }
     }
 }
@@ -1099,17 +1160,18 @@ fn rate_benchmark(opts: &Opts) -> String {
     let mut live = Vec::new();
     for &t in &opts.targets {
         let (guard, pid, addr) = start_target(t, opts);
-        let (fillers, closer) = if matches!(t, Target::Echo | Target::Attached(..)) {
-            (Vec::new(), 0)
-        } else {
-            let (f, c) = fill_table(addr, opts.fill);
-            eprintln!(
-                "{}: {} filler nodes joined; FIND_NODE returns {c} closer nodes",
-                t.name(),
-                f.len()
-            );
-            (f, c)
-        };
+        let (fillers, closer) =
+            if matches!(t, Target::Echo | Target::EchoBatch | Target::Attached(..)) {
+                (Vec::new(), 0)
+            } else {
+                let (f, c) = fill_table(addr, opts.fill);
+                eprintln!(
+                    "{}: {} filler nodes joined; FIND_NODE returns {c} closer nodes",
+                    t.name(),
+                    f.len()
+                );
+                (f, c)
+            };
         live.push((t, guard, pid, addr, fillers, closer));
     }
     let keys = Arc::new(bu::key_pairs(ANNOUNCE_KEYS.max(opts.records_per_topic)));
@@ -1787,12 +1849,13 @@ static ALLOC: memory::Counting = memory::Counting;
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) == Some("--echo-server") {
+    if let Some(mode @ ("--echo-server" | "--echo-server-mmsg")) = argv.first().map(String::as_str)
+    {
         let port = argv
             .get(1)
             .and_then(|p| p.parse().ok())
             .expect("--echo-server PORT");
-        echo_server(port);
+        echo_server(port, mode == "--echo-server-mmsg");
     }
     if argv.iter().any(|a| a == "--help" || a == "-h") {
         print!("{USAGE}");
