@@ -29,7 +29,8 @@
 //! Rust and a fresh JS target process (their VmRSS deltas).
 //!
 //! Targets: `echo` (this binary re-run as a trivial single-thread UDP echo server: the ceiling
-//! of the kernel's loopback UDP path with this generator), `rust` (`hyperdht-chat node
+//! of the kernel's loopback UDP path with this generator), `echo-mmsg` (the same, a batch of
+//! datagrams per system call, as the Rust driver does), `rust` (`hyperdht-chat node
 //! --bootstrap none`) and `js` (`node tests/js/bench-node.js`: `HyperDHT.bootstrapper`).
 //!
 //! Child processes are killed when the benchmark ends, panics included (a guard's `Drop`);
@@ -61,8 +62,8 @@ USAGE:
     bench_dht [FLAGS]
 
 FLAGS:
-    --targets LIST     Comma-separated targets among echo,rust,js (default echo,rust,js);
-                       echo only answers ping and find_node
+    --targets LIST     Comma-separated targets among echo,echo-mmsg,rust,js (default all);
+                       the echo servers only answer ping and find_node
     --commands LIST    Comma-separated among ping,find_node,lookup,announce (default all)
     --duration SECS    Measured seconds per run (default 5)
     --warmup SECS      Unmeasured load before each run (default 1)
@@ -224,7 +225,7 @@ impl Opts {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_default();
         let mut o = Opts {
-            targets: vec![Target::Echo, Target::Rust, Target::Js],
+            targets: vec![Target::Echo, Target::EchoBatch, Target::Rust, Target::Js],
             commands: vec![Cmd::Ping, Cmd::FindNode, Cmd::Lookup, Cmd::Announce],
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
