@@ -203,11 +203,20 @@ pub fn client(argv: &[String]) -> Result<(), String> {
     let remote = parse_public_key(&key_arg)?;
     say(&format!("Connecting to: {key_arg}"));
     let node = MioNode::spawn(node_config(&args, None)?).map_err(|e| e.to_string())?;
-    node.wait_bootstrapped().map_err(|e| e.to_string())?;
     let me = KeyPair::from_seed(&random_seed()?);
+    // Like the JS client, look the peer up while the node still bootstraps: the lookup starts
+    // from the bootstrap nodes itself, so waiting for the bootstrap first only adds its time.
     let conn = match node.connect(remote, &me) {
         Ok(c) => c,
-        Err(e) => return Err(format!("could not connect: {e}")),
+        Err(e) => {
+            let reached_dht = node.info().is_ok_and(|i| !i.table.is_empty());
+            if reached_dht {
+                return Err(format!("could not connect: {e}"));
+            }
+            return Err(format!(
+                "could not connect: no DHT node answered; check --bootstrap and the network ({e})"
+            ));
+        }
     };
     say("got connection!");
     let outbox = Arc::new(Mutex::new(Outbox {

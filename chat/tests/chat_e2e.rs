@@ -204,6 +204,18 @@ fn client_explains_failures() {
     assert!(!out.status.success(), "unknown key must fail");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("peer not found"), "explains why: {err}");
+    assert!(!err.contains("no DHT node answered"), "{err}");
+    // A bootstrap address where nothing answers (a socket we hold and never read).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let out = rust(&["client", &nobody, "--bootstrap", &silent_addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unreachable DHT must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no DHT node answered"), "explains why: {err}");
+    drop(silent);
     let out = rust(&["client", "not-a-key"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a key"));
