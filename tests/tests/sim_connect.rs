@@ -645,3 +645,80 @@ fn servers_stay_reachable_after_idling_past_their_bindings() {
         assert!(o.server_incoming);
     }
 }
+
+/// An idle connection keeps itself alive: secret-stream's keep-alive (an empty message 5 s after
+/// the last write, hyperdht's default) goes out from both sides through a minute of silence,
+/// and each is acknowledged.
+#[test]
+fn idle_connections_send_keep_alives() {
+    let seed = 77;
+    let mut sim = Sim::new(seed);
+    sim.set_host_base(Ipv4Addr::new(37, 0, 0, 0));
+    let net = sim.build_dht(
+        3,
+        DHT_PEERS,
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    );
+    let s = sim.add_node(Config::new(net.bootstrap.clone()));
+    let c = sim.add_node(Config::new(net.bootstrap.clone()));
+    let limit = sim.now() + Duration::from_secs(30);
+    assert!(
+        sim.run_until_condition(limit, |sim| {
+            sim.node(s).is_bootstrapped() && sim.node(c).is_bootstrapped()
+        }),
+        "bootstrap (seed {seed})"
+    );
+    let server_key = KeyPair::from_seed(&[1; 32]);
+    let client_key = KeyPair::from_seed(&[2; 32]);
+    let listening = sim.command(s, |n, now| {
+        n.listen(now, &server_key, ServerConfig::default())
+    });
+    assert!(listening.is_ok());
+    let limit = sim.now() + Duration::from_secs(30);
+    assert!(
+        run_until_event(&mut sim, s, limit, |e| matches!(
+            e,
+            Event::ServerListening { .. }
+        ))
+        .is_some(),
+        "listen (seed {seed})"
+    );
+    let spk = server_key.public_key();
+    let conn: ConnId = sim.command(c, |n, now| n.connect(now, &spk, &client_key));
+    let limit = sim.now() + CONNECT_LIMIT;
+    let connected = run_until_event(
+        &mut sim,
+        c,
+        limit,
+        |e| matches!(e, Event::Connected { conn: id, .. } if *id == conn),
+    );
+    assert!(connected.is_some(), "connect (seed {seed})");
+    // Let the secret-stream headers cross, then take the server's side of the connection.
+    sim.run_for(Duration::from_secs(2));
+    let server_conn = sim
+        .events(s)
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Connected { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("the server has the connection");
+    let sent = |sim: &Sim, idx: NodeIdx, conn: ConnId| {
+        let info = sim.node(idx).conn_transport(conn).expect("connection held");
+        (info.stats.packets_sent, info.stats.packets_received)
+    };
+    let (c0, s0) = (sent(&sim, c, conn), sent(&sim, s, server_conn));
+    sim.run_for(Duration::from_secs(60));
+    let (c1, s1) = (sent(&sim, c, conn), sent(&sim, s, server_conn));
+    // 60 s / 5 s = 12 keep-alives each way, plus the acknowledgements of the other side's.
+    for (side, before, after) in [("client", c0, c1), ("server", s0, s1)] {
+        let (sent, received) = (after.0 - before.0, after.1 - before.1);
+        assert!(
+            (20..=40).contains(&sent),
+            "{side} sent {sent} packets in 60 idle seconds, want keep-alives every 5 s and \
+             their acks (seed {seed})"
+        );
+        assert!(received >= 20, "{side} received {received} (seed {seed})");
+    }
+}

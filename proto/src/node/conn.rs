@@ -112,6 +112,8 @@ pub(super) struct Conn {
     eof: bool,
     /// Encrypted bytes received before the secret-stream existed.
     early: VecDeque<u8>,
+    /// This connection's entry in `Node::conn_deadlines`.
+    filed: Option<Timestamp>,
 }
 
 impl Node {
@@ -163,6 +165,7 @@ impl Node {
                 closed: None,
                 eof: false,
                 early: VecDeque::new(),
+                filed: None,
             },
         );
     }
@@ -191,6 +194,7 @@ impl Node {
             return;
         };
         c.secret = Some(secret);
+        self.file_conn_deadline(conn);
         self.flush_conn(conn);
         // Bytes that raced ahead of us (the peer's header).
         self.pump_conn_input(conn);
@@ -387,31 +391,50 @@ impl Node {
     /// secret-stream keep-alive timers.
     pub(super) fn conn_timers(&mut self) {
         let now = self.now;
-        let due: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.secret
-                    .as_ref()
-                    .and_then(SecretStream::poll_timeout)
-                    .is_some_and(|t| t <= now)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(s) = self.conns.get_mut(&id).and_then(|c| c.secret.as_mut()) {
-                s.handle_timeout(now);
+        let mut due = Vec::new();
+        while let Some(&(t, id)) = self.conn_deadlines.first() {
+            if t > now {
+                break;
             }
-            self.flush_conn(id);
+            self.conn_deadlines.pop_first();
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.filed = None;
+            }
+            due.push(id);
+        }
+        for id in due {
+            // The entry may be early (the connection wrote since it was filed): then this only
+            // files the real deadline.
+            let Some(s) = self.conns.get_mut(&id).and_then(|c| c.secret.as_mut()) else {
+                continue;
+            };
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+                self.flush_conn(id);
+            }
+            self.file_conn_deadline(id);
         }
     }
 
-    /// The earliest keep-alive deadline.
+    /// Files a connection's keep-alive deadline in `conn_deadlines` (replacing its entry).
+    /// Secret-stream's deadline is `last_write + keep_alive` and writes only move it later, so
+    /// an entry is never late; `conn_timers` re-files early ones when they come up.
+    fn file_conn_deadline(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(t) = c.filed.take() {
+            self.conn_deadlines.remove(&(t, id));
+        }
+        if let Some(t) = c.secret.as_ref().and_then(SecretStream::poll_timeout) {
+            self.conn_deadlines.insert((t, id));
+            c.filed = Some(t);
+        }
+    }
+
+    /// The earliest keep-alive deadline (possibly early, see `file_conn_deadline`).
     pub(super) fn conn_timeout(&self) -> Option<Timestamp> {
-        self.conns
-            .values()
-            .filter_map(|c| c.secret.as_ref()?.poll_timeout())
-            .min()
+        self.conn_deadlines.first().map(|&(t, _)| t)
     }
 
     // ----- application API ------------------------------------------------------------------
@@ -498,10 +521,20 @@ impl Node {
     /// Forgets a closed connection after its last bytes were read.
     pub fn conn_remove(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn.0) {
+            if let Some(t) = c.filed {
+                self.conn_deadlines.remove(&(t, conn.0));
+            }
             self.conn_by_stream.remove(&c.stream);
             self.mux.remove(c.stream);
             self.release_conn_sockets(conn.0);
         }
+    }
+
+    /// Transport state of the connection's UDX stream (round-trip time, congestion window,
+    /// packet counters), while the node holds the connection.
+    pub fn conn_transport(&self, conn: ConnId) -> Option<crate::stream::StreamInfo> {
+        let c = self.conns.get(&conn.0)?;
+        self.mux.info(c.stream)
     }
 
     /// The connection's peer key and path, once open.

@@ -120,6 +120,9 @@ pub struct Node {
     /// Every connection's UDX stream.
     mux: crate::stream::UdxMux,
     conns: BTreeMap<u64, conn::Conn>,
+    /// Keep-alive deadlines of the connections, earliest first; each entry is at or before
+    /// its connection's real deadline (which only moves later), see `conn_timers`.
+    conn_deadlines: std::collections::BTreeSet<(Timestamp, u64)>,
     conn_by_stream: std::collections::HashMap<crate::stream::StreamId, u64>,
     /// Client streams made at `connect`, before their handshake finished.
     pending_streams: std::collections::HashMap<crate::stream::StreamId, u64>,
@@ -208,6 +211,7 @@ impl Node {
             last_random_punch: None,
             mux: crate::stream::UdxMux::new(crate::stream::Config::default(), mux_seed),
             conns: BTreeMap::new(),
+            conn_deadlines: std::collections::BTreeSet::new(),
             conn_by_stream: std::collections::HashMap::new(),
             pending_streams: std::collections::HashMap::new(),
             closing_servers: std::collections::HashMap::new(),

@@ -72,7 +72,7 @@ mod stream;
 
 use core::fmt;
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::event::Transmit;
@@ -281,6 +281,15 @@ pub struct UdxMux {
     pending_messages: usize,
     /// Round-robin cursor for [`UdxMux::poll_transmit`].
     cursor: Option<StreamId>,
+    /// Streams that may have a datagram to send: every stream touched since it last had
+    /// nothing to send. [`UdxMux::poll_transmit_into`] visits only these, so an idle stream
+    /// costs nothing per call.
+    ready: BTreeSet<StreamId>,
+    /// Every stream's next deadline (`Stream::scheduled`), earliest first, so
+    /// [`UdxMux::poll_timeout`] and [`UdxMux::handle_timeout`] do not walk all streams.
+    deadlines: BTreeSet<(Timestamp, StreamId)>,
+    /// Reused by [`UdxMux::handle_timeout`] for the streams due.
+    due: Vec<StreamId>,
 }
 
 impl fmt::Debug for UdxMux {
@@ -304,7 +313,37 @@ impl UdxMux {
             events: VecDeque::new(),
             pending_messages: 0,
             cursor: None,
+            ready: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            due: Vec::new(),
         }
+    }
+
+    /// Re-files a stream after anything that may have changed it: its deadline in the index,
+    /// and its place among the streams that may send. Every `&mut Stream` access ends here.
+    fn touch(&mut self, id: StreamId) {
+        if self.streams.contains_key(&id) {
+            self.ready.insert(id);
+        }
+        self.reschedule(id);
+    }
+
+    /// Updates a stream's entry in the deadline index to its current `poll_timeout`.
+    fn reschedule(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let next = s.poll_timeout();
+        if next == s.scheduled {
+            return;
+        }
+        if let Some(t) = s.scheduled {
+            self.deadlines.remove(&(t, id));
+        }
+        if let Some(t) = next {
+            self.deadlines.insert((t, id));
+        }
+        s.scheduled = next;
     }
 
     /// Creates a stream with a fresh random local id.
@@ -332,6 +371,7 @@ impl UdxMux {
         self.streams
             .insert(id, Stream::new(now, id, local_id, &self.config, random));
         self.by_local.insert(local_id, id);
+        self.touch(id);
         Ok(id)
     }
 
@@ -381,6 +421,7 @@ impl UdxMux {
             return Err(StreamError::Closed(r));
         }
         s.connect(socket, remote_id, addr);
+        self.touch(id);
         Ok(())
     }
 
@@ -395,6 +436,7 @@ impl UdxMux {
             return Err(StreamError::AlreadyConnected);
         }
         s.accept = Some(remote_id);
+        self.touch(id);
         Ok(())
     }
 
@@ -425,6 +467,7 @@ impl UdxMux {
         let before = self.events.len();
         stream.handle_packet(now, socket, from, &pkt, &mut self.events);
         self.account_messages(before);
+        self.touch(id);
         self.reap(id);
         true
     }
@@ -465,6 +508,10 @@ impl UdxMux {
             if self.by_local.get(&s.local_id()) == Some(&id) {
                 self.by_local.remove(&s.local_id());
             }
+            if let Some(t) = s.scheduled {
+                self.deadlines.remove(&(t, id));
+            }
+            self.ready.remove(&id);
         }
     }
 
@@ -495,7 +542,10 @@ impl UdxMux {
         }
         match s.write(data) {
             0 => Err(StreamError::Blocked),
-            n => Ok(n),
+            n => {
+                self.touch(id);
+                Ok(n)
+            }
         }
     }
 
@@ -515,6 +565,7 @@ impl UdxMux {
             return Err(StreamError::Closed(r));
         }
         if s.finish() {
+            self.touch(id);
             Ok(())
         } else {
             Err(StreamError::Finished)
@@ -533,9 +584,9 @@ impl UdxMux {
         }
         let n = s.read(buf);
         if n > 0 {
-            if s.life == Life::Dead && s.readable_bytes() == 0 {
-                self.reap(id);
-            }
+            // Reading may owe the peer a window update.
+            self.touch(id);
+            self.reap(id);
             return Ok(n);
         }
         Self::empty_read(s)
@@ -549,9 +600,8 @@ impl UdxMux {
             .ok_or(StreamError::UnknownStream)?;
         let n = s.read_all(out);
         if n > 0 {
-            if s.life == Life::Dead {
-                self.reap(id);
-            }
+            self.touch(id);
+            self.reap(id);
             return Ok(n);
         }
         Self::empty_read(s)
@@ -570,9 +620,14 @@ impl UdxMux {
 
     /// Sends an unreliable datagram (UDX MESSAGE). `false` if the stream cannot send now.
     pub fn send_message(&mut self, id: StreamId, data: &[u8]) -> bool {
-        self.streams
+        let queued = self
+            .streams
             .get_mut(&id)
-            .is_some_and(|s| s.is_connected() && s.send_message(data))
+            .is_some_and(|s| s.is_connected() && s.send_message(data));
+        if queued {
+            self.touch(id);
+        }
+        queued
     }
 
     /// Destroys a stream: one DESTROY packet if connected, then it is closed.
@@ -581,6 +636,7 @@ impl UdxMux {
         if let Some(s) = self.streams.get_mut(&id) {
             s.reset(&mut self.events);
         }
+        self.touch(id);
         self.reap(id);
     }
 
@@ -595,44 +651,38 @@ impl UdxMux {
 
     /// Writes the next datagram into `out` (cleared first) and returns where it goes; `None`
     /// when nothing can be sent now. Allocation-free alternative to [`UdxMux::poll_transmit`].
+    ///
+    /// Streams take turns (round robin from the one served last). Only streams in the `ready`
+    /// set are asked; one with nothing to send leaves the set until it is touched again.
     pub fn poll_transmit_into(&mut self, now: Timestamp, out: &mut Vec<u8>) -> Option<Destination> {
-        // Round robin: the streams after the one served last, then the rest.
-        let (after, upto) = match self.cursor {
-            Some(c) => (
-                (core::ops::Bound::Excluded(c), core::ops::Bound::Unbounded),
-                (core::ops::Bound::Unbounded, core::ops::Bound::Included(c)),
-            ),
-            None => (
-                (core::ops::Bound::Unbounded, core::ops::Bound::Unbounded),
-                (
-                    core::ops::Bound::Unbounded,
-                    core::ops::Bound::Excluded(StreamId(0)),
-                ),
-            ),
-        };
-        let mut found = None;
-        let mut dead = Vec::new();
-        for range in [after, upto] {
-            for (id, s) in self.streams.range_mut(range) {
-                let r = s.poll_transmit(now, out, &mut self.events);
-                if s.life == Life::Dead {
-                    dead.push(*id);
-                }
-                if let Some((socket, addr)) = r {
-                    found = Some((*id, Destination { socket, addr }));
-                    break;
-                }
+        loop {
+            let id = self.next_ready()?;
+            let Some(s) = self.streams.get_mut(&id) else {
+                self.ready.remove(&id);
+                continue;
+            };
+            let sent = s.poll_transmit(now, out, &mut self.events);
+            // Sending arms timers; finding nothing to send may arm the pacing timer.
+            self.reschedule(id);
+            if sent.is_none() {
+                self.ready.remove(&id);
             }
-            if found.is_some() {
-                break;
-            }
-        }
-        for id in dead {
             self.reap(id);
+            if let Some((socket, addr)) = sent {
+                self.cursor = Some(id);
+                return Some(Destination { socket, addr });
+            }
         }
-        let (id, d) = found?;
-        self.cursor = Some(id);
-        Some(d)
+    }
+
+    /// The first ready stream after the cursor, wrapping around to the first one.
+    fn next_ready(&self) -> Option<StreamId> {
+        let after = self.cursor.and_then(|c| {
+            self.ready
+                .range((core::ops::Bound::Excluded(c), core::ops::Bound::Unbounded))
+                .next()
+        });
+        after.or_else(|| self.ready.first()).copied()
     }
 
     /// The next datagram to send.
@@ -649,23 +699,49 @@ impl UdxMux {
 
     /// The earliest deadline of any stream.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.streams.values().filter_map(Stream::poll_timeout).min()
+        self.deadlines.first().map(|&(t, _)| t)
     }
 
-    /// Runs the timers that are due.
+    /// Runs the timers that are due, once per stream (a timer a handler re-arms for `now`
+    /// runs at the next call).
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        let due: Vec<StreamId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for id in due {
+        let mut due = core::mem::take(&mut self.due);
+        due.clear();
+        due.extend(
+            self.deadlines
+                .iter()
+                .take_while(|&&(t, _)| t <= now)
+                .map(|&(_, id)| id),
+        );
+        for &id in &due {
             if let Some(s) = self.streams.get_mut(&id) {
                 s.handle_timeout(now, &mut self.events);
             }
+            self.touch(id);
             self.reap(id);
         }
+        self.due = due;
+    }
+
+    /// Checks the deadline index against every stream (tests only): each stream is filed
+    /// under exactly its own `poll_timeout`, and nothing else is filed.
+    #[cfg(test)]
+    fn check_index(&self) {
+        let mut filed = 0;
+        for (id, s) in &self.streams {
+            assert_eq!(s.scheduled, s.poll_timeout(), "stream {id:?} filed wrongly");
+            if let Some(t) = s.scheduled {
+                assert!(self.deadlines.contains(&(t, *id)));
+                filed += 1;
+            }
+        }
+        assert_eq!(
+            self.deadlines.len(),
+            filed,
+            "stale entries in the deadline index"
+        );
+        let brute = self.streams.values().filter_map(Stream::poll_timeout).min();
+        assert_eq!(self.poll_timeout(), brute);
     }
 
     /// Number of streams held (including closed ones with unread bytes).

@@ -194,6 +194,9 @@ pub(crate) struct Stream {
 
     pub stats: StreamStats,
     sack_scratch: Vec<(u32, u32)>,
+    /// The deadline `UdxMux` has filed this stream under in its deadline index (kept by the
+    /// mux, equal to [`Stream::poll_timeout`] after each of its calls).
+    pub scheduled: Option<Timestamp>,
 }
 
 impl core::fmt::Debug for Stream {
@@ -270,6 +273,7 @@ impl Stream {
             pace_at: None,
             stats: StreamStats::default(),
             sack_scratch: Vec::new(),
+            scheduled: None,
         }
     }
 
