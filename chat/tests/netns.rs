@@ -39,7 +39,8 @@
 //!
 //! `cargo test -p hyperdht-chat --test netns -- --ignored --nocapture connect_times` measures
 //! the time from starting a client to its `got connection!`, Rust and JS, per cell
-//! (BENCHMARKS.md, "Chat"); `HYPERDHT_NETNS_RUNS` sets the runs per cell (default 5).
+//! (BENCHMARKS.md, "Chat"); `HYPERDHT_NETNS_RUNS` sets the runs per cell (default 5),
+//! `HYPERDHT_NETNS_CELL` keeps only the rows whose label contains its text.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -858,6 +859,8 @@ fn connect_times() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    // Only the rows whose label contains this text (e.g. "consistent client, 5% loss").
+    let only = std::env::var("HYPERDHT_NETNS_CELL").unwrap_or_default();
     use Nat::{Consistent as C, Random as R};
     // (name, (r1's NAT, r2's NAT), server host, client host, also with loss)
     let cells = [
@@ -876,7 +879,8 @@ fn connect_times() {
     for lossy in [false, true] {
         let lab = Lab::new(if lossy { "tl" } else { "t" }, lossy);
         for (name, nats, s_host, c_host, with_loss) in cells {
-            if lossy && !with_loss {
+            let label = format!("{name}{}", if lossy { ", 5% loss + 50 ms" } else { "" });
+            if (lossy && !with_loss) || !label.contains(&only) {
                 continue;
             }
             // Rust and JS attempts alternate, so both meet the same DHT and machine load.
@@ -892,7 +896,7 @@ fn connect_times() {
                     }
                 }
             }
-            let mut row = format!("| {name}{} |", if lossy { ", 5% loss + 50 ms" } else { "" });
+            let mut row = format!("| {label} |");
             for mut t in times {
                 t.sort_by(f64::total_cmp);
                 row.push_str(&match t.len() {

@@ -484,9 +484,9 @@ struct Loop {
     /// Datagrams taken from the node and not sent yet: at most [`batch::BATCH`], sent a batch
     /// at a time. The node keeps anything further until these are gone.
     outbox: VecDeque<Transmit>,
-    /// The kernel refused the front of `outbox` (socket buffer full); sending resumes when
-    /// that socket is writable.
-    blocked: bool,
+    /// The socket whose buffer was full when the front of `outbox` was sent; sending resumes
+    /// when it is writable (or closed).
+    blocked: Option<SocketId>,
     pending: Pending,
     bootstrapped: bool,
     rx: RecvBatch,
@@ -515,7 +515,7 @@ impl Loop {
             tokens: HashMap::new(),
             readable: Vec::new(),
             outbox: VecDeque::with_capacity(batch::BATCH),
-            blocked: false,
+            blocked: None,
             pending: Pending {
                 listens: HashMap::new(),
                 closing: HashMap::new(),
@@ -549,7 +549,7 @@ impl Loop {
             let now = self.now();
             let timeout = if !self.readable.is_empty() {
                 Some(Duration::ZERO)
-            } else if self.blocked {
+            } else if self.blocked.is_some() {
                 // Output waits for a writable socket: sleep until then or the next timer.
                 self.node.next_timer().map(|t| t - now)
             } else {
@@ -571,7 +571,7 @@ impl Loop {
                 if ev.is_readable() && !self.readable.contains(&id) {
                     self.readable.push(id);
                 }
-                if ev.is_writable() && self.blocked {
+                if ev.is_writable() && self.blocked == Some(id) {
                     self.unblock(id);
                 }
             }
@@ -743,8 +743,8 @@ impl Loop {
                     let _ = self.poll.registry().deregister(&mut s);
                 }
                 self.outbox.retain(|t| t.socket != socket);
-                if self.outbox.is_empty() {
-                    self.blocked = false;
+                if self.blocked == Some(socket) {
+                    self.blocked = None;
                 }
             }
             other => tracing::warn!(?other, "unsupported socket op ignored"),
@@ -755,7 +755,7 @@ impl Loop {
     /// has none left or the kernel would block. Returns whether anything was taken or sent.
     fn send_transmits(&mut self) -> bool {
         let mut progressed = false;
-        while !self.blocked {
+        while self.blocked.is_none() {
             while self.outbox.len() < batch::BATCH {
                 match self.node.poll_transmit() {
                     Some(t) => self.outbox.push_back(t),
@@ -800,7 +800,7 @@ impl Loop {
             batch::send_batch(sock, &run)
         };
         match result {
-            // The datagram after the sent ones failed; the next call reports why.
+            // Fewer sent than asked: the next call sends the rest or reports why it fails.
             Ok(sent) => drop(self.outbox.drain(..sent)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.block(socket),
             Err(e) => {
@@ -813,7 +813,7 @@ impl Loop {
 
     /// The kernel would block on `socket`: wait until it is writable.
     fn block(&mut self, socket: SocketId) {
-        self.blocked = true;
+        self.blocked = Some(socket);
         if let Some(sock) = self.sockets.get_mut(&socket) {
             let interest = Interest::READABLE | Interest::WRITABLE;
             let _ = self
@@ -825,7 +825,7 @@ impl Loop {
 
     /// `socket` became writable: stop waiting for that and send again (the next flush).
     fn unblock(&mut self, socket: SocketId) {
-        self.blocked = false;
+        self.blocked = None;
         if let Some(sock) = self.sockets.get_mut(&socket) {
             let _ = self
                 .poll

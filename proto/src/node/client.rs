@@ -515,6 +515,11 @@ impl Node {
             return;
         };
         c.server_relay = server_relay;
+        tracing::debug!(
+            sample_nodes = nodes.len(),
+            remote_firewall = p.firewall,
+            "holepunch: probing the server"
+        );
         c.puncher = Some(Puncher::new(true, firewalled, p.firewall, nodes, rng));
         c.phase = Phase::ProbeReady { retry: true };
         self.drain_puncher(PuncherRef::Client(id));
@@ -656,6 +661,13 @@ impl Node {
             remote.addresses.as_deref(),
             echoed.then_some(*peer_address.ip()),
         );
+        tracing::debug!(
+            round = remote.round,
+            remote_firewall = remote.firewall,
+            remote_punching = remote.punching,
+            token = remote.token.is_some(),
+            "holepunch: server replied"
+        );
         match probe {
             Some(retry) => {
                 p.nat_mut().add(reply.to, reply.from);
@@ -704,6 +716,10 @@ impl Node {
         }
         let Some(p) = c.puncher.as_mut() else { return };
         if !p.is_analyzed() {
+            tracing::trace!(
+                sampled = p.nat().sampled(),
+                "holepunch: waiting for our NAT samples"
+            );
             return;
         }
         if p.is_unstable() && !reopened {
@@ -723,6 +739,11 @@ impl Node {
             return self.after_client_puncher(id);
         }
         if (p.remote_firewall == firewall::UNKNOWN || token.is_none()) && retry {
+            tracing::debug!(
+                remote_firewall = p.remote_firewall,
+                token = token.is_some(),
+                "holepunch: probing again"
+            );
             c.phase = Phase::ProbeReady { retry: false };
             return self.after_client_puncher(id);
         }
@@ -748,6 +769,12 @@ impl Node {
             return;
         };
         p.nat_mut().freeze();
+        tracing::debug!(
+            local_firewall = local,
+            remote_firewall = remote,
+            sampled = p.nat().sampled(),
+            "holepunch: asking the server to punch"
+        );
         let payload = HolepunchPayload {
             firewall: p.nat().firewall(),
             round: c.round,

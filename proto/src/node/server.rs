@@ -1014,11 +1014,22 @@ impl Node {
         }
         let fw = p.nat().firewall();
         let consistent = fw == firewall::CONSISTENT || fw == firewall::OPEN;
-        if consistent
+        let fast = consistent
             && remote
                 .remote_address
-                .is_some_and(|ra| p.nat().addresses().is_some_and(|a| a.contains(&ra)))
-        {
+                .is_some_and(|ra| p.nat().addresses().is_some_and(|a| a.contains(&ra)));
+        tracing::debug!(
+            round = remote.round,
+            remote_firewall = remote.firewall,
+            remote_punching = remote.punching,
+            local_firewall = fw,
+            remote_address = ?remote.remote_address,
+            our_addresses = ?p.nat().addresses(),
+            fast,
+            "holepunch: client round"
+        );
+        if fast {
+            // Fast mode: the client opened its NAT towards our address; ping it back now.
             p.ping(pending.peer_address);
         }
         if p.remote_punching {

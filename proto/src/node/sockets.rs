@@ -123,6 +123,7 @@ impl Node {
             return;
         };
         let owner = extra.owner;
+        tracing::trace!(%from, ?socket, "holepunch probe received");
         if let Some(p) = self.puncher_mut(owner) {
             p.handle_probe(socket, from);
         }
@@ -163,6 +164,7 @@ impl Node {
                     }
                 }
                 PunchOutput::Probe { socket, to, ttl } => {
+                    tracing::trace!(%to, ?socket, ttl, "holepunch probe sent");
                     self.push_transmit(Transmit {
                         socket,
                         dst: SocketAddr::V4(to),
