@@ -1,11 +1,18 @@
 //! Blocking byte streams over connections: [`ConnReader`] (`std::io::Read`) and [`ConnWriter`]
 //! (`std::io::Write`, cloneable). The driver thread decrypts and forwards what arrives through
 //! a bounded channel (so a slow reader slows the peer through the UDX window, not memory), and
-//! carries out writes, parking a writer while the connection is blocked.
+//! carries out writes, parking them while the connection is blocked.
+//!
+//! Writes are pipelined: `write` hands the bytes to the driver and returns at once while the
+//! connection's writers have less than [`WRITE_WINDOW`] bytes in the driver's hands, and waits
+//! otherwise. Each handed-over write carries a [`WriteTicket`] that gives its bytes back to the
+//! window exactly once: when the node took them, when they failed, or when the driver dropped
+//! them unprocessed (it shut down). A failure is reported by the next `write`, `flush` or
+//! `finish`; `flush` waits until the node has taken everything written.
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use hyperdht_proto::{ConnCloseReason, ConnId};
 
@@ -37,11 +44,104 @@ pub struct ConnReader {
     inner: Arc<HandleInner>,
 }
 
-/// The writing half of a connection; clones write to the same connection.
+/// The writing half of a connection; clones write to the same connection (and share its
+/// window).
 #[derive(Clone, Debug)]
 pub struct ConnWriter {
     conn: ConnId,
     inner: Arc<HandleInner>,
+    window: Arc<WriteWindow>,
+}
+
+/// Bytes a connection's writers may have handed to the driver and not yet seen the node take.
+/// The node itself queues up to `MAX_PENDING_OUTPUT` of encrypted output before it reports
+/// the connection blocked; this keeps the driver fed without a round trip per write.
+pub(crate) const WRITE_WINDOW: usize = 256 * 1024;
+
+/// The bytes in the driver's hands for one connection, and the first error of a write.
+#[derive(Debug, Default)]
+pub(crate) struct WriteWindow {
+    state: Mutex<WindowState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct WindowState {
+    in_flight: usize,
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl WriteWindow {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `n` more bytes fit (or nothing is in flight), then counts them.
+    fn reserve(&self, n: usize) -> io::Result<()> {
+        let mut st = self.lock();
+        loop {
+            if let Some((kind, msg)) = &st.failed {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+            if st.in_flight == 0 || st.in_flight + n <= WRITE_WINDOW {
+                st.in_flight += n;
+                return Ok(());
+            }
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until the node took every byte handed over; the first failure if any.
+    fn drain(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        while st.in_flight > 0 {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        match &st.failed {
+            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn settle(&self, len: usize, failed: Option<(io::ErrorKind, String)>) {
+        let mut st = self.lock();
+        st.in_flight = st.in_flight.saturating_sub(len);
+        if st.failed.is_none() {
+            st.failed = failed;
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+}
+
+/// One write in the driver's hands. Settling it (or dropping it unsettled) gives its bytes
+/// back to the window.
+#[derive(Debug)]
+pub(crate) struct WriteTicket {
+    window: Arc<WriteWindow>,
+    len: usize,
+    settled: bool,
+}
+
+impl WriteTicket {
+    /// The node took the bytes (`Ok`) or refused them for good (`Err`).
+    pub(crate) fn settle(mut self, result: Result<(), hyperdht_proto::ConnError>) {
+        let failed = result
+            .err()
+            .map(|e| (io::ErrorKind::BrokenPipe, e.to_string()));
+        self.window.settle(self.len, failed);
+        self.settled = true;
+    }
+}
+
+impl Drop for WriteTicket {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Dropped by a driver that stopped before carrying the write out.
+            let failed = (io::ErrorKind::BrokenPipe, "node is shut down".to_string());
+            self.window.settle(self.len, Some(failed));
+        }
+    }
 }
 
 impl ConnReader {
@@ -98,11 +198,17 @@ impl io::Read for ConnReader {
 
 impl ConnWriter {
     pub(crate) fn new(conn: ConnId, inner: Arc<HandleInner>) -> Self {
-        ConnWriter { conn, inner }
+        ConnWriter {
+            conn,
+            inner,
+            window: Arc::default(),
+        }
     }
 
-    /// Ends our side once everything written is delivered (the peer reads EOF).
+    /// Ends our side once everything written is delivered (the peer reads EOF). Waits until
+    /// the node has taken every byte written before, so the end cannot overtake them.
     pub fn finish(&self) -> io::Result<()> {
+        self.window.drain()?;
         self.inner.send(Command::Finish(self.conn)).map_err(to_io)
     }
 
@@ -113,26 +219,30 @@ impl ConnWriter {
 }
 
 impl io::Write for ConnWriter {
+    /// Hands up to [`WRITE_WINDOW`] bytes to the driver; waits only while the connection's
+    /// window is full. An error of an earlier write is reported here.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
-        let (tx, rx) = mpsc::channel();
+        let n = data.len().min(WRITE_WINDOW);
+        self.window.reserve(n)?;
+        let ticket = WriteTicket {
+            window: self.window.clone(),
+            len: n,
+            settled: false,
+        };
+        // If the driver is gone, the command (and the ticket in it) is dropped: settled.
         self.inner
-            .send(Command::Write(self.conn, data.to_vec(), tx))
+            .send(Command::Write(self.conn, data[..n].to_vec(), ticket))
             .map_err(to_io)?;
-        match rx.recv() {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string())),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "node is shut down",
-            )),
-        }
+        Ok(n)
     }
 
+    /// Waits until the node has taken every byte written (encrypted and queued on the UDX
+    /// stream); reports the first write that failed.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.window.drain()
     }
 }
 

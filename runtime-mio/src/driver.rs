@@ -22,7 +22,7 @@ use hyperdht_proto::{
 use mio::net::UdpSocket;
 
 use crate::batch::{self, RecvBatch};
-use crate::conn::{read_channel, Chunk, ConnReader, ConnWriter};
+use crate::conn::{read_channel, Chunk, ConnReader, ConnWriter, WriteTicket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Token of the command waker; socket tokens are their `SocketId` index.
@@ -127,7 +127,8 @@ pub(crate) enum Command {
     /// A reader took a chunk: forward more if the connection has some.
     ReadMore(ConnId),
     CloseServer(ServerId, Sender<()>),
-    Write(ConnId, Vec<u8>, WriteTx),
+    /// Bytes for a connection; the ticket gives them back to the writer's window.
+    Write(ConnId, Vec<u8>, WriteTicket),
     Finish(ConnId),
     Reset(ConnId),
     Shutdown,
@@ -451,9 +452,6 @@ type PendingListen = (
     Receiver<ServerEvent>,
 );
 
-/// Where a write's answer goes.
-type WriteTx = Sender<Result<usize, ConnError>>;
-
 /// Where a connect call's answer goes.
 type ConnectTx = Sender<Result<Connection, Error>>;
 
@@ -494,7 +492,7 @@ struct Loop {
     done: bool,
     handle: Option<std::sync::Weak<HandleInner>>,
     readers: HashMap<ConnId, ReaderState>,
-    parked_writes: HashMap<ConnId, Vec<(Vec<u8>, WriteTx)>>,
+    parked_writes: HashMap<ConnId, Vec<(Vec<u8>, WriteTicket)>>,
 }
 
 /// The driver's side of a reader: its channel, and a chunk it could not hand over yet.
@@ -954,8 +952,8 @@ impl Loop {
             Event::Writable { conn } => {
                 let parked = self.parked_writes.remove(&conn).unwrap_or_default();
                 let now = self.now();
-                for (data, tx) in parked {
-                    self.write_conn(now, conn, data, tx);
+                for (data, ticket) in parked {
+                    self.write_conn(now, conn, data, ticket);
                 }
             }
             Event::ConnClosed { conn, reason } => {
@@ -972,8 +970,8 @@ impl Loop {
                         }
                     }
                 }
-                for (_, tx) in self.parked_writes.remove(&conn).unwrap_or_default() {
-                    let _ = tx.send(Err(ConnError::Closed(reason)));
+                for (_, ticket) in self.parked_writes.remove(&conn).unwrap_or_default() {
+                    ticket.settle(Err(ConnError::Closed(reason)));
                 }
             }
             Event::ServerClosed { server } => {
@@ -1030,12 +1028,20 @@ impl Loop {
         }
     }
 
-    fn write_conn(&mut self, now: Timestamp, conn: ConnId, data: Vec<u8>, tx: WriteTx) {
+    /// Gives `data` to the node, or parks it until the connection is writable again. Behind
+    /// parked writes it parks too: bytes keep the order they were written in.
+    fn write_conn(&mut self, now: Timestamp, conn: ConnId, data: Vec<u8>, ticket: WriteTicket) {
+        if let Some(parked) = self.parked_writes.get_mut(&conn) {
+            parked.push((data, ticket));
+            return;
+        }
         match self.node.conn_write(now, conn, &data) {
-            Err(ConnError::Blocked) => self.parked_writes.entry(conn).or_default().push((data, tx)),
-            r => {
-                let _ = tx.send(r);
-            }
+            Err(ConnError::Blocked) => self
+                .parked_writes
+                .entry(conn)
+                .or_default()
+                .push((data, ticket)),
+            r => ticket.settle(r.map(drop)),
         }
     }
 

@@ -195,3 +195,70 @@ fn data_flows_both_ways_and_end_closes_cleanly() {
     sender.join().unwrap();
     server_sender.join().unwrap();
 }
+
+/// Many small pipelined writes (the writer does not wait for the driver per write) arrive
+/// whole and in order, also while the connection is blocked and writes are parked; `flush`
+/// returns once the node has taken everything, and a write after the connection closed fails.
+#[test]
+fn pipelined_small_writes_keep_their_order() {
+    use std::io::{Read, Write};
+    let (first, _nodes) = network(5);
+    let boot = v4(first.local_addr());
+    let server_node = peer(boot);
+    let client_node = peer(boot);
+    let server_key = KeyPair::from_seed(&[0x54; 32]);
+    let server = server_node
+        .listen(&server_key, ServerConfig::default())
+        .expect("listen");
+    let conn = client_node
+        .connect(server_key.public_key(), &KeyPair::from_seed(&[0xc6; 32]))
+        .expect("connect");
+    let accepted = loop {
+        match server
+            .events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server event")
+        {
+            ServerEvent::Connected(c) => break c,
+            ServerEvent::Incoming { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut accepted = *accepted;
+    // 8 MiB in writes of 1,000 bytes: far more than the write window, the node's queue and
+    // the UDX window together, so writes get parked while more keep coming.
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let to_server = data.clone();
+    let mut writer = conn.writer.clone();
+    let sender = std::thread::spawn(move || {
+        for chunk in to_server.chunks(1000) {
+            writer.write_all(chunk).unwrap();
+        }
+        writer.flush().unwrap();
+        writer.finish().unwrap();
+        writer
+    });
+    let mut got = Vec::new();
+    accepted
+        .reader
+        .read_to_end(&mut got)
+        .expect("server reads to EOF");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the bytes arrived out of order");
+    let mut writer = sender.join().unwrap();
+    // The server closes; the client's next writes fail (at the latest on flush).
+    accepted.writer.reset();
+    drop(accepted);
+    let mut conn = conn;
+    let mut rest = Vec::new();
+    let _ = conn.reader.read_to_end(&mut rest);
+    let failed = (0..100).any(|_| {
+        writer
+            .write_all(b"late")
+            .and_then(|()| writer.flush())
+            .is_err()
+    });
+    assert!(failed, "writes to a closed connection must fail");
+}
