@@ -596,7 +596,11 @@ impl Loop {
                         let now = Timestamp::from_duration(self.start.elapsed());
                         for d in self.rx.iter() {
                             if d.truncated {
-                                tracing::debug!(from = %d.from, "datagram larger than {} bytes dropped", batch::SLOT);
+                                tracing::debug!(
+                                    from = %d.from,
+                                    "datagram larger than {} bytes dropped",
+                                    batch::SLOT
+                                );
                                 self.node.handle_oversized_datagram(now);
                             } else {
                                 self.node.handle_datagram(now, id, d.from, d.data);
@@ -611,7 +615,9 @@ impl Loop {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         // ICMP errors (connection refused) surface here on Linux; ignore them.
+                        // Counted, so an error that repeats cannot keep the loop here.
                         tracing::trace!(error = %e, "recv error ignored");
+                        n += 1;
                     }
                 }
             }
