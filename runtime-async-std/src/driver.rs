@@ -27,8 +27,10 @@ use crate::shared::{
 const RECV_BATCH: usize = 256;
 /// Rounds (input, timers, output) per poll before the driver yields to other tasks.
 const MAX_ROUNDS: usize = 8;
-/// Largest UDP payload.
-const MAX_DATAGRAM: usize = 65536;
+/// Largest datagram the node is given; a larger one is dropped and counted (as `hyperdht-mio`
+/// does). Mirrors libudx, which receives into a 2048-byte buffer
+/// (`UDX_SOCKET_PACKET_BUFFER_SIZE` in libudx `include/udx.h`), so no JS peer reads more.
+const MAX_DATAGRAM: usize = 2048;
 /// While a datagram waits for its socket to drain, the node's deadline reads "now" (output is
 /// queued); timers are looked at again after this long.
 const BLOCKED_RECHECK: Duration = Duration::from_millis(5);
@@ -108,7 +110,8 @@ impl Driver {
             io: Io {
                 sockets: BTreeMap::new(),
                 unsent: None,
-                buf: vec![0; MAX_DATAGRAM],
+                // One byte more than the limit: a datagram that fills it is too large.
+                buf: vec![0; MAX_DATAGRAM + 1],
                 driver_waker: waker,
             },
             timer: Timer::never(),
@@ -314,7 +317,12 @@ impl Io {
                 }
                 match s.io.get_ref().recv_from(&mut self.buf) {
                     Ok((len, from)) => {
-                        st.node.handle_datagram(now, id, from, &self.buf[..len]);
+                        if len > MAX_DATAGRAM {
+                            tracing::debug!(%from, "datagram larger than {MAX_DATAGRAM} bytes dropped");
+                            st.node.handle_oversized_datagram(now);
+                        } else {
+                            st.node.handle_datagram(now, id, from, &self.buf[..len]);
+                        }
                         n += 1;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -60,6 +60,7 @@ on_both_runtimes!(echo_with_half_close);
 on_both_runtimes!(bulk_both_ways);
 on_both_runtimes!(records_round_trip);
 on_both_runtimes!(failures_and_shutdown);
+on_both_runtimes!(oversized_datagrams_are_counted);
 
 /// Logs to the test output when RUST_LOG is set.
 fn logs() {
@@ -474,4 +475,46 @@ async fn failures_and_shutdown(spawn: Spawner) {
     )
     .await
     .expect("driver ended");
+}
+
+/// A datagram larger than 2048 bytes (libudx's receive buffer) is dropped and counted, not
+/// decoded; the node goes on answering.
+async fn oversized_datagrams_are_counted(spawn: Spawner) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = start(
+        spawn,
+        Config::bootstrapper(SocketAddrV4::new([127, 0, 0, 1].into(), port)),
+    )
+    .await;
+    let target = node.local_addr();
+    let before = node.info().stats.dropped;
+    let sock = smol::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&[0x13; 2049], target).await.unwrap();
+    // Then a PING from the same socket: once it is answered, the datagram before it was read.
+    let ping = hyperdht_proto::wire::rpc::Request {
+        tid: 7,
+        to: v4(target),
+        id: None,
+        token: None,
+        internal: true,
+        command: hyperdht_proto::commands::PING,
+        target: None,
+        value: None,
+    };
+    let mut bytes = Vec::new();
+    ping.encode(&mut bytes);
+    sock.send_to(&bytes, target).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = timeout(STEP, "ping reply", sock.recv_from(&mut buf))
+        .await
+        .unwrap();
+    let reply = hyperdht_proto::wire::rpc::Response::decode(&buf[..n]).unwrap();
+    assert_eq!(reply.tid, 7);
+    let after = node.info().stats.dropped;
+    assert_eq!(after.oversized, before.oversized + 1);
+    assert_eq!(after.malformed, before.malformed);
 }
