@@ -318,7 +318,10 @@ impl Io {
                 match s.io.get_ref().recv_from(&mut self.buf) {
                     Ok((len, from)) => {
                         if len > MAX_DATAGRAM {
-                            tracing::debug!(%from, "datagram larger than {MAX_DATAGRAM} bytes dropped");
+                            tracing::debug!(
+                                %from,
+                                "datagram larger than {MAX_DATAGRAM} bytes dropped"
+                            );
                             st.node.handle_oversized_datagram(now);
                         } else {
                             st.node.handle_datagram(now, id, from, &self.buf[..len]);
