@@ -4,7 +4,7 @@
 //! carries out writes, parking them while the connection is blocked.
 //!
 //! Writes are pipelined: `write` hands the bytes to the driver and returns at once while the
-//! connection's writers have less than [`WRITE_WINDOW`] bytes in the driver's hands, and waits
+//! connection's writers have less than `WRITE_WINDOW` bytes in the driver's hands, and waits
 //! otherwise. Each handed-over write carries a [`WriteTicket`] that gives its bytes back to the
 //! window exactly once: when the node took them, when they failed, or when the driver dropped
 //! them unprocessed (it shut down). A failure is reported by the next `write`, `flush` or
@@ -219,8 +219,8 @@ impl ConnWriter {
 }
 
 impl io::Write for ConnWriter {
-    /// Hands up to [`WRITE_WINDOW`] bytes to the driver; waits only while the connection's
-    /// window is full. An error of an earlier write is reported here.
+    /// Hands up to 256 KiB to the driver; waits only while the connection's window (256 KiB
+    /// in the driver's hands) is full. An error of an earlier write is reported here.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
