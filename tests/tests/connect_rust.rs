@@ -130,33 +130,58 @@ fn refused_and_unknown_keys_fail_cleanly() {
     }
 }
 
+/// A Rust network, a server and a client node, and one open connection between them (both
+/// ends). The nodes live as long as the pair.
+struct ConnectedPair {
+    client_conn: hyperdht_mio::Connection,
+    server_conn: hyperdht_mio::Connection,
+    _nodes: (
+        MioNode,
+        Vec<MioNode>,
+        MioNode,
+        MioNode,
+        hyperdht_mio::Server,
+    ),
+}
+
+impl ConnectedPair {
+    /// `seed` picks the server's key pair (and, flipped, the client's).
+    fn new(seed: u8) -> ConnectedPair {
+        let (first, nodes) = network(5);
+        let boot = v4(first.local_addr());
+        let server_node = peer(boot);
+        let client_node = peer(boot);
+        let server_key = KeyPair::from_seed(&[seed; 32]);
+        let server = server_node
+            .listen(&server_key, ServerConfig::default())
+            .expect("listen");
+        let client_conn = client_node
+            .connect(server_key.public_key(), &KeyPair::from_seed(&[!seed; 32]))
+            .expect("connect");
+        let server_conn = loop {
+            match server
+                .events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("server event")
+            {
+                ServerEvent::Connected(c) => break *c,
+                ServerEvent::Incoming { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        ConnectedPair {
+            client_conn,
+            server_conn,
+            _nodes: (first, nodes, server_node, client_node, server),
+        }
+    }
+}
+
 #[test]
 fn data_flows_both_ways_and_end_closes_cleanly() {
     use std::io::{Read, Write};
-    let (first, _nodes) = network(5);
-    let boot = v4(first.local_addr());
-    let server_node = peer(boot);
-    let client_node = peer(boot);
-    let server_key = KeyPair::from_seed(&[0x53; 32]);
-    let server = server_node
-        .listen(&server_key, ServerConfig::default())
-        .expect("listen");
-    let mut conn = client_node
-        .connect(server_key.public_key(), &KeyPair::from_seed(&[0xc5; 32]))
-        .expect("connect");
-
-    let accepted = loop {
-        match server
-            .events
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server event")
-        {
-            ServerEvent::Connected(c) => break c,
-            ServerEvent::Incoming { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    };
-    let mut accepted = *accepted;
+    let pair = ConnectedPair::new(0x53);
+    let (mut conn, mut accepted) = (pair.client_conn, pair.server_conn);
     // 1 MiB each way at once, checked byte for byte.
     let data: Vec<u8> = (0..1 << 20)
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -202,29 +227,8 @@ fn data_flows_both_ways_and_end_closes_cleanly() {
 #[test]
 fn pipelined_small_writes_keep_their_order() {
     use std::io::{Read, Write};
-    let (first, _nodes) = network(5);
-    let boot = v4(first.local_addr());
-    let server_node = peer(boot);
-    let client_node = peer(boot);
-    let server_key = KeyPair::from_seed(&[0x54; 32]);
-    let server = server_node
-        .listen(&server_key, ServerConfig::default())
-        .expect("listen");
-    let conn = client_node
-        .connect(server_key.public_key(), &KeyPair::from_seed(&[0xc6; 32]))
-        .expect("connect");
-    let accepted = loop {
-        match server
-            .events
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server event")
-        {
-            ServerEvent::Connected(c) => break c,
-            ServerEvent::Incoming { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    };
-    let mut accepted = *accepted;
+    let pair = ConnectedPair::new(0x54);
+    let (conn, mut accepted) = (pair.client_conn, pair.server_conn);
     // 8 MiB in writes of 1,000 bytes: far more than the write window, the node's queue and
     // the UDX window together, so writes get parked while more keep coming.
     let data: Vec<u8> = (0..8u32 << 20)
