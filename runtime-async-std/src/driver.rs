@@ -29,7 +29,8 @@ const RECV_BATCH: usize = 256;
 const MAX_ROUNDS: usize = 8;
 /// Largest datagram the node is given; a larger one is dropped and counted (as `hyperdht-mio`
 /// does). Mirrors libudx, which receives into a 2048-byte buffer
-/// (`UDX_SOCKET_PACKET_BUFFER_SIZE` in libudx `include/udx.h`), so no JS peer reads more.
+/// (`UDX_SOCKET_PACKET_BUFFER_SIZE` in libudx `include/udx.h`), so no JS peer reads more
+/// (libudx parses the cut first 2048 bytes; we do not decode a cut message).
 const MAX_DATAGRAM: usize = 2048;
 /// While a datagram waits for its socket to drain, the node's deadline reads "now" (output is
 /// queued); timers are looked at again after this long.

@@ -24,7 +24,8 @@ pub const BATCH: usize = 32;
 /// Bytes of one receive slot. A larger datagram is cut by the kernel and dropped by us (see
 /// [`Received::truncated`]). Mirrors libudx, which receives into a 2048-byte buffer
 /// (`UDX_SOCKET_PACKET_BUFFER_SIZE` in libudx `include/udx.h`), so no JS peer can read a
-/// larger datagram either.
+/// larger datagram either (libudx goes on to parse the cut first 2048 bytes; we do not decode
+/// a cut message).
 pub const SLOT: usize = 2048;
 
 /// One received datagram.
