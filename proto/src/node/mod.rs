@@ -123,6 +123,10 @@ pub struct Node {
     /// Keep-alive deadlines of the connections, earliest first; each entry is at or before
     /// its connection's real deadline (which only moves later), see `conn_timers`.
     conn_deadlines: std::collections::BTreeSet<(Timestamp, u64)>,
+    /// At or before every deadline of the servers' handshake slots (prepunch, clear, puncher
+    /// timers); `None` when there is none. Lowered wherever one is set, made exact after the
+    /// slot timers ran, so an idle wake-up does not walk the slots.
+    slot_hint: Option<Timestamp>,
     conn_by_stream: std::collections::HashMap<crate::stream::StreamId, u64>,
     /// Client streams made at `connect`, before their handshake finished.
     pending_streams: std::collections::HashMap<crate::stream::StreamId, u64>,
@@ -212,6 +216,7 @@ impl Node {
             mux: crate::stream::UdxMux::new(crate::stream::Config::default(), mux_seed),
             conns: BTreeMap::new(),
             conn_deadlines: std::collections::BTreeSet::new(),
+            slot_hint: None,
             conn_by_stream: std::collections::HashMap::new(),
             pending_streams: std::collections::HashMap::new(),
             closing_servers: std::collections::HashMap::new(),
@@ -429,13 +434,19 @@ impl Node {
         if let Some(store) = &mut self.store {
             store.handle_timeout(self.now);
         }
+        let slots_due = self.slots_may_be_due();
         self.fire_puncher_timers();
         self.announcer_timers();
-        self.server_slot_timers();
+        if slots_due {
+            self.server_slot_timers();
+        }
         self.client_timers();
         self.mux.handle_timeout(self.now);
         self.process_stream_events();
         self.conn_timers();
+        if slots_due {
+            self.recompute_slot_hint();
+        }
     }
 
     /// A fresh UDX stream id, unique on this node.

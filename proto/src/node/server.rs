@@ -176,13 +176,6 @@ impl ServerState {
         self.slots.get_mut(slot)?.as_mut()
     }
 
-    pub fn punchers(&self) -> impl Iterator<Item = &Puncher> + '_ {
-        self.slots
-            .iter()
-            .flatten()
-            .filter_map(|h| h.puncher.as_ref())
-    }
-
     pub fn due_punchers(&self, now: Timestamp) -> Vec<usize> {
         self.slots
             .iter()
@@ -196,19 +189,9 @@ impl ServerState {
             .collect()
     }
 
-    /// The earliest slot or announcer deadline.
+    /// The announcer's next deadline (the slots' deadlines are in `Node::slot_hint`).
     pub fn next_timeout(&self) -> Option<Timestamp> {
-        let slots = self
-            .slots
-            .iter()
-            .flatten()
-            .flat_map(|h| [h.prepunch_deadline, h.clear_at])
-            .flatten()
-            .min();
-        match (slots, self.announcer.next_ping) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.announcer.next_ping
     }
 
     fn free_slot(&mut self) -> Option<usize> {
@@ -684,6 +667,8 @@ impl Node {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         let now = self.now;
+        // The slot about to be taken clears after this (an early hint if none is taken).
+        self.note_slot_deadline(Some(now + HANDSHAKE_CLEAR_WAIT));
         let s = self.servers.get_mut(&id)?;
         let slot = s.free_slot()?;
         let mut responder = Responder::new(s.key.clone(), ephemeral);
@@ -820,6 +805,7 @@ impl Node {
                 if let Some(h) = self.servers.get_mut(&id).and_then(|s| s.slot_mut(slot)) {
                     h.prepunch_deadline = deadline;
                 }
+                self.note_slot_deadline(deadline);
                 return Some(slot);
             }
         }
@@ -827,12 +813,14 @@ impl Node {
             if let Some(h) = self.servers.get_mut(&id).and_then(|s| s.slot_mut(slot)) {
                 h.prepunch_deadline = deadline;
             }
+            self.note_slot_deadline(deadline);
             return Some(slot);
         }
         self.start_server_puncher(id, slot, remote_payload.firewall, true);
         if let Some(h) = self.servers.get_mut(&id).and_then(|s| s.slot_mut(slot)) {
             h.prepunch_deadline = deadline;
         }
+        self.note_slot_deadline(deadline);
         Some(slot)
     }
 
@@ -886,6 +874,7 @@ impl Node {
             p.finish_elsewhere();
         }
         self.adopt_socket(socket, conn.0);
+        self.note_slot_deadline(Some(now + HANDSHAKE_CLEAR_WAIT));
         self.drain_puncher(PuncherRef::Server(id, slot));
         tracing::debug!(%remote, "server connection path chosen");
         self.conn_path(conn.0, socket, std::net::SocketAddr::V4(remote));
@@ -1169,7 +1158,8 @@ impl Node {
         }
     }
 
-    /// Server slot timers: prepunch timeouts and slot clearing.
+    /// Server slot timers: prepunch timeouts and slot clearing. The caller skips this unless
+    /// [`Node::slots_may_be_due`].
     pub(super) fn server_slot_timers(&mut self) {
         let now = self.now;
         let mut aborts = Vec::new();
@@ -1215,5 +1205,36 @@ impl Node {
                 h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
             }
         }
+        self.note_slot_deadline(Some(now + HANDSHAKE_CLEAR_WAIT));
+    }
+
+    /// Lowers the slot hint to `t`: every deadline of a server's handshake slot (prepunch,
+    /// clear, its puncher's timer) is at or after `slot_hint`. Called wherever one is set.
+    pub(super) fn note_slot_deadline(&mut self, t: Option<Timestamp>) {
+        if let Some(t) = t {
+            self.slot_hint = Some(self.slot_hint.map_or(t, |h| h.min(t)));
+        }
+    }
+
+    /// Whether a slot deadline may be due now (else the slot walks are skipped).
+    pub(super) fn slots_may_be_due(&self) -> bool {
+        self.slot_hint.is_some_and(|t| t <= self.now)
+    }
+
+    /// Sets the slot hint to the exact earliest slot deadline (one walk over every slot).
+    pub(super) fn recompute_slot_hint(&mut self) {
+        self.slot_hint = self
+            .servers
+            .values()
+            .flat_map(|s| s.slots.iter().flatten())
+            .flat_map(|h| {
+                [
+                    h.prepunch_deadline,
+                    h.clear_at,
+                    h.puncher.as_ref().and_then(Puncher::poll_timeout),
+                ]
+            })
+            .flatten()
+            .min();
     }
 }

@@ -178,6 +178,11 @@ impl Node {
                 PunchOutput::Aborted => self.on_punch_aborted(owner),
             }
         }
+        if let PuncherRef::Server(..) = owner {
+            // Every change to a server puncher ends here: keep the slot hint below its timer.
+            let next = self.puncher_mut(owner).and_then(|p| p.poll_timeout());
+            self.note_slot_deadline(next);
+        }
         self.after_puncher_progress(owner);
     }
 
@@ -188,12 +193,8 @@ impl Node {
             .values()
             .filter_map(|c| c.puncher.as_ref()?.poll_timeout())
             .min();
-        let s = self
-            .servers
-            .values()
-            .flat_map(|s| s.punchers().filter_map(Puncher::poll_timeout))
-            .min();
-        match (c, s) {
+        // Server punchers' timers are covered by `slot_hint`.
+        match (c, self.slot_hint) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -213,9 +214,11 @@ impl Node {
             })
             .map(|(id, _)| PuncherRef::Client(*id))
             .collect();
-        for (sid, s) in &self.servers {
-            for slot in s.due_punchers(now) {
-                owners.push(PuncherRef::Server(*sid, slot));
+        if self.slots_may_be_due() {
+            for (sid, s) in &self.servers {
+                for slot in s.due_punchers(now) {
+                    owners.push(PuncherRef::Server(*sid, slot));
+                }
             }
         }
         for owner in owners {
