@@ -12,6 +12,8 @@
 //!
 //! No protocol logic lives here.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 mod conn;
 mod driver;
