@@ -932,38 +932,17 @@ impl Node {
         let target = s.target;
         let Some(h) = s.slot_mut(slot) else { return };
         let (Some(secure), Some(p)) = (h.secure.clone(), h.puncher.as_mut()) else {
-            return self.server_abort(
-                id,
-                slot,
-                pending.tid,
-                pending.from,
-                pending.peer_address,
-                error::ABORTED,
-            );
+            return self.server_abort(id, slot, &pending, error::ABORTED);
         };
         if p.socket().is_none() {
-            return self.server_abort(
-                id,
-                slot,
-                pending.tid,
-                pending.from,
-                pending.peer_address,
-                error::ABORTED,
-            );
+            return self.server_abort(id, slot, &pending, error::ABORTED);
         }
         let remote = &pending.payload;
         if remote.error != error::NONE {
             if remote.round >= h.round {
                 h.round = remote.round;
             }
-            return self.server_abort(
-                id,
-                slot,
-                pending.tid,
-                pending.from,
-                pending.peer_address,
-                error::ABORTED,
-            );
+            return self.server_abort(id, slot, &pending, error::ABORTED);
         }
         let token = secure.token(*pending.peer_address.ip());
         let echoed = is_server_relay && remote.remote_token == Some(token);
@@ -992,14 +971,7 @@ impl Node {
                 self.drain_puncher(PuncherRef::Server(id, slot));
                 return;
             }
-            return self.server_abort(
-                id,
-                slot,
-                pending.tid,
-                pending.from,
-                pending.peer_address,
-                error::ABORTED,
-            );
+            return self.server_abort(id, slot, &pending, error::ABORTED);
         }
         let fw = p.nat().firewall();
         let consistent = fw == firewall::CONSISTENT || fw == firewall::OPEN;
@@ -1026,24 +998,10 @@ impl Node {
             let random = p.remote_firewall >= firewall::RANDOM || fw >= firewall::RANDOM;
             if random && !random_ok {
                 // No blind relay to fall back on: JS answers TRY_LATER only with a relay token.
-                return self.server_abort(
-                    id,
-                    slot,
-                    pending.tid,
-                    pending.from,
-                    pending.peer_address,
-                    error::TRY_LATER,
-                );
+                return self.server_abort(id, slot, &pending, error::TRY_LATER);
             }
             if !p.punch(now) {
-                return self.server_abort(
-                    id,
-                    slot,
-                    pending.tid,
-                    pending.from,
-                    pending.peer_address,
-                    error::ABORTED,
-                );
+                return self.server_abort(id, slot, &pending, error::ABORTED);
             }
         }
         if p.nat().firewall() != firewall::UNKNOWN {
@@ -1073,16 +1031,9 @@ impl Node {
         self.drain_puncher(PuncherRef::Server(id, slot));
     }
 
-    /// `_abort`: an error payload from the DHT socket; the puncher goes.
-    fn server_abort(
-        &mut self,
-        id: u64,
-        slot: usize,
-        tid: u16,
-        to: SocketAddrV4,
-        peer_address: SocketAddrV4,
-        code: u64,
-    ) {
+    /// `_abort`: answers the client round `pending` with an error payload from the DHT socket;
+    /// the puncher goes.
+    fn server_abort(&mut self, id: u64, slot: usize, pending: &PendingHolepunch, code: u64) {
         let socket = self.request_socket();
         let Some(s) = self.servers.get_mut(&id) else {
             return;
@@ -1102,11 +1053,11 @@ impl Node {
             round: h.round,
             ..HolepunchPayload::default()
         };
-        let value = self.server_holepunch_value(&secure, &payload, peer_address);
+        let value = self.server_holepunch_value(&secure, &payload, pending.peer_address);
         self.send_relay_request(
             socket,
-            to,
-            tid,
+            pending.from,
+            pending.tid,
             command::PEER_HOLEPUNCH,
             Some(target),
             &value,
