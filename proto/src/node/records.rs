@@ -374,53 +374,13 @@ impl Node {
             Commit::Fixed { command, value } => Some((*command, value.clone())),
             Commit::AnnounceSelf { server } => {
                 let key = &self.servers.get(server)?.key;
-                let node_id = reply.id?;
-                let peer = Peer {
-                    public_key: key.public_key(),
-                    relay_addresses: Vec::new(),
-                };
-                let signable = keys::announce_signable(
-                    &namespace(command::ANNOUNCE),
-                    &state.spec.target,
-                    &node_id.0,
-                    token,
-                    &peer,
-                    None,
-                );
-                let ann = Announce {
-                    peer: Some(peer),
-                    refresh: None,
-                    signature: Some(key.sign(&signable)),
-                    bump: 0,
-                };
-                Some((command::ANNOUNCE, ann.to_bytes()))
+                signed_announce(state, reply, token, key, Vec::new(), 0)
             }
             Commit::Announce {
                 key,
                 relay_addresses,
                 bump,
-            } => {
-                let node_id = reply.id?;
-                let peer = Peer {
-                    public_key: key.public_key(),
-                    relay_addresses: relay_addresses.clone(),
-                };
-                let signable = keys::announce_signable(
-                    &namespace(command::ANNOUNCE),
-                    &state.spec.target,
-                    &node_id.0,
-                    token,
-                    &peer,
-                    None,
-                );
-                let ann = Announce {
-                    peer: Some(peer),
-                    refresh: None,
-                    signature: Some(key.sign(&signable)),
-                    bump: *bump,
-                };
-                Some((command::ANNOUNCE, ann.to_bytes()))
-            }
+            } => signed_announce(state, reply, token, key, relay_addresses.clone(), *bump),
         }
     }
 
@@ -511,4 +471,36 @@ impl Node {
             }
         }
     }
+}
+
+/// An ANNOUNCE of `key` with `relay_addresses`, signed for the node behind `reply` and its
+/// `token` (the value the announce commit sends); `None` if the reply carries no node id.
+fn signed_announce(
+    state: &QueryState,
+    reply: &Reply,
+    token: &[u8; 32],
+    key: &KeyPair,
+    relay_addresses: Vec<SocketAddrV4>,
+    bump: u64,
+) -> Option<(u64, Vec<u8>)> {
+    let node_id = reply.id?;
+    let peer = Peer {
+        public_key: key.public_key(),
+        relay_addresses,
+    };
+    let signable = keys::announce_signable(
+        &namespace(command::ANNOUNCE),
+        &state.spec.target,
+        &node_id.0,
+        token,
+        &peer,
+        None,
+    );
+    let ann = Announce {
+        peer: Some(peer),
+        refresh: None,
+        signature: Some(key.sign(&signable)),
+        bump,
+    };
+    Some((command::ANNOUNCE, ann.to_bytes()))
 }
