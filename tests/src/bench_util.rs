@@ -698,6 +698,32 @@ pub fn wait_line(
     }
 }
 
+/// Which implementation runs a benchmark process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// `hyperdht-chat` (this project).
+    Rust,
+    /// Node.js with hyperdht from `tests/js`.
+    Js,
+}
+
+impl Side {
+    /// `rust` or `js`, as the tables print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Rust => "rust",
+            Side::Js => "js",
+        }
+    }
+}
+
+/// The number after command-line flag `flag` (`v` is the next argument, if any).
+pub fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+}
+
 /// The `hyperdht-chat` binary next to the running benchmark (`target/release/`).
 pub fn chat_next_to_exe() -> std::path::PathBuf {
     std::env::current_exe()

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyperdht_proto::crypto::{hash_parts, to_hex};
-use hyperdht_tests::bench_util::{self as bu, ChildGuard, LocalDht};
+use hyperdht_tests::bench_util::{self as bu, parse_num, ChildGuard, LocalDht, Side};
 
 const USAGE: &str = "\
 bench_chat: chat throughput (client stdin -> server stdout) and idle server memory, Rust vs JS
@@ -50,21 +50,6 @@ FLAGS:
 Only 127.0.0.1 is used. Every run stops by itself; child processes are killed on exit.
 ";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Rust,
-    Js,
-}
-
-impl Side {
-    fn name(self) -> &'static str {
-        match self {
-            Side::Rust => "rust",
-            Side::Js => "js",
-        }
-    }
-}
-
 struct Opts {
     mib: u64,
     runs: usize,
@@ -74,12 +59,6 @@ struct Opts {
     chat: PathBuf,
     node: PathBuf,
     verbose: bool,
-}
-
-fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
 impl Opts {

@@ -39,7 +39,7 @@ use hyperdht_proto::wire::hyperdht::{mode, Handshake};
 use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
 use hyperdht_proto::wire::rpc::{Request, Response, RESPONSE_ID};
 use hyperdht_proto::{Config, Node, ServerConfig, SocketId, SocketOp, Timestamp};
-use hyperdht_tests::bench_util::{self as bu, ChildGuard, LocalDht};
+use hyperdht_tests::bench_util::{self as bu, parse_num, ChildGuard, LocalDht, Side};
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -73,21 +73,6 @@ Only 127.0.0.1 is used. Every run stops by itself; child processes are killed on
 
 // ----- options --------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Rust,
-    Js,
-}
-
-impl Side {
-    fn name(self) -> &'static str {
-        match self {
-            Side::Rust => "rust",
-            Side::Js => "js",
-        }
-    }
-}
-
 struct Opts {
     handshakes_part: bool,
     inprocess_part: bool,
@@ -104,12 +89,6 @@ struct Opts {
     chat: PathBuf,
     node: PathBuf,
     verbose: bool,
-}
-
-fn parse_num<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
 impl Opts {
