@@ -17,7 +17,7 @@ use hyperdht_proto::crypto::hash_parts;
 use hyperdht_proto::dht::keys::{self, command, KeyPair};
 use hyperdht_proto::wire::hyperdht::{Announce, LookupReply, Peer};
 use hyperdht_proto::wire::rpc::{Request, Response, RESPONSE_ID};
-use hyperdht_proto::{Config, Node, SocketId, SocketOp, Timestamp};
+use hyperdht_proto::{Config, Event, Node, SocketId, SocketOp, Timestamp, Transmit};
 
 /// Relay addresses in every benchmark peer record (hyperswarm announces its server's relay
 /// addresses, up to 3; the stored record is then 51 bytes).
@@ -694,6 +694,46 @@ pub fn wait_line(
             Ok(l) if l.starts_with(prefix) => return Some(l),
             Ok(_) => {}
             Err(_) => return None,
+        }
+    }
+}
+
+/// A driver's flush for a node that runs in-process with no real sockets: every requested
+/// socket is "bound" at once (port 0 becomes 50000 + the socket's index), and each transmit and
+/// event goes to its callback, until the node has no more output.
+pub fn pump_in_process(
+    node: &mut Node,
+    now: Timestamp,
+    mut on_transmit: impl FnMut(Transmit),
+    mut on_event: impl FnMut(Event),
+) {
+    loop {
+        let mut any = false;
+        while let Some(op) = node.poll_socket_op() {
+            any = true;
+            if let SocketOp::Bind { socket, addr } = op {
+                let port = if addr.port() == 0 {
+                    50000 + socket.index() as u16
+                } else {
+                    addr.port()
+                };
+                node.handle_socket_bound(
+                    now,
+                    socket,
+                    SocketAddr::V4(SocketAddrV4::new(*addr.ip(), port)),
+                );
+            }
+        }
+        while let Some(t) = node.poll_transmit() {
+            any = true;
+            on_transmit(t);
+        }
+        while let Some(e) = node.poll_event() {
+            any = true;
+            on_event(e);
+        }
+        if !any {
+            return;
         }
     }
 }

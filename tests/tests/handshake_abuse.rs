@@ -15,7 +15,8 @@ use hyperdht_proto::noise::Initiator;
 use hyperdht_proto::wire::hyperdht::{mode, Handshake};
 use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
 use hyperdht_proto::wire::rpc::{Message, Request};
-use hyperdht_proto::{Config, Event, Node, ServerConfig, SocketId, SocketOp, Timestamp};
+use hyperdht_proto::{Config, Event, Node, ServerConfig, SocketId, Timestamp};
+use hyperdht_tests::bench_util::pump_in_process;
 
 const NODE: &str = "127.0.0.9:49737";
 const ATTACKER: &str = "127.0.0.9:40000";
@@ -42,35 +43,14 @@ impl Harness {
     /// Binds whatever the node asks for, drops its transmits (returned), keeps its events.
     fn pump(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut out = Vec::new();
-        loop {
-            let mut any = false;
-            while let Some(op) = self.node.poll_socket_op() {
-                any = true;
-                if let SocketOp::Bind { socket, addr } = op {
-                    let port = if addr.port() == 0 {
-                        50000 + socket.index() as u16
-                    } else {
-                        addr.port()
-                    };
-                    self.node.handle_socket_bound(
-                        self.now,
-                        socket,
-                        SocketAddr::V4(SocketAddrV4::new(*addr.ip(), port)),
-                    );
-                }
-            }
-            while let Some(t) = self.node.poll_transmit() {
-                any = true;
-                out.push((t.dst, t.payload));
-            }
-            while let Some(e) = self.node.poll_event() {
-                any = true;
-                self.events.push(e);
-            }
-            if !any {
-                return out;
-            }
-        }
+        let events = &mut self.events;
+        pump_in_process(
+            &mut self.node,
+            self.now,
+            |t| out.push((t.dst, t.payload)),
+            |e| events.push(e),
+        );
+        out
     }
 
     fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, Vec<u8>)> {

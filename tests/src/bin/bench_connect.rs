@@ -38,7 +38,7 @@ use hyperdht_proto::noise::{self, Initiator, Responder};
 use hyperdht_proto::wire::hyperdht::{mode, Handshake};
 use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
 use hyperdht_proto::wire::rpc::{Request, Response, RESPONSE_ID};
-use hyperdht_proto::{Config, Node, ServerConfig, SocketId, SocketOp, Timestamp};
+use hyperdht_proto::{Config, Node, ServerConfig, SocketId, Timestamp};
 use hyperdht_tests::bench_util::{self as bu, parse_num, ChildGuard, LocalDht, Side};
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -726,34 +726,8 @@ impl InProcNode {
     /// What the driver does after every wake-up: socket operations, transmits, events.
     fn flush(&mut self) -> usize {
         let mut sent = 0;
-        loop {
-            let mut any = false;
-            while let Some(op) = self.node.poll_socket_op() {
-                any = true;
-                if let SocketOp::Bind { socket, addr } = op {
-                    let port = if addr.port() == 0 {
-                        50000 + socket.index() as u16
-                    } else {
-                        addr.port()
-                    };
-                    self.node.handle_socket_bound(
-                        self.now,
-                        socket,
-                        SocketAddr::V4(SocketAddrV4::new(*addr.ip(), port)),
-                    );
-                }
-            }
-            while self.node.poll_transmit().is_some() {
-                any = true;
-                sent += 1;
-            }
-            while self.node.poll_event().is_some() {
-                any = true;
-            }
-            if !any {
-                return sent;
-            }
-        }
+        bu::pump_in_process(&mut self.node, self.now, |_| sent += 1, drop);
+        sent
     }
 
     fn advance(&mut self, d: Duration) {
