@@ -7,4 +7,5 @@
 pub mod bench_util;
 pub mod js;
 pub mod sim;
+pub mod support;
 pub mod udx_driver;

@@ -1,28 +1,14 @@
 //! Rust client to Rust server on 127.0.0.1 through a Rust DHT: find_peer, relayed Noise
 //! handshake, the LAN shortcut, and refusal by the accept policy.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyperdht_mio::{Error, MioNode, ServerEvent};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::{Config, ConnectError, Persistence, ServerConfig};
-
-/// Logs to the test output when RUST_LOG is set.
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-fn v4(a: SocketAddr) -> SocketAddrV4 {
-    match a {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => panic!("IPv4 expected"),
-    }
-}
+use hyperdht_tests::support::{logs, v4};
 
 /// A Rust network on 127.0.0.1: a first node and `n` persistent nodes.
 fn network(n: usize) -> (MioNode, Vec<MioNode>) {

@@ -3,7 +3,7 @@
 //! real holepunch (LAN shortcut disabled), plus refused keys. Data over the path is the stream
 //! issue's; here the path must be chosen by both sides.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,21 +14,7 @@ use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::{Config, ConnectError, ServerConfig};
 use hyperdht_tests::js::{interop_enabled, JsHarness};
-
-/// Logs to the test output when RUST_LOG is set.
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-fn v4(a: SocketAddr) -> SocketAddrV4 {
-    match a {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => panic!("IPv4 expected"),
-    }
-}
+use hyperdht_tests::support::{logs, v4};
 
 fn call(h: &JsHarness, cmd: &str, args: Value) -> Value {
     h.call(cmd, args)

@@ -3,7 +3,7 @@
 //! results, the PING_NAT and DOWN_HINT semantics, and robustness against junk.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddrV4, UdpSocket};
 
 use hyperdht_mio::MioNode;
 use hyperdht_proto::rng::Rng;
@@ -11,6 +11,7 @@ use hyperdht_proto::{Config, NodeId, Persistence};
 use hyperdht_tests::js::{
     interop_enabled, JsHarness, JsRequest, JsSocket, NodeOptions, RequestOutcome,
 };
+use hyperdht_tests::support::v4;
 
 const PING_NAT: u64 = 1;
 const DOWN_HINT: u64 = 3;
@@ -25,13 +26,6 @@ fn rust_node(bootstrap: &[SocketAddrV4]) -> MioNode {
     let node = MioNode::spawn(c).expect("spawn rust node");
     node.wait_bootstrapped().expect("rust node bootstraps");
     node
-}
-
-fn v4(a: SocketAddr) -> SocketAddrV4 {
-    match a {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => panic!("expected IPv4"),
-    }
 }
 
 /// Id of a persistent Rust node (checks that it is persistent).

@@ -2,7 +2,7 @@
 //! announce/lookup/unannounce, mutable and immutable put/get both ways, the seq rules, relayed
 //! connections through an all-Rust network, and refusal of forged or invalid requests.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
 use serde_json::{json, Value};
 
@@ -14,6 +14,7 @@ use hyperdht_proto::event::Record;
 use hyperdht_proto::wire::hyperdht::{Announce, MutablePut, Peer};
 use hyperdht_proto::{Config, Persistence};
 use hyperdht_tests::js::{interop_enabled, JsHarness, JsRequest, JsTestnet, RequestOutcome};
+use hyperdht_tests::support::v4;
 
 fn rust_node(bootstrap: &[SocketAddrV4]) -> MioNode {
     let mut c = Config::new(bootstrap.to_vec());
@@ -24,13 +25,6 @@ fn rust_node(bootstrap: &[SocketAddrV4]) -> MioNode {
     node.wait_bootstrapped().expect("bootstrap");
     assert!(node.info().unwrap().id.is_some(), "rust node is persistent");
     node
-}
-
-fn v4(a: SocketAddr) -> SocketAddrV4 {
-    match a {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => panic!("IPv4 expected"),
-    }
 }
 
 /// A JS testnet of `js` nodes plus `rust` persistent Rust nodes.

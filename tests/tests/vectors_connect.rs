@@ -2,7 +2,6 @@
 //! and outputs, and every payload, envelope and relay value of `connect-holepunch`.
 
 use std::net::SocketAddrV4;
-use std::path::Path;
 
 use serde_json::Value;
 
@@ -14,24 +13,7 @@ use hyperdht_proto::wire::holepunch::HolepunchPayload;
 use hyperdht_proto::wire::hyperdht::{mode, Handshake, Holepunch};
 use hyperdht_proto::wire::noise::NoisePayload;
 use hyperdht_proto::wire::rpc::Request;
-
-fn load(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/protocol/vectors")
-        .join(name);
-    serde_json::from_str(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap()
-}
-
-fn hx(v: &Value) -> Vec<u8> {
-    from_hex(v.as_str().expect("hex string")).expect("hex")
-}
-
-fn h32(v: &Value) -> [u8; 32] {
-    hx(v).try_into().expect("32 bytes")
-}
+use hyperdht_tests::support::{h32, hx, load_vector as load};
 
 fn addr(v: &Value) -> SocketAddrV4 {
     SocketAddrV4::new(

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -22,26 +21,9 @@ use hyperdht_proto::wire::rpc::{Message, Request, Response};
 use hyperdht_proto::{
     Config, Event, Node, NodeId, Persistence, RequestSpec, SocketId, SocketOp, Timestamp, Transmit,
 };
+use hyperdht_tests::support::load_vector as load;
 
 // ----- helpers -------------------------------------------------------------------------------
-
-/// `shared/protocol/vectors`: `../shared` from the workspace root (`tests/` is one level down).
-fn vectors_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("HYPERDHT_VECTORS") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/protocol/vectors"
-    ))
-}
-
-fn load(name: &str) -> Value {
-    let path = vectors_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e} (set HYPERDHT_VECTORS?)", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
-}
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key]

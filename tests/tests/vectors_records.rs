@@ -3,11 +3,8 @@
 //! relayed datagrams must equal the real JS node's byte for byte.
 
 use std::net::{SocketAddr, SocketAddrV4};
-use std::path::Path;
 
-use serde_json::Value;
-
-use hyperdht_proto::crypto::{from_hex, hash, to_hex};
+use hyperdht_proto::crypto::{hash, to_hex};
 use hyperdht_proto::dht::keys::{self, command, namespace};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::wire::hyperdht::{
@@ -15,24 +12,7 @@ use hyperdht_proto::wire::hyperdht::{
 };
 use hyperdht_proto::wire::rpc::{Request, Response};
 use hyperdht_proto::{Config, Event, Node, NodeId, SocketId, SocketOp, Timestamp};
-
-fn load(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/protocol/vectors")
-        .join(name);
-    serde_json::from_str(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap()
-}
-
-fn hx(v: &Value) -> Vec<u8> {
-    from_hex(v.as_str().expect("hex string")).expect("hex")
-}
-
-fn h32(v: &Value) -> [u8; 32] {
-    hx(v).try_into().expect("32 bytes")
-}
+use hyperdht_tests::support::{h32, hx, load_vector as load};
 
 fn peer_fixture() -> Peer {
     Peer {

@@ -1,0 +1,53 @@
+//! Small helpers the integration tests share: test logging, IPv4 addresses, and the byte
+//! vectors of `../shared/protocol/vectors`.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use hyperdht_proto::crypto::from_hex;
+use serde_json::Value;
+
+/// Logs to the test output when `RUST_LOG` is set (once per test binary).
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// The IPv4 address in `a`; panics on IPv6 (every test node binds IPv4).
+pub fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("IPv4 expected"),
+    }
+}
+
+/// `shared/protocol/vectors`: `../shared` from the workspace root, or `HYPERDHT_VECTORS`.
+pub fn vectors_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("HYPERDHT_VECTORS") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/protocol/vectors"
+    ))
+}
+
+/// One vector file (`dht-*.out.json` and the like), parsed.
+pub fn load_vector(name: &str) -> Value {
+    let path = vectors_dir().join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e} (set HYPERDHT_VECTORS?)", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// The bytes of a hex string in a vector.
+pub fn hx(v: &Value) -> Vec<u8> {
+    from_hex(v.as_str().expect("hex string")).expect("hex")
+}
+
+/// The 32 bytes of a hex string in a vector.
+pub fn h32(v: &Value) -> [u8; 32] {
+    hx(v).try_into().expect("32 bytes")
+}
