@@ -995,28 +995,22 @@ impl Loop {
         let Some(r) = self.readers.get_mut(&conn) else {
             return;
         };
-        if let Some(c) = r.stalled.take() {
-            match r.tx.try_send(c) {
-                Ok(()) => {}
-                Err(std::sync::mpsc::TrySendError::Full(c)) => {
-                    r.stalled = Some(c);
-                    return;
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                    self.readers.remove(&conn);
-                    return;
-                }
-            }
-        }
+        // A chunk the channel had no room for last time goes first.
+        let mut next = r.stalled.take();
         loop {
-            let mut buf = vec![0u8; 64 * 1024];
-            let chunk = match self.node.conn_read(conn, &mut buf) {
-                Ok(0) => Chunk::Eof,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Chunk::Data(buf)
+            let chunk = match next.take() {
+                Some(c) => c,
+                None => {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    match self.node.conn_read(conn, &mut buf) {
+                        Ok(0) => Chunk::Eof,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Chunk::Data(buf)
+                        }
+                        Err(_) => return,
+                    }
                 }
-                Err(_) => return,
             };
             let eof = matches!(chunk, Chunk::Eof);
             match r.tx.try_send(chunk) {
