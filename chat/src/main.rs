@@ -38,7 +38,8 @@ EOF on stdin ends the streams gracefully; Ctrl-C or SIGTERM stops (servers unann
 
 NODE FLAGS:
     --host IP          Address to bind (default 0.0.0.0; required with --bootstrap none).
-    --port PORT        Server socket port (default 49737, then 49738-49741, then any).
+    --port PORT        Server socket port (default 49737, then 49738-49741, then any;
+                       0 binds any free port, printed once listening).
     --bootstrap LIST   Comma-separated HOST:PORT (or IP@HOST:PORT) bootstrap nodes;
                        `none` starts a new network with this node as its first node.
                        Default: the three public HyperDHT bootstrap nodes.

@@ -4,7 +4,6 @@
 //! other side's stdout, in order.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::UdpSocket;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -98,12 +97,7 @@ fn js(script: &str, args: &[&str], bootstrap: &str) -> Command {
 
 /// A local DHT: a first node and three more, as `hyperdht-chat node` processes.
 fn local_dht() -> (Vec<Proc>, String) {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    // Port 0: the first node binds a free port and prints it.
     let mut first = Proc::spawn(
         "dht-0",
         rust(&[
@@ -111,13 +105,17 @@ fn local_dht() -> (Vec<Proc>, String) {
             "--host",
             "127.0.0.1",
             "--port",
-            &port,
+            "0",
             "--bootstrap",
             "none",
         ]),
     );
-    first.expect("node listening on");
-    let boot = format!("127.0.0.1:{port}");
+    let listening = first.expect("node listening on");
+    let boot = listening
+        .strip_prefix("node listening on ")
+        .and_then(|rest| rest.split(' ').next())
+        .expect("address in the listening line")
+        .to_string();
     let mut nodes = vec![first];
     for name in ["dht-1", "dht-2", "dht-3"] {
         let mut n = Proc::spawn(

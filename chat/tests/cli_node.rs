@@ -2,7 +2,7 @@
 //! it, a Node.js node bootstrapping from them, and a clean exit on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -82,29 +82,15 @@ impl Drop for NodeProcess {
     }
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn node_command_serves_a_new_network() {
     if !interop_enabled() {
         return;
     }
-    let port = free_port();
-    let first = NodeProcess::start(&[
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--bootstrap",
-        "none",
-    ]);
-    assert_eq!(first.addr, SocketAddrV4::new([127, 0, 0, 1].into(), port));
+    // Port 0: the first node binds a free port and announces that one.
+    let first = NodeProcess::start(&["--host", "127.0.0.1", "--port", "0", "--bootstrap", "none"]);
+    assert_eq!(first.addr.ip(), &Ipv4Addr::LOCALHOST);
+    assert_ne!(first.addr.port(), 0);
     assert_eq!(
         first.id,
         NodeId::from_addr(&first.addr),
@@ -183,15 +169,7 @@ fn js_peers_connect_through_ten_cli_nodes() {
     if !interop_enabled() {
         return;
     }
-    let port = free_port();
-    let first = NodeProcess::start(&[
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--bootstrap",
-        "none",
-    ]);
+    let first = NodeProcess::start(&["--host", "127.0.0.1", "--port", "0", "--bootstrap", "none"]);
     let boot = first.addr.to_string();
     let others: Vec<NodeProcess> = (0..9)
         .map(|_| {

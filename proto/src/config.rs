@@ -91,7 +91,8 @@ pub struct Config {
     pub down_hints_rate_limit: Option<u32>,
     /// Skip the stray testnet nodes hyperdht filters (`hyperdht/index.js` `filterNode`).
     pub filter_stray_nodes: bool,
-    /// Pre-seed our public address (JS `DHT.bootstrapper(port, host)`).
+    /// Pre-seed our public address (JS `DHT.bootstrapper(port, host)`). Port 0 stands for the
+    /// port the server socket gets bound to.
     pub public_address: Option<SocketAddrV4>,
     /// Fixed token secrets `[previous, current]` (for vectors and tests).
     pub token_secrets: Option<[[u8; 32]; 2]>,
@@ -146,6 +147,9 @@ impl Config {
 
     /// The first node of a network, reachable at `addr` (JS `DHT.bootstrapper(port, host)`):
     /// persistent at once, not firewalled, bound exactly on `addr`'s port, no bootstrap list.
+    ///
+    /// Port 0 binds any free port and announces that one, so tests need not guess a free port
+    /// (JS requires a port here).
     pub fn bootstrapper(addr: SocketAddrV4) -> Config {
         Config {
             host: *addr.ip(),

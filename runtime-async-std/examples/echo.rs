@@ -148,11 +148,15 @@ async fn client(args: &[String]) -> Res<()> {
 
 /// A first node, three persistent nodes, a server and a client on 127.0.0.1; one round trip.
 async fn local() -> Res<()> {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let boot = SocketAddrV4::new([127, 0, 0, 1].into(), port);
-    let mut nodes = vec![start(Config::bootstrapper(boot)).await?];
+    let first = start(Config::bootstrapper(SocketAddrV4::new(
+        [127, 0, 0, 1].into(),
+        0,
+    )));
+    let mut nodes = vec![first.await?];
+    let boot = match nodes[0].local_addr() {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(a) => return Err(format!("first node bound to {a}, not IPv4").into()),
+    };
     let on_loopback = |persistence| {
         let mut c = Config::new(vec![boot]);
         c.host = [127, 0, 0, 1].into();

@@ -105,14 +105,14 @@ async fn start(spawn: Spawner, config: Config) -> AsyncNode {
 /// A network on 127.0.0.1: a first node and `n` persistent nodes. Returns every node (the
 /// first one first) and the bootstrap address.
 async fn network(spawn: Spawner, n: usize) -> (Vec<AsyncNode>, SocketAddrV4) {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let boot = SocketAddrV4::new([127, 0, 0, 1].into(), port);
-    let mut nodes = vec![start(spawn, Config::bootstrapper(boot)).await];
-    assert_eq!(v4(nodes[0].local_addr()), boot);
+    // Port 0: the first node binds a free port and announces that one.
+    let first = start(
+        spawn,
+        Config::bootstrapper(SocketAddrV4::new([127, 0, 0, 1].into(), 0)),
+    );
+    let mut nodes = vec![first.await];
+    let boot = v4(nodes[0].local_addr());
+    assert_ne!(boot.port(), 0);
     for _ in 0..n {
         let mut c = Config::new(vec![boot]);
         c.host = [127, 0, 0, 1].into();
@@ -480,14 +480,9 @@ async fn failures_and_shutdown(spawn: Spawner) {
 /// A datagram larger than 2048 bytes (libudx's receive buffer) is dropped and counted, not
 /// decoded; the node goes on answering.
 async fn oversized_datagrams_are_counted(spawn: Spawner) {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let node = start(
         spawn,
-        Config::bootstrapper(SocketAddrV4::new([127, 0, 0, 1].into(), port)),
+        Config::bootstrapper(SocketAddrV4::new([127, 0, 0, 1].into(), 0)),
     )
     .await;
     let target = node.local_addr();

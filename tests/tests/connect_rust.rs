@@ -13,14 +13,10 @@ use hyperdht_tests::support::{logs, v4};
 /// A Rust network on 127.0.0.1: a first node and `n` persistent nodes.
 fn network(n: usize) -> (MioNode, Vec<MioNode>) {
     logs();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 0: the first node binds a free port and announces that one.
     let first = MioNode::spawn(Config::bootstrapper(SocketAddrV4::new(
         [127, 0, 0, 1].into(),
-        port,
+        0,
     )))
     .unwrap();
     first.wait_bootstrapped().unwrap();

@@ -161,7 +161,9 @@ impl Node {
         let tid = rng.next_u32() as u16;
         let mux_seed = rng.bytes32();
         let mut nat = NatSampler::new();
-        if let Some(addr) = config.public_address {
+        // A public address with port 0 is completed with the bound port (see
+        // `handle_socket_bound`).
+        if let Some(addr) = config.public_address.filter(|a| a.port() != 0) {
             nat.add(*addr.ip(), addr.port());
         }
         let adaptive = config.persistence == Persistence::Adaptive;
@@ -266,6 +268,9 @@ impl Node {
         match socket {
             SocketId::SERVER if self.server == SocketState::Binding => {
                 self.server = SocketState::Bound(local);
+                if let Some(public) = self.config.public_address.filter(|a| a.port() == 0) {
+                    self.nat.add(*public.ip(), local.port());
+                }
                 self.client = SocketState::Binding;
                 self.socket_ops.push_back(SocketOp::Bind {
                     socket: SocketId::CLIENT,
