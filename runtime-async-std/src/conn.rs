@@ -1,4 +1,5 @@
-//! [`Connection`]: an open, encrypted byte stream to a peer, as `AsyncRead + AsyncWrite`.
+//! [`Connection`]: an open, encrypted stream to a peer, as `AsyncRead + AsyncWrite`, or as whole
+//! secret-stream messages ([`Connection::send_message`], [`Connection::recv_message`]).
 
 use std::fmt;
 use std::io;
@@ -6,9 +7,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use hyperdht_proto::noise::HandshakeOutput;
-use hyperdht_proto::{ConnCloseReason, ConnError, ConnId};
+use hyperdht_proto::{ConnCloseReason, ConnError, ConnId, Timestamp};
 
 use crate::shared::{Deferred, HandleRef};
 
@@ -141,14 +143,47 @@ impl Connection {
         self.shared.waker.wake();
     }
 
-    fn read_inner(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+    /// Sends `message` as one secret-stream message: the peer reads it whole (a JS peer as
+    /// one `data` event, a Rust one with [`Connection::recv_message`]). Waits while the
+    /// connection holds too much unsent data. An empty message is not sent (hyperdht peers
+    /// drop empty messages as keep-alives).
+    ///
+    /// Fails with `InvalidInput` over [`hyperdht_proto::secretstream::MAX_MESSAGE`] bytes.
+    pub async fn send_message(&self, message: &[u8]) -> io::Result<()> {
+        if message.len() > hyperdht_proto::secretstream::MAX_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                ConnError::MessageTooLarge,
+            ));
         }
+        future::poll_fn(|cx| {
+            self.poll_write_with(cx, |node, now, id| {
+                node.conn_write_message(now, id, message)
+            })
+        })
+        .await
+    }
+
+    /// Reads the next message whole, as the peer wrote it (one JS `socket.write`); `Ok(None)`
+    /// once the peer finished and every message was read. After a read through [`AsyncRead`]
+    /// that stopped inside a message, returns the rest of it. Cancel-safe: a message
+    /// leaves the node only when it is returned.
+    pub async fn recv_message(&self) -> io::Result<Option<Vec<u8>>> {
+        future::poll_fn(|cx| self.poll_read_with(cx, |node, id| node.conn_read_message(id)))
+            .await
+            .map(Option::flatten)
+    }
+
+    /// Runs a read on the node; parks the task while the node has nothing. `Ok(None)` at the
+    /// end of the peer's stream.
+    fn poll_read_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(&mut hyperdht_proto::Node, ConnId) -> Result<T, ConnError>,
+    ) -> Poll<io::Result<Option<T>>> {
         let mut st = self.shared.lock();
-        let r = st.node.conn_read(self.id, buf);
-        match r {
-            Ok(n) => Poll::Ready(Ok(n)),
+        match read(&mut st.node, self.id) {
+            Ok(v) => Poll::Ready(Ok(Some(v))),
             Err(ConnError::Blocked) => {
                 if st.closed {
                     return Poll::Ready(Err(node_gone()));
@@ -158,27 +193,29 @@ impl Connection {
                 }
                 Poll::Pending
             }
-            Err(ConnError::Closed(ConnCloseReason::Finished)) => Poll::Ready(Ok(0)),
+            Err(ConnError::Closed(ConnCloseReason::Finished)) => Poll::Ready(Ok(None)),
             Err(ConnError::Closed(r)) => Poll::Ready(Err(closed_error(r))),
             Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, e))),
         }
     }
 
-    fn write_inner(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
+    /// Runs a write on the node and wakes the driver to send it; parks the task while the
+    /// connection is blocked.
+    fn poll_write_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(&mut hyperdht_proto::Node, Timestamp, ConnId) -> Result<T, ConnError>,
+    ) -> Poll<io::Result<T>> {
         let mut st = self.shared.lock();
         if st.closed {
             return Poll::Ready(Err(node_gone()));
         }
         let now = st.now();
-        let data = &data[..data.len().min(MAX_WRITE)];
-        match st.node.conn_write(now, self.id, data) {
-            Ok(n) => {
+        match write(&mut st.node, now, self.id) {
+            Ok(v) => {
                 drop(st);
                 self.shared.waker.wake();
-                Poll::Ready(Ok(n))
+                Poll::Ready(Ok(v))
             }
             Err(ConnError::Blocked) => {
                 tracing::trace!(conn = ?self.id, "write blocked");
@@ -189,6 +226,22 @@ impl Connection {
             }
             Err(e) => Poll::Ready(Err(write_error(e))),
         }
+    }
+
+    fn read_inner(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.poll_read_with(cx, |node, id| node.conn_read(id, buf))
+            .map_ok(|n| n.unwrap_or(0))
+    }
+
+    fn write_inner(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let data = &data[..data.len().min(MAX_WRITE)];
+        self.poll_write_with(cx, |node, now, id| node.conn_write(now, id, data))
     }
 
     fn close_inner(&self) -> Poll<io::Result<()>> {

@@ -1,7 +1,12 @@
-//! Blocking byte streams over connections: [`ConnReader`] (`std::io::Read`) and [`ConnWriter`]
-//! (`std::io::Write`, cloneable). The driver thread decrypts and forwards what arrives through
-//! a bounded channel (so a slow reader slows the peer through the UDX window, not memory), and
-//! carries out writes, parking them while the connection is blocked.
+//! Blocking streams over connections: [`ConnReader`] (`std::io::Read`, or whole messages with
+//! [`ConnReader::read_message`]) and [`ConnWriter`] (`std::io::Write`, or whole messages with
+//! [`ConnWriter::send_message`]; cloneable). The driver thread decrypts and forwards what
+//! arrives through a bounded channel of chunks of at most [`CHUNK`] bytes (so a slow reader
+//! slows the peer through the UDX window, not memory), and carries out writes, parking them
+//! while the connection is blocked.
+//!
+//! Messages are secret-stream's: one JS `socket.write(buf)` is one message and arrives in JS
+//! as one `data` event. Chunks mark where messages end, so a reader can take them whole.
 //!
 //! Writes are pipelined: `write` hands the bytes to the driver and returns at once while the
 //! connection's writers have less than `WRITE_WINDOW` bytes in the driver's hands, and waits
@@ -14,19 +19,35 @@ use std::io;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 
-use hyperdht_proto::{ConnCloseReason, ConnId};
+use hyperdht_proto::{ConnCloseReason, ConnError, ConnId};
 
 use crate::driver::{Command, HandleInner};
 
-/// Chunks buffered between the driver and a reader (64 KiB each).
+/// Chunks buffered between the driver and a reader.
 pub(crate) const READ_CHANNEL: usize = 16;
+
+/// Bytes in one chunk at most (a longer message is split over several).
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// What the driver hands a reader.
 #[derive(Debug)]
 pub(crate) enum Chunk {
-    Data(Vec<u8>),
+    /// Decrypted bytes; `ends` are the offsets in `bytes` where a message ends, ascending.
+    Data {
+        bytes: Vec<u8>,
+        ends: Vec<usize>,
+    },
     Eof,
     Closed(ConnCloseReason),
+}
+
+/// What a writer hands the driver.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Part of the byte stream (the node splits it into messages as it likes).
+    Bytes(Vec<u8>),
+    /// One message, kept whole.
+    Message(Vec<u8>),
 }
 
 pub(crate) fn read_channel() -> (SyncSender<Chunk>, Receiver<Chunk>) {
@@ -38,8 +59,12 @@ pub(crate) fn read_channel() -> (SyncSender<Chunk>, Receiver<Chunk>) {
 pub struct ConnReader {
     conn: ConnId,
     rx: Receiver<Chunk>,
+    /// The chunk being read, how far, and where its messages end (`ends[next_end..]` are the
+    /// ends not yet passed).
     buf: Vec<u8>,
     pos: usize,
+    ends: Vec<usize>,
+    next_end: usize,
     done: Option<Result<(), ConnCloseReason>>,
     inner: Arc<HandleInner>,
 }
@@ -151,6 +176,8 @@ impl ConnReader {
             rx,
             buf: Vec::new(),
             pos: 0,
+            ends: Vec::new(),
+            next_end: 0,
             done: None,
             inner,
         }
@@ -160,19 +187,44 @@ impl ConnReader {
     pub fn conn(&self) -> ConnId {
         self.conn
     }
-}
 
-impl io::Read for ConnReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    /// Reads the next message whole, as the peer wrote it (one JS `socket.write`); `Ok(None)`
+    /// once the peer finished and every message was read. After a `read` that stopped
+    /// inside a message, returns the rest of it. Waits until the whole message is here.
+    pub fn read_message(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut message = Vec::new();
         loop {
             if self.pos < self.buf.len() {
-                let n = out.len().min(self.buf.len() - self.pos);
-                out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-                self.pos += n;
-                return Ok(n);
+                // Ends at or before `pos` were passed by byte reads.
+                while self.ends.get(self.next_end).is_some_and(|&e| e <= self.pos) {
+                    self.next_end += 1;
+                }
+                match self.ends.get(self.next_end) {
+                    Some(&end) => {
+                        message.extend_from_slice(&self.buf[self.pos..end]);
+                        self.pos = end;
+                        self.next_end += 1;
+                        return Ok(Some(message));
+                    }
+                    None => {
+                        message.extend_from_slice(&self.buf[self.pos..]);
+                        self.pos = self.buf.len();
+                    }
+                }
             }
+            if !self.next_chunk()? {
+                // The driver only ends a stream after whole messages: anything gathered here
+                // is the tail of one a byte read began.
+                return Ok((!message.is_empty()).then_some(message));
+            }
+        }
+    }
+
+    /// Waits for the next chunk; `false` at the end of the stream.
+    fn next_chunk(&mut self) -> io::Result<bool> {
+        loop {
             match &self.done {
-                Some(Ok(())) => return Ok(0),
+                Some(Ok(())) => return Ok(false),
                 Some(Err(r)) => {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionReset,
@@ -182,17 +234,34 @@ impl io::Read for ConnReader {
                 None => {}
             }
             match self.rx.recv() {
-                Ok(Chunk::Data(d)) => {
-                    self.buf = d;
+                Ok(Chunk::Data { bytes, ends }) => {
+                    self.buf = bytes;
                     self.pos = 0;
+                    self.ends = ends;
+                    self.next_end = 0;
                     // Room in the channel again: let the driver forward more.
                     let _ = self.inner.send(Command::ReadMore(self.conn));
+                    return Ok(true);
                 }
                 Ok(Chunk::Eof) => self.done = Some(Ok(())),
                 Ok(Chunk::Closed(r)) => self.done = Some(Err(r)),
                 Err(_) => self.done = Some(Err(ConnCloseReason::Destroyed)),
             }
         }
+    }
+}
+
+impl io::Read for ConnReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if !self.next_chunk()? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -216,6 +285,41 @@ impl ConnWriter {
     pub fn reset(&self) {
         let _ = self.inner.send(Command::Reset(self.conn));
     }
+
+    /// Sends `message` as one secret-stream message: the peer reads it whole (a JS peer as one
+    /// `data` event, a Rust one with [`ConnReader::read_message`]). Like `write`, it returns
+    /// once the driver has it, waiting only while the connection's window is full; a failure
+    /// is reported by the next write, `flush` or `finish`. An empty message is not sent
+    /// (hyperdht peers drop empty messages as keep-alives).
+    ///
+    /// Fails at once with `InvalidInput` over [`hyperdht_proto::secretstream::MAX_MESSAGE`]
+    /// bytes.
+    pub fn send_message(&self, message: &[u8]) -> io::Result<()> {
+        if message.len() > hyperdht_proto::secretstream::MAX_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                ConnError::MessageTooLarge,
+            ));
+        }
+        if message.is_empty() {
+            return Ok(());
+        }
+        self.hand_over(Outgoing::Message(message.to_vec()), message.len())
+    }
+
+    /// Reserves `len` bytes of the window and gives `data` to the driver.
+    fn hand_over(&self, data: Outgoing, len: usize) -> io::Result<()> {
+        self.window.reserve(len)?;
+        let ticket = WriteTicket {
+            window: self.window.clone(),
+            len,
+            settled: false,
+        };
+        // If the driver is gone, the command (and the ticket in it) is dropped: settled.
+        self.inner
+            .send(Command::Write(self.conn, data, ticket))
+            .map_err(to_io)
+    }
 }
 
 impl io::Write for ConnWriter {
@@ -226,16 +330,7 @@ impl io::Write for ConnWriter {
             return Ok(0);
         }
         let n = data.len().min(WRITE_WINDOW);
-        self.window.reserve(n)?;
-        let ticket = WriteTicket {
-            window: self.window.clone(),
-            len: n,
-            settled: false,
-        };
-        // If the driver is gone, the command (and the ticket in it) is dropped: settled.
-        self.inner
-            .send(Command::Write(self.conn, data[..n].to_vec(), ticket))
-            .map_err(to_io)?;
+        self.hand_over(Outgoing::Bytes(data[..n].to_vec()), n)?;
         Ok(n)
     }
 

@@ -22,7 +22,7 @@ use hyperdht_proto::{
 use mio::net::UdpSocket;
 
 use crate::batch::{self, RecvBatch};
-use crate::conn::{read_channel, Chunk, ConnReader, ConnWriter, WriteTicket};
+use crate::conn::{read_channel, Chunk, ConnReader, ConnWriter, Outgoing, WriteTicket, CHUNK};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Token of the command waker; socket tokens are their `SocketId` index.
@@ -127,8 +127,9 @@ pub(crate) enum Command {
     /// A reader took a chunk: forward more if the connection has some.
     ReadMore(ConnId),
     CloseServer(ServerId, Sender<()>),
-    /// Bytes for a connection; the ticket gives them back to the writer's window.
-    Write(ConnId, Vec<u8>, WriteTicket),
+    /// Bytes (or one message) for a connection; the ticket gives them back to the writer's
+    /// window.
+    Write(ConnId, Outgoing, WriteTicket),
     Finish(ConnId),
     Reset(ConnId),
     Shutdown,
@@ -492,13 +493,16 @@ struct Loop {
     done: bool,
     handle: Option<std::sync::Weak<HandleInner>>,
     readers: HashMap<ConnId, ReaderState>,
-    parked_writes: HashMap<ConnId, Vec<(Vec<u8>, WriteTicket)>>,
+    parked_writes: HashMap<ConnId, Vec<(Outgoing, WriteTicket)>>,
 }
 
-/// The driver's side of a reader: its channel, and a chunk it could not hand over yet.
+/// The driver's side of a reader: its channel, a chunk it could not hand over yet, and a
+/// message taken from the node that did not fit whole in the chunks sent so far (with how
+/// much of it went).
 struct ReaderState {
     tx: std::sync::mpsc::SyncSender<Chunk>,
     stalled: Option<Chunk>,
+    partial: Option<(Vec<u8>, usize)>,
 }
 
 impl Loop {
@@ -927,6 +931,7 @@ impl Loop {
                     ReaderState {
                         tx: rtx,
                         stalled: None,
+                        partial: None,
                     },
                 );
                 let mut c = Connection {
@@ -990,7 +995,7 @@ impl Loop {
         }
     }
 
-    /// Hands decrypted bytes to the connection's reader, as far as its channel has room.
+    /// Hands decrypted messages to the connection's reader, as far as its channel has room.
     fn forward_readable(&mut self, conn: ConnId) {
         let Some(r) = self.readers.get_mut(&conn) else {
             return;
@@ -1000,17 +1005,10 @@ impl Loop {
         loop {
             let chunk = match next.take() {
                 Some(c) => c,
-                None => {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    match self.node.conn_read(conn, &mut buf) {
-                        Ok(0) => Chunk::Eof,
-                        Ok(n) => {
-                            buf.truncate(n);
-                            Chunk::Data(buf)
-                        }
-                        Err(_) => return,
-                    }
-                }
+                None => match next_chunk(&mut self.node, conn, &mut r.partial) {
+                    Some(c) => c,
+                    None => return,
+                },
             };
             let eof = matches!(chunk, Chunk::Eof);
             match r.tx.try_send(chunk) {
@@ -1030,18 +1028,22 @@ impl Loop {
 
     /// Gives `data` to the node, or parks it until the connection is writable again. Behind
     /// parked writes it parks too: bytes keep the order they were written in.
-    fn write_conn(&mut self, now: Timestamp, conn: ConnId, data: Vec<u8>, ticket: WriteTicket) {
+    fn write_conn(&mut self, now: Timestamp, conn: ConnId, data: Outgoing, ticket: WriteTicket) {
         if let Some(parked) = self.parked_writes.get_mut(&conn) {
             parked.push((data, ticket));
             return;
         }
-        match self.node.conn_write(now, conn, &data) {
+        let result = match &data {
+            Outgoing::Bytes(bytes) => self.node.conn_write(now, conn, bytes).map(drop),
+            Outgoing::Message(message) => self.node.conn_write_message(now, conn, message),
+        };
+        match result {
             Err(ConnError::Blocked) => self
                 .parked_writes
                 .entry(conn)
                 .or_default()
                 .push((data, ticket)),
-            r => ticket.settle(r.map(drop)),
+            r => ticket.settle(r),
         }
     }
 
@@ -1065,6 +1067,39 @@ impl Loop {
             let _ = r.send(Err(Error::Closed));
         }
     }
+}
+
+/// The next chunk for a reader: up to `CHUNK` bytes of whole messages (their ends marked), a
+/// message too large for one chunk split over several (the remainder kept in `partial`), or
+/// EOF. `None` while the node has nothing more.
+fn next_chunk(
+    node: &mut Node,
+    conn: ConnId,
+    partial: &mut Option<(Vec<u8>, usize)>,
+) -> Option<Chunk> {
+    let mut bytes = Vec::new();
+    let mut ends = Vec::new();
+    while bytes.len() < CHUNK {
+        let (message, from) = match partial.take() {
+            Some(p) => p,
+            None => match node.conn_read_message(conn) {
+                Ok(Some(m)) => (m, 0),
+                Ok(None) if bytes.is_empty() => return Some(Chunk::Eof),
+                // The end comes in the next chunk, after these bytes.
+                Ok(None) | Err(_) => break,
+            },
+        };
+        let rest = &message[from..];
+        let room = CHUNK - bytes.len();
+        if rest.len() <= room {
+            bytes.extend_from_slice(rest);
+            ends.push(bytes.len());
+        } else {
+            bytes.extend_from_slice(&rest[..room]);
+            *partial = Some((message, from + room));
+        }
+    }
+    (!bytes.is_empty()).then_some(Chunk::Data { bytes, ends })
 }
 
 fn token_of(socket: SocketId) -> Token {

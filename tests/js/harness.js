@@ -324,6 +324,29 @@ const commands = {
     })
   },
 
+  // Connects, writes each of `messages` (hex) as one message, and collects `data` events
+  // until as many came back as were sent; returns them (hex) with their boundaries as JS saw
+  // them. The peer is expected to echo message by message.
+  async connectMessages(args) {
+    const dht = getNode(args)
+    const messages = args.messages.map((m, i) => fromHex(m, 0, `messages[${i}]`))
+    const socket = dht.connect(fromHex(args.publicKey, 32, 'publicKey'))
+    return new Promise((resolve, reject) => {
+      const received = []
+      socket.on('error', reject)
+      socket.on('open', () => {
+        for (const m of messages) socket.write(m)
+      })
+      socket.on('data', (d) => {
+        received.push(hex(d))
+        if (received.length === messages.length) {
+          socket.end()
+          resolve({ received })
+        }
+      })
+    })
+  },
+
   // An echo server whose firewall callback records (and may deny) client keys.
   async listenFirewall(args) {
     const dht = getNode(args)

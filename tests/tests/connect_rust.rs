@@ -248,3 +248,53 @@ fn pipelined_small_writes_keep_their_order() {
     });
     assert!(failed, "writes to a closed connection must fail");
 }
+
+#[test]
+fn messages_keep_their_boundaries_and_end() {
+    use std::io::Read;
+    let pair = ConnectedPair::new(0x55);
+    let (conn, mut accepted) = (pair.client_conn, pair.server_conn);
+    // Many small messages (several share a driver chunk), one spanning many chunks, and an
+    // empty one, which is not sent.
+    let mut sent: Vec<Vec<u8>> = (0..2000u32)
+        .map(|i| vec![i as u8; 1 + (i as usize * 37) % 300])
+        .collect();
+    sent.insert(1000, (0..700_000u32).map(|i| (i % 253) as u8).collect());
+    let to_server = sent.clone();
+    let writer = conn.writer.clone();
+    let sender = std::thread::spawn(move || {
+        for (i, m) in to_server.iter().enumerate() {
+            writer.send_message(m).unwrap();
+            if i == 10 {
+                writer.send_message(&[]).unwrap();
+            }
+        }
+        let too_large = vec![0; hyperdht_proto::secretstream::MAX_MESSAGE + 1];
+        let err = writer.send_message(&too_large).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        writer.finish().unwrap();
+    });
+    let mut received = vec![accepted.reader.read_message().unwrap().unwrap()];
+    // The second message is begun with a byte read; read_message returns the rest of it.
+    let mut head = [0u8; 1];
+    accepted.reader.read_exact(&mut head).unwrap();
+    let rest = accepted.reader.read_message().unwrap().unwrap();
+    received.push([&head[..], &rest].concat());
+    while let Some(m) = accepted.reader.read_message().expect("read_message") {
+        received.push(m);
+    }
+    sender.join().unwrap();
+    assert_eq!(received.len(), sent.len(), "message count");
+    for (i, (s, r)) in sent.iter().zip(&received).enumerate() {
+        assert!(
+            s == r,
+            "message {i}: sent {} bytes, got {}",
+            s.len(),
+            r.len()
+        );
+    }
+    // After the end, reads keep saying so.
+    assert!(accepted.reader.read_message().unwrap().is_none());
+    let mut buf = [0u8; 8];
+    assert_eq!(accepted.reader.read(&mut buf).unwrap(), 0);
+}

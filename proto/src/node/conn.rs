@@ -67,6 +67,9 @@ pub enum ConnError {
     Finished,
     /// The connection closed.
     Closed(ConnCloseReason),
+    /// A message longer than [`crate::secretstream::MAX_MESSAGE`] (secret-stream frames are
+    /// at most 2^24 - 1 bytes).
+    MessageTooLarge,
 }
 
 impl fmt::Display for ConnError {
@@ -77,6 +80,7 @@ impl fmt::Display for ConnError {
             ConnError::Blocked => f.write_str("connection blocked"),
             ConnError::Finished => f.write_str("connection write side finished"),
             ConnError::Closed(r) => write!(f, "{r}"),
+            ConnError::MessageTooLarge => f.write_str("message too large for one frame"),
         }
     }
 }
@@ -439,14 +443,44 @@ impl Node {
 
     // ----- application API ------------------------------------------------------------------
 
-    /// Encrypts and queues `data` on an open connection; returns how much was taken (all of
-    /// it, or `Err(Blocked)` while too much is queued).
+    /// Encrypts and queues `data` on an open connection as a byte stream (split into messages
+    /// of at most 64 KiB); returns how much was taken (all of it, or `Err(Blocked)` while too
+    /// much is queued).
     pub fn conn_write(
         &mut self,
         now: Timestamp,
         conn: ConnId,
         data: &[u8],
     ) -> Result<usize, ConnError> {
+        self.write_messages(now, conn, data.chunks(1 << 16))?;
+        Ok(data.len())
+    }
+
+    /// Encrypts and queues `message` as one secret-stream message: the peer reads it whole
+    /// (a JS peer gets it as one `data` event; see [`Node::conn_read_message`]). Fails with
+    /// [`ConnError::MessageTooLarge`] over [`crate::secretstream::MAX_MESSAGE`] bytes and with
+    /// `Err(Blocked)` while too much is queued. An empty message is not sent: hyperdht peers
+    /// drop empty messages as keep-alives.
+    pub fn conn_write_message(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        message: &[u8],
+    ) -> Result<(), ConnError> {
+        if message.len() > crate::secretstream::MAX_MESSAGE {
+            return Err(ConnError::MessageTooLarge);
+        }
+        let message = (!message.is_empty()).then_some(message);
+        self.write_messages(now, conn, message.into_iter())
+    }
+
+    /// Seals each of `messages` as one secret-stream message, if the connection can take them.
+    fn write_messages<'m>(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        messages: impl Iterator<Item = &'m [u8]>,
+    ) -> Result<(), ConnError> {
         self.set_now(now);
         let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
         if let Some(r) = c.closed {
@@ -463,33 +497,62 @@ impl Node {
             c.write_blocked = true;
             return Err(ConnError::Blocked);
         }
-        // secret-stream frames are at most 2^24 - 1 bytes: split larger writes.
-        for chunk in data.chunks(1 << 16) {
-            if let Err(e) = secret.write(now, chunk) {
+        for message in messages {
+            if let Err(e) = secret.write(now, message) {
                 let reason = ConnCloseReason::SecretStream(e);
                 self.close_conn(conn.0, reason, true);
                 return Err(ConnError::Closed(reason));
             }
         }
         self.flush_conn(conn.0);
-        Ok(data.len())
+        Ok(())
     }
 
-    /// Reads decrypted bytes; `Ok(0)` once the peer finished and everything was read.
+    /// Reads decrypted bytes as a byte stream (message boundaries are not kept); `Ok(0)` once
+    /// the peer finished and everything was read.
     pub fn conn_read(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, ConnError> {
         let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
         let secret = c.secret.as_mut().ok_or(ConnError::NotOpen)?;
         let n = secret.read(buf);
         if n > 0 || buf.is_empty() {
-            // Room again: take what the stream kept back.
-            if secret.readable_bytes() < MAX_UNREAD_INPUT / 2 {
-                self.pump_conn_input(conn.0);
-            }
+            self.refill_conn_input(conn.0);
             return Ok(n);
         }
+        self.read_nothing(conn.0).map(|()| 0)
+    }
+
+    /// Reads the next message whole, as the peer wrote it (one JS `write`); `Ok(None)` once
+    /// the peer finished and everything was read. After a [`Node::conn_read`] that stopped
+    /// inside a message, returns the rest of it.
+    pub fn conn_read_message(&mut self, conn: ConnId) -> Result<Option<Vec<u8>>, ConnError> {
         let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
+        let secret = c.secret.as_mut().ok_or(ConnError::NotOpen)?;
+        if let Some(message) = secret.poll_message() {
+            self.refill_conn_input(conn.0);
+            return Ok(Some(message));
+        }
+        self.read_nothing(conn.0).map(|()| None)
+    }
+
+    /// After a read: once the unread input is below half its bound, takes what the UDX stream
+    /// kept back.
+    fn refill_conn_input(&mut self, conn: u64) {
+        let low = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.secret.as_ref())
+            .map(|s| s.readable_bytes() < MAX_UNREAD_INPUT / 2);
+        if low == Some(true) {
+            self.pump_conn_input(conn);
+        }
+    }
+
+    /// Why a read found nothing: `Ok` at the end of the peer's stream, else `Blocked` or the
+    /// close reason.
+    fn read_nothing(&self, conn: u64) -> Result<(), ConnError> {
+        let c = self.conns.get(&conn).ok_or(ConnError::Unknown)?;
         if c.eof {
-            return Ok(0);
+            return Ok(());
         }
         match c.closed {
             Some(r) => Err(ConnError::Closed(r)),
