@@ -58,6 +58,7 @@ pub mod holepunch;
 pub mod ids;
 mod node;
 pub mod noise;
+pub mod protomux;
 pub mod query;
 pub mod rng;
 pub mod routing;

@@ -12,6 +12,8 @@
 const readline = require('readline')
 const DHT = require('hyperdht')
 const b4a = require('b4a')
+const c = require('compact-encoding')
+const Protomux = require('protomux')
 
 const HOST = '127.0.0.1'
 const DEBUG = !!process.env.HYPERDHT_HARNESS_DEBUG
@@ -344,6 +346,116 @@ const commands = {
           resolve({ received })
         }
       })
+    })
+  },
+
+  // A server speaking protomux on each connection. It accepts 'hyperdht-rs/echo' channels
+  // (any id; messages: 0 raw, 1 string), answers with handshake 'js echo', sends a corked
+  // batch (raw 'batched-1', string 'batched-2') once open, and echoes: raw as is, strings as
+  // 'echo: ' + s. It also opens 'hyperdht-rs/js-first' (id 'j', handshake 'from js') and
+  // sends the string 'js says hi' on it once the peer answers. `protomuxSeen` lists what
+  // happened, in order.
+  async listenProtomux(args) {
+    const dht = getNode(args)
+    const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    const seen = []
+    const server = dht.createServer((socket) => {
+      socket.on('error', () => {})
+      const mux = Protomux.from(socket)
+      mux.pair({ protocol: 'hyperdht-rs/echo' }, (id) => {
+        const ch = mux.createChannel({
+          protocol: 'hyperdht-rs/echo',
+          id,
+          handshake: c.raw,
+          onopen(handshake) {
+            seen.push('open echo ' + hex(id || b4a.alloc(0)) + ' ' + b4a.toString(handshake))
+            ch.cork()
+            raw.send(b4a.from('batched-1'))
+            str.send('batched-2')
+            ch.uncork()
+          },
+          onclose(isRemote) {
+            seen.push('close echo remote=' + isRemote)
+          }
+        })
+        const raw = ch.addMessage({ encoding: c.raw, onmessage: (m) => raw.send(m) })
+        const str = ch.addMessage({ encoding: c.string, onmessage: (m) => str.send('echo: ' + m) })
+        ch.open(b4a.from('js echo'))
+      })
+      const first = mux.createChannel({
+        protocol: 'hyperdht-rs/js-first',
+        id: b4a.from('j'),
+        handshake: c.raw,
+        onopen(handshake) {
+          seen.push('open js-first ' + b4a.toString(handshake))
+          hi.send('js says hi')
+        },
+        onclose(isRemote) {
+          seen.push('close js-first remote=' + isRemote)
+        }
+      })
+      const hi = first.addMessage({ encoding: c.string })
+      first.open(b4a.from('from js'))
+    })
+    await server.listen(kp)
+    const handle = nextHandle++
+    servers.set(handle, { server, seen })
+    return { server: handle, publicKey: hex(kp.publicKey) }
+  },
+
+  // What a protomux server saw, once a line starting with `until` is among it (at most
+  // `timeoutMs`, default 10 s; then it fails).
+  async protomuxSeen(args) {
+    const s = servers.get(args.server)
+    if (!s) throw new Error('unknown server')
+    const started = Date.now()
+    const timeoutMs = args.timeoutMs || 10000
+    while (!s.seen.some((l) => l.startsWith(args.until))) {
+      if (Date.now() - started > timeoutMs) {
+        throw new Error('no ' + JSON.stringify(args.until) + ' in ' + JSON.stringify(s.seen))
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    return s.seen
+  },
+
+  // Connects, opens a 'hyperdht-rs/echo' channel with id `channelId` (hex) and handshake
+  // 'js client', sends `raw` (hex, message 0) and `text` (message 1) in one corked batch,
+  // and waits for two messages back; returns the peer's handshake and what came back, then
+  // closes.
+  async connectProtomux(args) {
+    const dht = getNode(args)
+    const socket = dht.connect(fromHex(args.publicKey, 32, 'publicKey'))
+    return new Promise((resolve, reject) => {
+      socket.on('error', reject)
+      const mux = Protomux.from(socket)
+      const got = {}
+      const ch = mux.createChannel({
+        protocol: 'hyperdht-rs/echo',
+        id: fromHex(args.channelId, 0, 'channelId'),
+        handshake: c.raw,
+        onopen(handshake) {
+          got.handshake = b4a.toString(handshake)
+          ch.cork()
+          raw.send(fromHex(args.raw, 0, 'raw'))
+          str.send(args.text)
+          ch.uncork()
+        },
+        onclose(isRemote) {
+          if (!got.done) reject(new Error('channel closed early, remote=' + isRemote))
+        }
+      })
+      const done = () => {
+        if (got.raw !== undefined && got.text !== undefined) {
+          got.done = true
+          ch.close()
+          socket.end()
+          resolve({ handshake: got.handshake, raw: got.raw, text: got.text })
+        }
+      }
+      const raw = ch.addMessage({ encoding: c.raw, onmessage: (m) => { got.raw = hex(m); done() } })
+      const str = ch.addMessage({ encoding: c.string, onmessage: (m) => { got.text = m; done() } })
+      ch.open(b4a.from('js client'))
     })
   },
 
