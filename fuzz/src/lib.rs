@@ -5,10 +5,11 @@
 //! ```text
 //! cargo +nightly fuzz run decode_message    # from the repository root (cargo install cargo-fuzz)
 //! cargo +nightly fuzz run node_datagrams
+//! cargo +nightly fuzz run protomux
 //! cargo build --manifest-path fuzz/Cargo.toml   # stable: builds the targets without coverage
 //! ```
 
 #[path = "../../tests/src/fuzz_targets.rs"]
 pub mod targets;
 
-pub use targets::{decode_message, node_datagrams, noise_responder};
+pub use targets::{decode_message, node_datagrams, noise_responder, protomux};

@@ -9,6 +9,7 @@
 //!   from "real" nodes, time steps, application commands), with every output drained and
 //!   checked after each step. The byte format is described on [`node_datagrams`];
 //!   [`Script`] writes it (for seeding the corpus).
+//! * [`protomux`]: two protomux channel tables driven by a script, with junk into one.
 
 use core::time::Duration;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -794,6 +795,103 @@ pub fn noise_responder(data: &[u8]) {
             let _ = hyperdht::Holepunch::decode(rest);
             let sp = hyperdht_proto::holepunch::SecurePayload::new([7; 32], [8; 32]);
             let _ = sp.open(rest);
+        }
+    }
+}
+
+// ----- protomux ------------------------------------------------------------------------------
+
+/// Two [`Protomux`](hyperdht_proto::protomux::Protomux)es, `a` and `b`, driven by a script:
+/// each step is an op byte and its arguments (missing bytes read as 0):
+///
+/// - `0 len bytes`: junk into `a` as one message from its peer;
+/// - `1 side proto id hs_len hs`: `side` (low bit: a/b) opens protocol `proto % 3`, id
+///   `id % 3` (0 = none);
+/// - `2 side channel kind len payload`: sends on channel `channel % 8`;
+/// - `3 side channel`: closes a channel;
+/// - `4 side proto id`: `pair` (`id` 0 = any id); `5 side proto id`: `reject`;
+/// - `6 side`: delivers what `side` has to send to the other.
+///
+/// Never panics, and until junk went in, neither honest side ever sees an error from the
+/// other: what one sends, the other accepts.
+pub fn protomux(data: &[u8]) {
+    use hyperdht_proto::protomux::{ChannelId, Protomux};
+    const PROTOCOLS: [&str; 3] = ["alpha", "beta", "gamma"];
+    let id_of = |b: u8| -> Option<[u8; 1]> {
+        let id = b % 3;
+        (id > 0).then_some([id])
+    };
+    let mut muxes = [Protomux::new(), Protomux::new()];
+    let mut junked = false;
+    let mut input = data;
+    let byte = |input: &mut &[u8]| -> u8 {
+        let Some((&b, rest)) = input.split_first() else {
+            return 0;
+        };
+        *input = rest;
+        b
+    };
+    let take = |input: &mut &[u8], n: usize| -> Vec<u8> {
+        let n = n.min(input.len());
+        let (head, rest) = input.split_at(n);
+        *input = rest;
+        head.to_vec()
+    };
+    for _ in 0..256 {
+        if input.is_empty() {
+            break;
+        }
+        let op = byte(&mut input);
+        let side = (byte(&mut input) & 1) as usize;
+        match op % 7 {
+            0 => {
+                let len = byte(&mut input) as usize;
+                let junk = take(&mut input, len);
+                junked = true;
+                let _ = muxes[0].handle_message(&junk);
+            }
+            1 => {
+                let proto = PROTOCOLS[byte(&mut input) as usize % 3];
+                let id = id_of(byte(&mut input));
+                let len = byte(&mut input) as usize;
+                let hs = take(&mut input, len);
+                let _ = muxes[side].open(proto, id.as_ref().map(|i| &i[..]), &hs);
+            }
+            2 => {
+                let channel = ChannelId(u32::from(byte(&mut input) % 8));
+                let kind = u64::from(byte(&mut input));
+                let len = byte(&mut input) as usize;
+                let payload = take(&mut input, len);
+                let _ = muxes[side].send(channel, kind, &payload);
+            }
+            3 => {
+                let channel = ChannelId(u32::from(byte(&mut input) % 8));
+                let _ = muxes[side].close(channel);
+            }
+            4 | 5 => {
+                let proto = PROTOCOLS[byte(&mut input) as usize % 3];
+                let id = id_of(byte(&mut input));
+                let id = id.as_ref().map(|i| &i[..]);
+                if op % 7 == 4 {
+                    muxes[side].pair(proto, id);
+                } else {
+                    muxes[side].reject(proto, id);
+                }
+            }
+            _ => {
+                let [a, b] = &mut muxes;
+                let (from, to) = if side == 0 { (a, b) } else { (b, a) };
+                while let Some(m) = from.poll_transmit() {
+                    let result = to.handle_message(&m);
+                    assert!(
+                        junked || result.is_ok(),
+                        "an honest mux refused its peer's message {m:?}: {result:?}"
+                    );
+                }
+            }
+        }
+        for m in &mut muxes {
+            while m.poll_event().is_some() {}
         }
     }
 }

@@ -43,7 +43,13 @@ fn corpus_has_only_known_targets() {
     for entry in std::fs::read_dir(corpus_dir()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            ["decode_message", "node_datagrams", "noise_responder"].contains(&name.as_str()),
+            [
+                "decode_message",
+                "node_datagrams",
+                "noise_responder",
+                "protomux"
+            ]
+            .contains(&name.as_str()),
             "unknown fuzz target corpus {name}"
         );
     }
@@ -268,6 +274,7 @@ fn regenerate_corpus() {
     for (target, seeds) in [
         ("decode_message", seed_decode_message()),
         ("node_datagrams", seed_node_datagrams()),
+        ("protomux", seed_protomux()),
     ] {
         let dir = corpus_dir().join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -286,6 +293,32 @@ fn seeds_run_clean() {
     for (_, data) in seed_node_datagrams() {
         fuzz_targets::node_datagrams(&data);
     }
+    for (_, data) in seed_protomux() {
+        fuzz_targets::protomux(&data);
+    }
+}
+
+/// Protomux scripts (format on `fuzz_targets::protomux`): honest sessions that open, pair,
+/// talk, reject and close, and a session with junk after it.
+fn seed_protomux() -> Vec<(String, Vec<u8>)> {
+    // Both open "alpha" id 1, both deliver, a sends on channel 1, b closes, both deliver.
+    let both_open = vec![
+        1, 0, 0, 1, 2, b'h', b'i', 1, 1, 0, 1, 0, 6, 0, 6, 1, 2, 0, 1, 5, 3, b'a', b'b', b'c', 6,
+        0, 3, 1, 1, 6, 1, 6, 0,
+    ];
+    // b pairs "beta" (any id), a opens beta id 2, b answers, a sends, then an open of
+    // "gamma" that b rejects.
+    let paired = vec![
+        4, 1, 1, 0, 1, 0, 1, 2, 0, 6, 0, 1, 1, 1, 2, 0, 6, 1, 6, 0, 2, 0, 1, 9, 1, b'x', 6, 0, 1,
+        0, 2, 0, 0, 6, 0, 6, 1,
+    ];
+    let mut junk = both_open.clone();
+    junk.extend_from_slice(&[0, 0, 7, 0, 0, 1, 0, 3, 1, 1, 6, 1, 0, 0, 3, 0, 1, 9]);
+    vec![
+        ("both-open".to_string(), both_open),
+        ("paired".to_string(), paired),
+        ("junk".to_string(), junk),
+    ]
 }
 
 /// The hand-written seeds reach the states they were written for (so the fuzzer starts from
@@ -335,4 +368,9 @@ fn seeds_reach_their_states() {
 #[test]
 fn replay_noise_responder() {
     replay("noise_responder", fuzz_targets::noise_responder);
+}
+
+#[test]
+fn replay_protomux() {
+    replay("protomux", fuzz_targets::protomux);
 }
