@@ -74,9 +74,9 @@ pub use error::{ApiError, QueryError, RequestError};
 pub use event::{Event, Reply, SocketOp, Transmit};
 pub use ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
 pub use node::{
-    AcceptPolicy, ConnCloseReason, ConnError, ConnectError, IncomingHandshake, Node, QuerySpec,
-    RequestSpec, ServerConfig,
+    AcceptPolicy, ConnCloseReason, ConnError, ConnectError, ConnectOptions, IncomingHandshake,
+    Node, QuerySpec, RequestSpec, ServerConfig,
 };
 pub use rpc::HealthState;
-pub use stats::{Dropped, Stats};
+pub use stats::{Dropped, Relaying, Stats};
 pub use time::Timestamp;

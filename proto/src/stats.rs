@@ -26,6 +26,17 @@ pub struct Dropped {
     pub oversized: u64,
 }
 
+/// Blind relay use (JS `dht.stats.relaying`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relaying {
+    /// Pairings started.
+    pub attempts: u64,
+    /// Connections that went through a relay.
+    pub successes: u64,
+    /// Pairings given up (another path won, the relay failed, or it took too long).
+    pub aborts: u64,
+}
+
 /// Node counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -57,4 +68,6 @@ pub struct Stats {
     pub relayed: u64,
     /// Dropped input, by reason.
     pub dropped: Dropped,
+    /// Blind relay use.
+    pub relaying: Relaying,
 }

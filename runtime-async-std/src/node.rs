@@ -15,8 +15,8 @@ use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::event::Record;
 use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    ApiError, Config, ConnectError, Node, NodeId, QueryError, QueryId, QuerySpec, Reply,
-    RequestError, RequestSpec, ServerConfig, ServerId, SocketId, Stats, Timestamp,
+    ApiError, Config, ConnectError, ConnectOptions, Node, NodeId, QueryError, QueryId, QuerySpec,
+    Reply, RequestError, RequestSpec, ServerConfig, ServerId, SocketId, Stats, Timestamp,
 };
 
 use crate::conn::Connection;
@@ -415,9 +415,21 @@ impl AsyncNode {
         remote_public_key: [u8; 32],
         key: &KeyPair,
     ) -> Result<Connection, Error> {
+        self.connect_with(remote_public_key, key, ConnectOptions::default())
+            .await
+    }
+
+    /// Like [`AsyncNode::connect`], with options (a blind relay to meet the server at:
+    /// [`ConnectOptions::relay_through`]).
+    pub async fn connect_with(
+        &self,
+        remote_public_key: [u8; 32],
+        key: &KeyPair,
+        options: ConnectOptions,
+    ) -> Result<Connection, Error> {
         let (tx, rx) = async_channel::bounded(1);
         let id = self.call(|st, now| {
-            let id = st.node.connect(now, &remote_public_key, key);
+            let id = st.node.connect_with(now, &remote_public_key, key, options);
             st.pending.connects.insert(id, tx);
             id
         })?;

@@ -15,9 +15,9 @@ use hyperdht_proto::event::Record;
 use hyperdht_proto::noise::HandshakeOutput;
 use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    ApiError, Config, ConnCloseReason, ConnError, ConnId, ConnectError, Event, Node, NodeId,
-    QueryError, QueryId, QuerySpec, Reply, RequestError, RequestId, RequestSpec, ServerConfig,
-    ServerId, SocketId, SocketOp, Stats, Timestamp, Transmit,
+    ApiError, Config, ConnCloseReason, ConnError, ConnId, ConnectError, ConnectOptions, Event,
+    Node, NodeId, QueryError, QueryId, QuerySpec, Reply, RequestError, RequestId, RequestSpec,
+    ServerConfig, ServerId, SocketId, SocketOp, Stats, Timestamp, Transmit,
 };
 use mio::net::UdpSocket;
 
@@ -123,7 +123,12 @@ pub(crate) enum Command {
         ServerConfig,
         Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
     ),
-    Connect([u8; 32], KeyPair, Sender<Result<Connection, Error>>),
+    Connect(
+        [u8; 32],
+        KeyPair,
+        ConnectOptions,
+        Sender<Result<Connection, Error>>,
+    ),
     /// A reader took a chunk: forward more if the connection has some.
     ReadMore(ConnId),
     CloseServer(ServerId, Sender<()>),
@@ -399,9 +404,24 @@ impl MioNode {
     /// Connects to the server with `remote_public_key`, as `key`; blocks until the path is open
     /// or the attempt failed.
     pub fn connect(&self, remote_public_key: [u8; 32], key: &KeyPair) -> Result<Connection, Error> {
+        self.connect_with(remote_public_key, key, ConnectOptions::default())
+    }
+
+    /// Like [`MioNode::connect`], with options (a blind relay to meet the server at:
+    /// [`ConnectOptions::relay_through`]).
+    pub fn connect_with(
+        &self,
+        remote_public_key: [u8; 32],
+        key: &KeyPair,
+        options: ConnectOptions,
+    ) -> Result<Connection, Error> {
         let (tx, rx) = mpsc::channel();
-        self.inner
-            .send(Command::Connect(remote_public_key, key.clone(), tx))?;
+        self.inner.send(Command::Connect(
+            remote_public_key,
+            key.clone(),
+            options,
+            tx,
+        ))?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -677,8 +697,8 @@ impl Loop {
                         let _ = tx.send(Err(Error::Api(e)));
                     }
                 },
-                Command::Connect(pk, key, tx) => {
-                    let id = self.node.connect(now, &pk, &key);
+                Command::Connect(pk, key, options, tx) => {
+                    let id = self.node.connect_with(now, &pk, &key, options);
                     self.pending.connects.insert(id, (pk, tx));
                 }
                 Command::ReadMore(conn) => self.forward_readable(conn),

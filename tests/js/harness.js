@@ -14,6 +14,7 @@ const DHT = require('hyperdht')
 const b4a = require('b4a')
 const c = require('compact-encoding')
 const Protomux = require('protomux')
+const BlindRelay = require('blind-relay')
 
 const HOST = '127.0.0.1'
 const DEBUG = !!process.env.HYPERDHT_HARNESS_DEBUG
@@ -24,6 +25,7 @@ console.info = console.error
 
 const nodes = new Map() // handle -> HyperDHT
 const servers = new Map() // handle -> { server, seen }
+const relays = new Map() // handle -> BlindRelay.Server
 let nextHandle = 1
 let shuttingDown = false
 
@@ -294,16 +296,54 @@ const commands = {
 
   // ---- servers and connections ----
 
-  // An echo server: every connection gets its data written back.
+  // An echo server: every connection gets its data written back. Options: `neverPunch`
+  // (refuse every holepunch, share no local address: only a blind relay can reach it) and
+  // `relayThrough` (hex key: ask clients to meet at this blind relay).
   async listen(args) {
     const dht = getNode(args)
     const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
-    const server = dht.createServer((socket) => {
+    const opts = {}
+    if (args.neverPunch) {
+      opts.holepunch = () => false
+      opts.shareLocalAddress = false
+    }
+    if (args.relayThrough) opts.relayThrough = fromHex(args.relayThrough, 32, 'relayThrough')
+    const server = dht.createServer(opts, (socket) => {
       socket.on('data', (d) => socket.write(d))
       socket.on('error', () => {})
     })
     await server.listen(kp)
     return { publicKey: hex(kp.publicKey) }
+  },
+
+  // A blind relay server (npm blind-relay) listening on the node with the key from `seed`,
+  // as hyperdht's own tests run one.
+  async createRelay(args) {
+    const dht = getNode(args)
+    const kp = DHT.keyPair(fromHex(args.seed, 32, 'seed'))
+    const relay = new BlindRelay.Server({
+      createStream(opts) {
+        return dht.createRawStream({ ...opts, framed: true })
+      }
+    })
+    const server = dht.createServer((socket) => {
+      const session = relay.accept(socket, { id: socket.remotePublicKey })
+      session.on('error', (err) => log('relay session error', err.message))
+    })
+    await server.listen(kp)
+    const handle = nextHandle++
+    relays.set(handle, relay)
+    return { relay: handle, publicKey: hex(kp.publicKey) }
+  },
+
+  async relayStats(args) {
+    const relay = relays.get(args.relay)
+    if (!relay) throw new Error('unknown relay')
+    const { pairings, streams } = relay.stats
+    return {
+      pairings: { ...pairings },
+      streams: { opened: streams.opened, closed: streams.closed, errors: streams.errors }
+    }
   },
 
   // Connects, writes `message`, waits for the same bytes back.

@@ -11,6 +11,7 @@ use core::time::Duration;
 
 use super::queries::{QueryKind, QuerySpec};
 use super::records::{Commit, RecordKind};
+use super::relay::{ConnectOptions, RelayRequest};
 use super::rpc::{Owner, RequestSpec};
 use super::sockets::PuncherRef;
 use super::Node;
@@ -26,7 +27,7 @@ use crate::noise::{HandshakeOutput, Initiator};
 use crate::time::Timestamp;
 use crate::wire::holepunch::HolepunchPayload;
 use crate::wire::hyperdht::{mode, Handshake, Holepunch, Peer};
-use crate::wire::noise::{error, firewall, NoisePayload, RelayInfo, UdxInfo};
+use crate::wire::noise::{error, firewall, NoisePayload, RelayInfo, RelayThrough, UdxInfo};
 
 /// Parallel handshakes through different relays (`Semaphore(2)`).
 pub const PARALLEL_HANDSHAKES: usize = 2;
@@ -69,6 +70,8 @@ pub enum ConnectError {
     NotAccepted,
     /// The node shut down or the attempt was cancelled.
     Destroyed,
+    /// Holepunching failed and the blind relay did not pair either (`RELAY_ABORTED`).
+    RelayAborted,
 }
 
 impl fmt::Display for ConnectError {
@@ -94,6 +97,7 @@ impl fmt::Display for ConnectError {
             ConnectError::RemoteNotHolepunchable => "no holepunch strategy fits the two NATs",
             ConnectError::NotAccepted => "the server did not accept the connection's stream",
             ConnectError::Destroyed => "connection attempt cancelled",
+            ConnectError::RelayAborted => "holepunch failed and the blind relay did not pair",
         })
     }
 }
@@ -166,6 +170,14 @@ pub(super) struct ClientConn {
     server_relay: Option<RelayInfo>,
     deadline: Option<Timestamp>,
     lan_only: bool,
+    /// Our key pair (the blind relay connection uses it too).
+    key: KeyPair,
+    /// The blind relay we asked the server to meet us at (JS `relayThrough`).
+    relay_through: Option<RelayThrough>,
+    /// Why holepunching failed, while a blind relay may still pair.
+    held: Option<ConnectError>,
+    /// Open a session to the server in the first probe round (JS `fastOpen`).
+    fast_open: bool,
 }
 
 /// `Initiator` kept as a template: each relay's reply is read with a copy, because the server
@@ -200,7 +212,23 @@ impl Node {
         remote_public_key: &[u8; 32],
         key: &KeyPair,
     ) -> ConnId {
+        self.connect_with(now, remote_public_key, key, ConnectOptions::default())
+    }
+
+    /// Like [`Node::connect`], with options (a blind relay to meet the server at).
+    pub fn connect_with(
+        &mut self,
+        now: Timestamp,
+        remote_public_key: &[u8; 32],
+        key: &KeyPair,
+        options: ConnectOptions,
+    ) -> ConnId {
         self.set_now(now);
+        let relay_through = options.relay_through.map(|public_key| RelayThrough {
+            version: 1,
+            public_key,
+            token: self.rng.bytes32(),
+        });
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         let id = self.next_conn;
@@ -235,6 +263,10 @@ impl Node {
                 server_relay: None,
                 deadline: None,
                 lan_only: false,
+                key: key.clone(),
+                relay_through,
+                held: None,
+                fast_open: options.fast_open,
             },
         );
         if self.closed || !self.is_listening() {
@@ -328,6 +360,7 @@ impl Node {
                         seq: 0,
                     }),
                     secret_stream: Some(1),
+                    relay_through: c.relay_through,
                     ..NoisePayload::default()
                 };
                 let Some(ini) = c.initiator.as_mut() else {
@@ -446,6 +479,25 @@ impl Node {
         if !info.relayed {
             let socket = self.request_socket();
             return self.client_path_open(id, socket, relay);
+        }
+        // A blind relay races the holepunch: the server's choice first, as in JS
+        // (`relayConnection`: the server initiates its own relay, we initiate ours).
+        let relay = match (info.payload.relay_through, c.relay_through) {
+            (Some(theirs), _) => Some((theirs.public_key, theirs.token, false)),
+            (None, Some(ours)) => Some((ours.public_key, ours.token, true)),
+            (None, None) => None,
+        };
+        if let Some((relay_key, token, is_initiator)) = relay {
+            let key = c.key.clone();
+            let request = RelayRequest {
+                client: id,
+                peer_conn: conn,
+                local_udx_id,
+                relay_key,
+                token,
+                is_initiator,
+            };
+            self.start_relay(request, &key);
         }
         self.choose_path(id, info);
     }
@@ -595,18 +647,20 @@ impl Node {
                 let (Some(info), Some(relay)) = (c.info.clone(), c.server_relay) else {
                     return;
                 };
+                // `probeRound(c, fastOpen === false ? null : serverAddress, ...)`.
+                let fast_open = c.fast_open.then_some(info.server_address);
                 let payload = HolepunchPayload {
                     firewall: p.nat().firewall(),
                     round: c.round,
                     addresses: p.nat().addresses().map(<[SocketAddrV4]>::to_vec),
-                    remote_address: Some(info.server_address),
+                    remote_address: fast_open,
                     ..HolepunchPayload::default()
                 };
                 if let Some(c) = self.clients.get_mut(&id) {
                     c.round += 1;
                     c.phase = Phase::ProbeSent { retry };
-                    if let Some(p) = c.puncher.as_mut() {
-                        p.open_session(info.server_address);
+                    if let (Some(p), Some(addr)) = (c.puncher.as_mut(), fast_open) {
+                        p.open_session(addr);
                     }
                 }
                 if !self.send_holepunch_round(id, relay.peer_address, relay.relay_address, payload)
@@ -840,10 +894,15 @@ impl Node {
         self.drain_puncher(PuncherRef::Client(id));
         tracing::debug!(%remote, "connection path chosen");
         self.clients.remove(&id);
+        // A relay still pairing for this attempt is not needed any more.
+        self.drop_relays_of_client(id);
         self.conn_path(conn.0, socket, std::net::SocketAddr::V4(remote));
     }
 
     pub(super) fn fail_client(&mut self, id: u64, reason: ConnectError) {
+        if self.hold_for_relay(id, reason) {
+            return;
+        }
         let Some(mut c) = self.clients.remove(&id) else {
             return;
         };
@@ -855,6 +914,41 @@ impl Node {
                 self.mux.remove(s);
             }
         }
+        self.stop_client_puncher(&mut c);
+        self.drop_relays_of_client(id);
+        tracing::info!(%reason, server = %to_hex(&c.remote_public_key), "connect failed");
+        self.push_event(Event::ConnectFailed {
+            conn: c.conn,
+            reason,
+        });
+    }
+
+    /// A holepunch failure while a blind relay is still pairing: stop punching and wait for
+    /// the relay (JS keeps the connection while it has a relay token). Returns whether the
+    /// failure was held.
+    fn hold_for_relay(&mut self, id: u64, reason: ConnectError) -> bool {
+        if reason == ConnectError::Destroyed || !self.client_relay_pending(id) {
+            return false;
+        }
+        let Some(mut c) = self.clients.remove(&id) else {
+            return false;
+        };
+        if matches!(c.phase, Phase::Finding | Phase::Done) {
+            self.clients.insert(id, c);
+            return false;
+        }
+        tracing::debug!(%reason, "holepunch failed; waiting for the blind relay");
+        self.stop_client_puncher(&mut c);
+        c.puncher = None;
+        c.phase = Phase::Waiting;
+        c.deadline = None;
+        c.held = Some(reason);
+        self.clients.insert(id, c);
+        true
+    }
+
+    /// Ends an attempt's puncher and releases its sockets.
+    fn stop_client_puncher(&mut self, c: &mut ClientConn) {
         if let Some(p) = c.puncher.as_mut() {
             p.finish_elsewhere();
             while let Some(o) = p.poll_output() {
@@ -863,11 +957,21 @@ impl Node {
                 }
             }
         }
-        tracing::info!(%reason, server = %to_hex(&c.remote_public_key), "connect failed");
-        self.push_event(Event::ConnectFailed {
-            conn: c.conn,
-            reason,
-        });
+    }
+
+    /// The attempt's blind relay failed: if holepunching had failed already, so does the
+    /// attempt (JS `RELAY_ABORTED`).
+    pub(super) fn client_relay_gone(&mut self, id: u64) {
+        if self.clients.get(&id).is_some_and(|c| c.held.is_some()) {
+            self.fail_client(id, super::relay::RELAY_ABORTED);
+        }
+    }
+
+    /// Whether attempt `id` finished its handshake and still looks for a path.
+    pub(super) fn client_awaits_path(&self, id: u64) -> bool {
+        self.clients
+            .get(&id)
+            .is_some_and(|c| c.info.is_some() && c.phase != Phase::Done)
     }
 
     /// A packet for our stream arrived before the handshake finished: remember its path.

@@ -174,6 +174,19 @@ impl Node {
         );
     }
 
+    /// The path a connection runs on, once chosen.
+    pub(super) fn conn_path_of(&self, conn: u64) -> Option<(SocketId, SocketAddr)> {
+        self.conns.get(&conn)?.path
+    }
+
+    /// Points a connection's stream at another remote stream (a blind relay's) before its
+    /// path is chosen.
+    pub(super) fn set_conn_remote_udx_id(&mut self, conn: u64, remote_udx_id: u32) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.remote_udx_id = remote_udx_id;
+        }
+    }
+
     /// A path is known: connect the stream (unless the first packet already did) and start
     /// secret-stream.
     pub(super) fn conn_path(&mut self, conn: u64, socket: SocketId, remote: SocketAddr) {
@@ -379,8 +392,9 @@ impl Node {
         if reset {
             self.mux.reset(now, c.stream);
         }
-        let id = c.id;
-        if !c.connected && matches!(c.origin, Origin::Client(_)) {
+        let (id, connected, origin) = (c.id, c.connected, c.origin);
+        self.drop_relays_of_conn(conn);
+        if !connected && matches!(origin, Origin::Client(_)) {
             // The client never saw the server's header: the attempt failed.
             tracing::info!(%reason, "connection closed before the server accepted it");
             self.push_event(Event::ConnectFailed {

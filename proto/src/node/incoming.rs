@@ -36,6 +36,11 @@ impl Node {
         bytes: &[u8],
     ) {
         self.set_now(now);
+        self.take_datagram(socket, from, bytes);
+        self.run_relays();
+    }
+
+    fn take_datagram(&mut self, socket: SocketId, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
         if self.closed || !self.socket_is_bound(socket) {
             self.stats.dropped.unknown_socket += 1;

@@ -12,6 +12,7 @@ mod incoming;
 mod maintenance;
 mod queries;
 mod records;
+mod relay;
 mod rpc;
 mod server;
 mod sockets;
@@ -37,6 +38,7 @@ use crate::time::Timestamp;
 pub use client::ConnectError;
 pub use conn::{ConnCloseReason, ConnError};
 pub use queries::QuerySpec;
+pub use relay::ConnectOptions;
 pub use rpc::RequestSpec;
 pub use server::{AcceptPolicy, IncomingHandshake, ServerConfig};
 
@@ -132,6 +134,10 @@ pub struct Node {
     pending_streams: std::collections::HashMap<crate::stream::StreamId, u64>,
     /// Closing servers and the relays they still unannounce from.
     closing_servers: std::collections::HashMap<u64, usize>,
+    /// Blind relay pairings, by their internal relay connection.
+    relays: BTreeMap<u64, relay::RelayPairing>,
+    /// Events of relay connections, for `run_relays` (the application never sees them).
+    relay_inbox: VecDeque<Event>,
 
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -222,6 +228,8 @@ impl Node {
             conn_by_stream: std::collections::HashMap::new(),
             pending_streams: std::collections::HashMap::new(),
             closing_servers: std::collections::HashMap::new(),
+            relays: BTreeMap::new(),
+            relay_inbox: VecDeque::new(),
             router: Router::new(
                 now,
                 config.store_limits.max_records,
@@ -399,6 +407,7 @@ impl Node {
                 .values()
                 .filter_map(client::ClientConn::next_timeout)
                 .min(),
+            self.relay_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -446,12 +455,14 @@ impl Node {
             self.server_slot_timers();
         }
         self.client_timers();
+        self.relay_timers();
         self.mux.handle_timeout(self.now);
         self.process_stream_events();
         self.conn_timers();
         if slots_due {
             self.recompute_slot_hint();
         }
+        self.run_relays();
     }
 
     /// A fresh UDX stream id, unique on this node.
@@ -482,7 +493,9 @@ impl Node {
     }
 
     fn push_event(&mut self, e: Event) {
-        self.events.push_back(e);
+        if let Some(e) = self.take_relay_event(e) {
+            self.events.push_back(e);
+        }
     }
 
     // ----- commands ------------------------------------------------------------------------

@@ -1,0 +1,468 @@
+//! Blind relays, client side (npm `blind-relay` 1.6 `Client`, as `hyperdht/lib/connect.js`
+//! `relayConnection` uses it).
+//!
+//! When a connection's handshake names a relay (`relayThrough`: ours, from
+//! [`ConnectOptions::relay_through`], or the server's, in its reply), the node connects to the
+//! relay by its key over an internal connection the application never sees, opens a protomux
+//! `blind-relay` channel on it (id: our public key) and sends
+//! `pair {isInitiator, token, id: our UDX stream id, seq: 0}`. Once both peers paired with the
+//! same token, the relay answers with the id of its stream for us; our connection's stream
+//! then talks to the relay's address from the relay connection's socket, and the relay
+//! forwards each packet to the other peer (UDX `relayTo`). Secret-stream runs end to end on
+//! top, keyed by the Noise handshake, so the relay sees only ciphertext.
+//!
+//! The relay and the holepunch race, as in JS: a holepunched path found first drops the
+//! relay (`unpair`, then the relay connection ends); a relay that pairs first ends the
+//! holepunch. A holepunch that fails while the relay is still pairing does not fail the
+//! connection: the relay has [`RELAY_TIMEOUT`] from its start to pair, and the attempt fails
+//! only when both did (with the reason of the last). The relay connection lives as long as
+//! the relayed connection.
+//!
+//! Deviation: JS keeps punching after the relay paired and moves the stream to a punched path
+//! if one opens (`changeRemote`); here a relayed connection stays relayed. Not built yet: a
+//! Rust *server* honouring a client's `relayThrough`, and acting as a relay.
+
+use core::time::Duration;
+
+use super::client::ConnectError;
+use super::Node;
+use crate::dht::KeyPair;
+use crate::event::Event;
+use crate::ids::ConnId;
+use crate::protomux::{ChannelId, MuxEvent, Protomux};
+use crate::time::Timestamp;
+use crate::wire::compact::{write_uint, Reader};
+
+/// The protomux protocol of blind relays (`blind-relay` `protocol: 'blind-relay'`).
+pub const PROTOCOL: &str = "blind-relay";
+/// How long a relay may take to pair (`relayTimeout = setTimeout(onabort, 15000)`).
+pub const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Message types on the `blind-relay` channel (`addMessage` order).
+const PAIR: u64 = 0;
+const UNPAIR: u64 = 1;
+
+/// Options of [`Node::connect_with`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Ask the server to meet us at this blind relay (its public key) too (JS `relayThrough`).
+    pub relay_through: Option<[u8; 32]>,
+    /// Open a session to the server's address in the first holepunch round, so a server on
+    /// a consistent NAT can reach us at once (JS `fastOpen`, default on).
+    pub fast_open: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            relay_through: None,
+            fast_open: true,
+        }
+    }
+}
+
+/// `pair` (`blind-relay` `m.pair`): `flags (bitfield(7): bit 0 isInitiator) ‖ token (32) ‖
+/// id (uint) ‖ seq (uint)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pair {
+    /// Whether the sender initiated the connection being relayed.
+    pub is_initiator: bool,
+    /// The pairing token both peers send.
+    pub token: [u8; 32],
+    /// The sender's UDX stream id (to the relay), or the relay's (from it).
+    pub id: u64,
+    /// Always 0.
+    pub seq: u64,
+}
+
+impl Pair {
+    /// The encoded message.
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut out = vec![u8::from(self.is_initiator)];
+        out.extend_from_slice(&self.token);
+        write_uint(&mut out, self.id);
+        write_uint(&mut out, self.seq);
+        out
+    }
+
+    /// Decodes a message; `None` if it does not decode.
+    pub fn decode(bytes: &[u8]) -> Option<Pair> {
+        let mut r = Reader::new(bytes);
+        // A bitfield of up to 7 bits is one byte; longer forms are uint-prefixed like a uint.
+        let flags = r.uint().ok()?;
+        Some(Pair {
+            is_initiator: flags & 1 != 0,
+            token: r.fixed().ok()?,
+            id: r.uint().ok()?,
+            seq: r.uint().ok()?,
+        })
+    }
+}
+
+/// How far a pairing got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Connecting to the relay, opening the channel, or waiting for the relay's answer.
+    Pairing,
+    /// The connection runs through the relay.
+    Relaying,
+    /// No longer wanted: the relay connection is ending (reset at the deadline).
+    Closing,
+}
+
+/// One pairing: the internal connection to a relay for one of our connections.
+#[derive(Debug)]
+pub(super) struct RelayPairing {
+    /// The client attempt the pairing is for.
+    client: u64,
+    /// That attempt's connection.
+    peer_conn: ConnId,
+    local_udx_id: u32,
+    token: [u8; 32],
+    is_initiator: bool,
+    /// Our key on the relay connection: the `blind-relay` channel id.
+    our_key: [u8; 32],
+    mux: Protomux,
+    channel: Option<ChannelId>,
+    deadline: Timestamp,
+    stage: Stage,
+}
+
+/// What to pair through a relay: a client attempt, its connection and stream, and the
+/// relay, token and role from the handshake.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RelayRequest {
+    pub client: u64,
+    pub peer_conn: ConnId,
+    pub local_udx_id: u32,
+    pub relay_key: [u8; 32],
+    pub token: [u8; 32],
+    pub is_initiator: bool,
+}
+
+impl Node {
+    /// Starts pairing a client attempt through a relay, connecting to it as `key`. Returns the
+    /// internal connection's id.
+    pub(super) fn start_relay(&mut self, request: RelayRequest, key: &KeyPair) -> u64 {
+        let RelayRequest {
+            client,
+            peer_conn,
+            local_udx_id,
+            relay_key,
+            token,
+            is_initiator,
+        } = request;
+        self.stats.relaying.attempts += 1;
+        let relay_conn = self.connect_with(self.now, &relay_key, key, ConnectOptions::default());
+        tracing::debug!(
+            relay = %crate::crypto::to_hex(&relay_key),
+            is_initiator,
+            "connecting to the blind relay"
+        );
+        let mut mux = Protomux::new();
+        // The relay opens the same channel; if its open comes first it waits for ours.
+        mux.pair(PROTOCOL, Some(&key.public_key()));
+        self.relays.insert(
+            relay_conn.0,
+            RelayPairing {
+                client,
+                peer_conn,
+                local_udx_id,
+                token,
+                is_initiator,
+                our_key: key.public_key(),
+                mux,
+                channel: None,
+                deadline: self.now + RELAY_TIMEOUT,
+                stage: Stage::Pairing,
+            },
+        );
+        // What the attempt reported before it was known as a relay's (it can fail at once).
+        let (mine, others): (Vec<Event>, Vec<Event>) = self
+            .events
+            .drain(..)
+            .partition(|e| event_conn(e) == Some(relay_conn));
+        self.events = others.into();
+        self.relay_inbox.extend(mine);
+        relay_conn.0
+    }
+
+    /// Whether `event` is about a relay connection; if so it is kept for [`Node::run_relays`]
+    /// instead of reaching the application.
+    pub(super) fn take_relay_event(&mut self, event: Event) -> Option<Event> {
+        match event_conn(&event) {
+            Some(conn) if self.relays.contains_key(&conn.0) => {
+                self.relay_inbox.push_back(event);
+                None
+            }
+            _ => Some(event),
+        }
+    }
+
+    /// Handles what happened on relay connections. Runs at the end of every input.
+    pub(super) fn run_relays(&mut self) {
+        while let Some(event) = self.relay_inbox.pop_front() {
+            match event {
+                Event::Connected { conn, .. } => self.relay_connected(conn.0),
+                Event::Readable { conn } => self.relay_readable(conn.0),
+                Event::ConnectFailed { conn, reason } => {
+                    tracing::info!(%reason, "could not connect to the blind relay");
+                    self.relay_failed(conn.0);
+                }
+                Event::ConnClosed { conn, reason } => {
+                    tracing::debug!(%reason, "blind relay connection closed");
+                    self.relay_failed(conn.0);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The relay connection is open: open the channel.
+    fn relay_connected(&mut self, relay_conn: u64) {
+        let Some(p) = self.relays.get_mut(&relay_conn) else {
+            return;
+        };
+        match p.mux.open(PROTOCOL, Some(&p.our_key), &[]) {
+            Ok(ch) => p.channel = Some(ch),
+            Err(e) => {
+                tracing::info!(error = %e, "blind relay channel not opened");
+                return self.relay_failed(relay_conn);
+            }
+        }
+        self.flush_relay(relay_conn);
+    }
+
+    /// Messages from the relay.
+    fn relay_readable(&mut self, relay_conn: u64) {
+        while let Ok(Some(message)) = self.conn_read_message(ConnId(relay_conn)) {
+            let Some(p) = self.relays.get_mut(&relay_conn) else {
+                return;
+            };
+            if let Err(e) = p.mux.handle_message(&message) {
+                tracing::info!(error = %e, "blind relay sent a bad message");
+                return self.relay_failed(relay_conn);
+            }
+            while let Some(event) = p.mux.poll_event() {
+                match event {
+                    MuxEvent::Opened { channel, .. } if Some(channel) == p.channel => {
+                        let pair = Pair {
+                            is_initiator: p.is_initiator,
+                            token: p.token,
+                            id: u64::from(p.local_udx_id),
+                            seq: 0,
+                        };
+                        let _ = p.mux.send(channel, PAIR, &pair.to_bytes());
+                    }
+                    MuxEvent::Message {
+                        channel,
+                        kind: PAIR,
+                        payload,
+                    } if Some(channel) == p.channel => {
+                        let Some(pair) = Pair::decode(&payload) else {
+                            continue;
+                        };
+                        if pair.token != p.token || pair.is_initiator != p.is_initiator {
+                            continue;
+                        }
+                        let Ok(remote_id) = u32::try_from(pair.id) else {
+                            continue;
+                        };
+                        self.relay_paired(relay_conn, remote_id);
+                        return self.flush_relay(relay_conn);
+                    }
+                    MuxEvent::Closed { channel } if Some(channel) == p.channel => {
+                        tracing::info!("blind relay closed the channel");
+                        return self.relay_failed(relay_conn);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.flush_relay(relay_conn);
+    }
+
+    /// Sends what the relay connection's mux has.
+    fn flush_relay(&mut self, relay_conn: u64) {
+        let now = self.now;
+        let Some(p) = self.relays.get_mut(&relay_conn) else {
+            return;
+        };
+        let messages: Vec<Vec<u8>> = std::iter::from_fn(|| p.mux.poll_transmit()).collect();
+        for m in messages {
+            if let Err(e) = self.conn_write_message(now, ConnId(relay_conn), &m) {
+                tracing::debug!(error = %e, "blind relay write failed");
+            }
+        }
+    }
+
+    /// The relay paired us: our stream now goes through it (unless another path won).
+    fn relay_paired(&mut self, relay_conn: u64, remote_id: u32) {
+        let Some(p) = self.relays.get_mut(&relay_conn) else {
+            return;
+        };
+        let (client, peer_conn) = (p.client, p.peer_conn);
+        let path = self.conn_path_of(relay_conn);
+        let waiting = self.client_awaits_path(client);
+        let Some((socket, std::net::SocketAddr::V4(relay_addr))) = path.filter(|_| waiting) else {
+            tracing::debug!("blind relay paired after another path won; dropping it");
+            return self.drop_relay(relay_conn);
+        };
+        if let Some(p) = self.relays.get_mut(&relay_conn) {
+            p.stage = Stage::Relaying;
+        }
+        self.stats.relaying.successes += 1;
+        tracing::info!(relay = %relay_addr, "connection runs through the blind relay");
+        self.set_conn_remote_udx_id(peer_conn.0, remote_id);
+        self.client_path_open(client, socket, relay_addr);
+    }
+
+    /// The relay connection failed or closed: forget it; a client that only waited for it
+    /// fails.
+    fn relay_failed(&mut self, relay_conn: u64) {
+        let Some(p) = self.relays.remove(&relay_conn) else {
+            return;
+        };
+        self.conn_reset(self.now, ConnId(relay_conn));
+        self.conn_remove(ConnId(relay_conn));
+        if p.stage == Stage::Pairing {
+            self.stats.relaying.aborts += 1;
+            self.client_relay_gone(p.client);
+        }
+    }
+
+    /// Ends a relay connection that is no longer wanted: `unpair` if the channel is open,
+    /// then the end of the stream; it is reset if it has not closed by [`RELAY_TIMEOUT`].
+    fn drop_relay(&mut self, relay_conn: u64) {
+        let now = self.now;
+        let Some(p) = self.relays.get_mut(&relay_conn) else {
+            return;
+        };
+        if p.stage == Stage::Closing {
+            return;
+        }
+        if p.stage == Stage::Pairing {
+            self.stats.relaying.aborts += 1;
+        }
+        p.stage = Stage::Closing;
+        p.deadline = now + RELAY_TIMEOUT;
+        if let Some(channel) = p.channel.filter(|&c| p.mux.is_open(c)) {
+            // `unpair`: flags (none) and the token.
+            let mut unpair = vec![0];
+            unpair.extend_from_slice(&p.token);
+            let _ = p.mux.send(channel, UNPAIR, &unpair);
+        }
+        self.flush_relay(relay_conn);
+        let _ = self.conn_finish(now, ConnId(relay_conn));
+    }
+
+    /// The relays of a client attempt that found another path, and of connections that
+    /// closed, are dropped.
+    pub(super) fn drop_relays_of_client(&mut self, client: u64) {
+        let ids: Vec<u64> = self
+            .relays
+            .iter()
+            .filter(|(_, p)| p.client == client && p.stage == Stage::Pairing)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.drop_relay(id);
+        }
+    }
+
+    /// A connection closed: the relay it ran through is no longer needed.
+    pub(super) fn drop_relays_of_conn(&mut self, conn: u64) {
+        let ids: Vec<u64> = self
+            .relays
+            .iter()
+            .filter(|(_, p)| p.peer_conn.0 == conn)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.drop_relay(id);
+        }
+    }
+
+    /// Whether client attempt `client` still pairs through a relay.
+    pub(super) fn client_relay_pending(&self, client: u64) -> bool {
+        self.relays
+            .values()
+            .any(|p| p.client == client && p.stage == Stage::Pairing)
+    }
+
+    /// Relays that took too long to pair, or to close.
+    pub(super) fn relay_timers(&mut self) {
+        let now = self.now;
+        let due: Vec<u64> = self
+            .relays
+            .iter()
+            .filter(|(_, p)| p.stage != Stage::Relaying && p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if self
+                .relays
+                .get(&id)
+                .is_some_and(|p| p.stage == Stage::Pairing)
+            {
+                tracing::info!("blind relay did not pair in time");
+            }
+            self.relay_failed(id);
+        }
+    }
+
+    /// The earliest relay deadline.
+    pub(super) fn relay_timeout(&self) -> Option<Timestamp> {
+        self.relays
+            .values()
+            .filter(|p| p.stage != Stage::Relaying)
+            .map(|p| p.deadline)
+            .min()
+    }
+}
+
+/// The connection an event is about, if any.
+fn event_conn(event: &Event) -> Option<ConnId> {
+    match event {
+        Event::Connected { conn, .. }
+        | Event::Readable { conn }
+        | Event::Finished { conn }
+        | Event::Writable { conn }
+        | Event::ConnClosed { conn, .. }
+        | Event::ConnectFailed { conn, .. } => Some(*conn),
+        _ => None,
+    }
+}
+
+/// The reason a client that waited only for its relay fails with (JS `RELAY_ABORTED`).
+pub(super) const RELAY_ABORTED: ConnectError = ConnectError::RelayAborted;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_round_trips_and_reads_long_flags() {
+        let p = Pair {
+            is_initiator: true,
+            token: [7; 32],
+            id: 300,
+            seq: 0,
+        };
+        let bytes = p.to_bytes();
+        assert_eq!(bytes[0], 1);
+        assert_eq!(&bytes[33..], &[0xfd, 0x2c, 0x01, 0]);
+        assert_eq!(Pair::decode(&bytes), Some(p));
+        let mut long = vec![0xfd, 0, 0];
+        long.extend_from_slice(&bytes[1..]);
+        assert_eq!(
+            Pair::decode(&long),
+            Some(Pair {
+                is_initiator: false,
+                ..p
+            })
+        );
+        assert_eq!(Pair::decode(&bytes[..20]), None);
+    }
+}

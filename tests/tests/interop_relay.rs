@@ -1,0 +1,195 @@
+//! Blind relays between Rust and the real Node.js hyperdht 6.34 and blind-relay 1.6 on
+//! 127.0.0.1: a Rust client reaches a JS server that refuses every holepunch and shares no
+//! local address, so the only path is through a JS blind relay. The relay is named either by
+//! the Rust client (`relayThrough` in its handshake; it pairs as initiator) or by the JS
+//! server (in its reply; the Rust client pairs as the other side). Data must then flow end
+//! to end, and the relay must have matched the pairing and carried both streams.
+
+use std::io::{Read, Write};
+use std::net::SocketAddrV4;
+
+use serde_json::{json, Value};
+
+use hyperdht_mio::MioNode;
+use hyperdht_proto::crypto::{from_hex, to_hex};
+use hyperdht_proto::dht::KeyPair;
+use hyperdht_proto::{Config, ConnectOptions};
+use hyperdht_tests::js::{interop_enabled, JsHarness};
+use hyperdht_tests::support::logs;
+
+fn call(h: &JsHarness, cmd: &str, args: Value) -> Value {
+    h.call(cmd, args)
+        .unwrap_or_else(|e| panic!("JS {cmd} failed: {e}"))
+}
+
+fn key_of(v: &Value) -> [u8; 32] {
+    from_hex(v.as_str().unwrap()).unwrap().try_into().unwrap()
+}
+
+/// A JS node that stays firewalled (no quick reachability check), as in hyperdht's relay
+/// tests.
+fn js_node(h: &JsHarness, boot: &[SocketAddrV4]) -> Value {
+    let boot: Vec<String> = boot.iter().map(|a| a.to_string()).collect();
+    call(
+        h,
+        "createNode",
+        json!({"bootstrap": boot, "quickFirewall": false}),
+    )["node"]
+        .clone()
+}
+
+/// A firewalled Rust client off the LAN shortcut: it can reach the server only by a punch
+/// (which the server refuses) or a relay.
+fn rust_client(boot: &[SocketAddrV4]) -> MioNode {
+    let mut c = Config::new(boot.to_vec());
+    c.host = [127, 0, 0, 1].into();
+    c.port = 0;
+    c.local_connection = false;
+    c.quick_firewall = false;
+    let node = MioNode::spawn(c).expect("spawn");
+    node.wait_bootstrapped().expect("bootstrap");
+    node
+}
+
+/// Connects through the relay, echoes a message, and checks both sides' relay counters.
+fn relayed_echo(server_names_relay: bool) {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(6).unwrap();
+    let relay_node = js_node(&h, &net.bootstrap);
+    let relay = call(
+        &h,
+        "createRelay",
+        json!({"node": relay_node, "seed": "7e".repeat(32)}),
+    );
+    let relay_key = key_of(&relay["publicKey"]);
+    let server_node = js_node(&h, &net.bootstrap);
+    let mut listen = json!({"node": server_node, "seed": "5a".repeat(32), "neverPunch": true});
+    if server_names_relay {
+        listen["relayThrough"] = json!(to_hex(&relay_key));
+    }
+    let server_key = key_of(&call(&h, "listen", listen)["publicKey"]);
+
+    let client = rust_client(&net.bootstrap);
+    // No session to the server in the first round (JS `fastOpen: false`, as in hyperdht's
+    // relay tests): otherwise the server's fast-mode ping opens a direct path on loopback.
+    let mut options = ConnectOptions::default();
+    options.fast_open = false;
+    if !server_names_relay {
+        options.relay_through = Some(relay_key);
+    }
+    let mut conn = client
+        .connect_with(server_key, &KeyPair::from_seed(&[0xc8; 32]), options)
+        .expect("the Rust client connects through the blind relay");
+    assert_eq!(conn.remote_public_key, server_key);
+
+    let message = b"hello through the blind relay";
+    conn.writer.write_all(message).unwrap();
+    let mut echo = vec![0u8; message.len()];
+    conn.reader.read_exact(&mut echo).expect("echo");
+    assert_eq!(&echo, message);
+
+    let stats = client.info().unwrap().stats.relaying;
+    assert_eq!(
+        (stats.attempts, stats.successes),
+        (1, 1),
+        "the Rust client paired through the relay: {stats:?}"
+    );
+    let relay_stats = call(&h, "relayStats", json!({"relay": relay["relay"]}));
+    assert_eq!(
+        relay_stats["pairings"]["matched"], 1,
+        "the JS relay matched our pairing: {relay_stats}"
+    );
+    assert_eq!(
+        relay_stats["streams"]["opened"], 2,
+        "the JS relay carries both streams: {relay_stats}"
+    );
+}
+
+#[test]
+fn rust_client_names_a_js_relay_to_reach_a_js_server() {
+    relayed_echo(false);
+}
+
+#[test]
+fn js_server_names_a_js_relay_for_a_rust_client() {
+    relayed_echo(true);
+}
+
+#[test]
+fn a_relay_nobody_serves_fails_the_connection_with_a_reason() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(6).unwrap();
+    let server_node = js_node(&h, &net.bootstrap);
+    let listen = json!({"node": server_node, "seed": "5b".repeat(32), "neverPunch": true});
+    let server_key = key_of(&call(&h, "listen", listen)["publicKey"]);
+    let client = rust_client(&net.bootstrap);
+    let mut options = ConnectOptions::default();
+    options.fast_open = false;
+    options.relay_through = Some(KeyPair::from_seed(&[0x99; 32]).public_key());
+    // Whichever fails last names the reason, as in JS: the relay (not found) or the punch
+    // (refused by the server).
+    use hyperdht_proto::ConnectError::{RelayAborted, RemoteAborted};
+    match client.connect_with(server_key, &KeyPair::from_seed(&[0xc9; 32]), options) {
+        Err(hyperdht_mio::Error::Connect(RelayAborted | RemoteAborted)) => {}
+        other => panic!("expected the relay or the punch to fail, got {other:?}"),
+    }
+    let stats = client.info().unwrap().stats.relaying;
+    assert_eq!((stats.attempts, stats.successes, stats.aborts), (1, 0, 1));
+}
+
+#[test]
+fn async_rust_client_through_a_relay_the_js_server_names() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(6).unwrap();
+    let relay_node = js_node(&h, &net.bootstrap);
+    let relay = call(
+        &h,
+        "createRelay",
+        json!({"node": relay_node, "seed": "7f".repeat(32)}),
+    );
+    let server_node = js_node(&h, &net.bootstrap);
+    let listen = json!({"node": server_node, "seed": "5c".repeat(32), "neverPunch": true,
+        "relayThrough": relay["publicKey"]});
+    let server_key = key_of(&call(&h, "listen", listen)["publicKey"]);
+    let mut config = Config::new(net.bootstrap.clone());
+    config.host = [127, 0, 0, 1].into();
+    config.port = 0;
+    config.local_connection = false;
+    config.quick_firewall = false;
+    let (echo, relaying) = smol::block_on(async {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        let (node, driver) = hyperdht_async_std::bind(config).await.expect("bind");
+        smol::spawn(driver).detach();
+        node.wait_bootstrapped().await.expect("bootstrap");
+        let mut options = ConnectOptions::default();
+        options.fast_open = false;
+        let mut conn = node
+            .connect_with(server_key, &KeyPair::from_seed(&[0xca; 32]), options)
+            .await
+            .expect("the async client connects through the blind relay");
+        conn.write_all(b"async relay").await.unwrap();
+        let mut echo = [0u8; 11];
+        conn.read_exact(&mut echo).await.unwrap();
+        (echo, node.info().stats.relaying)
+    });
+    assert_eq!(&echo, b"async relay");
+    assert_eq!(
+        (relaying.attempts, relaying.successes),
+        (1, 1),
+        "{relaying:?}"
+    );
+    let relay_stats = call(&h, "relayStats", json!({"relay": relay["relay"]}));
+    assert_eq!(relay_stats["pairings"]["matched"], 1, "{relay_stats}");
+}
