@@ -346,11 +346,16 @@ const commands = {
     }
   },
 
-  // Connects, writes `message`, waits for the same bytes back.
+  // Connects, writes `message`, waits for the same bytes back. Options as in JS `connect`:
+  // `relayThrough` (hex key), `fastOpen` and `localConnection` (pass false to turn off).
   async connectEcho(args) {
     const dht = getNode(args)
     const message = fromHex(args.message, 0, 'message')
-    const socket = dht.connect(fromHex(args.publicKey, 32, 'publicKey'))
+    const opts = {}
+    if (args.relayThrough) opts.relayThrough = fromHex(args.relayThrough, 32, 'relayThrough')
+    if (args.fastOpen === false) opts.fastOpen = false
+    if (args.localConnection === false) opts.localConnection = false
+    const socket = dht.connect(fromHex(args.publicKey, 32, 'publicKey'), opts)
     return new Promise((resolve, reject) => {
       let got = b4a.alloc(0)
       socket.on('error', reject)

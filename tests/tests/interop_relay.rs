@@ -193,3 +193,128 @@ fn async_rust_client_through_a_relay_the_js_server_names() {
     let relay_stats = call(&h, "relayStats", json!({"relay": relay["relay"]}));
     assert_eq!(relay_stats["pairings"]["matched"], 1, "{relay_stats}");
 }
+
+/// A Rust echo server that refuses every holepunch and hides its LAN addresses, so a client
+/// reaches it only through a blind relay; `relay_through` makes it name one itself.
+fn rust_relay_only_server(
+    boot: &[SocketAddrV4],
+    seed: u8,
+    relay_through: Option<[u8; 32]>,
+) -> (MioNode, [u8; 32]) {
+    let mut c = Config::new(boot.to_vec());
+    c.host = [127, 0, 0, 1].into();
+    c.port = 0;
+    c.quick_firewall = false;
+    let node = MioNode::spawn(c).expect("spawn");
+    node.wait_bootstrapped().expect("bootstrap");
+    let key = KeyPair::from_seed(&[seed; 32]);
+    let mut config = hyperdht_proto::ServerConfig::default();
+    config.holepunch = false;
+    config.hide_local_addresses = true;
+    config.relay_through = relay_through;
+    let server = node.listen(&key, config).expect("listen");
+    std::thread::spawn(move || {
+        while let Ok(event) = server.events.recv() {
+            if let hyperdht_mio::ServerEvent::Connected(conn) = event {
+                std::thread::spawn(move || {
+                    let mut reader = conn.reader;
+                    let mut writer = conn.writer;
+                    let _ = std::io::copy(&mut reader, &mut writer);
+                    let _ = writer.finish();
+                });
+            }
+        }
+    });
+    (node, key.public_key())
+}
+
+/// A JS client reaches a Rust server through a JS relay, named by the client (`js_names`) or
+/// by the Rust server. The Rust server's only path is the relay (its stats say it paired and
+/// took the relay's path), so the echo proves the JS side went through the relay too.
+fn js_client_to_rust_server(js_names: bool) {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(6).unwrap();
+    let relay_node = js_node(&h, &net.bootstrap);
+    let relay = call(
+        &h,
+        "createRelay",
+        json!({"node": relay_node, "seed": "6e".repeat(32)}),
+    );
+    let relay_key = key_of(&relay["publicKey"]);
+    let (server, server_key) =
+        rust_relay_only_server(&net.bootstrap, 0x5d, (!js_names).then_some(relay_key));
+    let client = js_node(&h, &net.bootstrap);
+    let mut args = json!({
+        "node": client,
+        "publicKey": to_hex(&server_key),
+        "message": to_hex(b"js through the relay"),
+        "fastOpen": false,
+        "localConnection": false,
+    });
+    if js_names {
+        args["relayThrough"] = json!(to_hex(&relay_key));
+    }
+    let echo = call(&h, "connectEcho", args);
+    assert_eq!(echo["echo"], to_hex(b"js through the relay"));
+    let stats = server.info().unwrap().stats.relaying;
+    assert_eq!(
+        (stats.attempts, stats.successes),
+        (1, 1),
+        "the Rust server paired through the relay: {stats:?}"
+    );
+    let relay_stats = call(&h, "relayStats", json!({"relay": relay["relay"]}));
+    assert_eq!(relay_stats["pairings"]["matched"], 1, "{relay_stats}");
+}
+
+#[test]
+fn js_client_names_a_js_relay_to_reach_a_rust_server() {
+    js_client_to_rust_server(true);
+}
+
+#[test]
+fn rust_server_names_a_js_relay_for_a_js_client() {
+    js_client_to_rust_server(false);
+}
+
+#[test]
+fn rust_client_and_rust_server_through_a_js_relay() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(6).unwrap();
+    let relay_node = js_node(&h, &net.bootstrap);
+    let relay = call(
+        &h,
+        "createRelay",
+        json!({"node": relay_node, "seed": "6f".repeat(32)}),
+    );
+    let relay_key = key_of(&relay["publicKey"]);
+    let (server, server_key) = rust_relay_only_server(&net.bootstrap, 0x5e, None);
+    let client = rust_client(&net.bootstrap);
+    let mut options = ConnectOptions::default();
+    options.fast_open = false;
+    options.relay_through = Some(relay_key);
+    let mut conn = client
+        .connect_with(server_key, &KeyPair::from_seed(&[0xcb; 32]), options)
+        .expect("Rust reaches Rust through the JS relay");
+    conn.writer.write_all(b"rust to rust").unwrap();
+    let mut echo = [0u8; 12];
+    conn.reader.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"rust to rust");
+    for (side, node) in [("client", &client), ("server", &server)] {
+        let stats = node.info().unwrap().stats.relaying;
+        assert_eq!(
+            (stats.attempts, stats.successes),
+            (1, 1),
+            "{side}: {stats:?}"
+        );
+    }
+    let relay_stats = call(&h, "relayStats", json!({"relay": relay["relay"]}));
+    assert_eq!(relay_stats["pairings"]["matched"], 1, "{relay_stats}");
+}

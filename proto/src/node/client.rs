@@ -11,7 +11,7 @@ use core::time::Duration;
 
 use super::queries::{QueryKind, QuerySpec};
 use super::records::{Commit, RecordKind};
-use super::relay::{ConnectOptions, RelayRequest};
+use super::relay::{ConnectOptions, RelayOwner, RelayRequest};
 use super::rpc::{Owner, RequestSpec};
 use super::sockets::PuncherRef;
 use super::Node;
@@ -490,7 +490,7 @@ impl Node {
         if let Some((relay_key, token, is_initiator)) = relay {
             let key = c.key.clone();
             let request = RelayRequest {
-                client: id,
+                owner: RelayOwner::Client(id),
                 peer_conn: conn,
                 local_udx_id,
                 relay_key,
@@ -895,7 +895,7 @@ impl Node {
         tracing::debug!(%remote, "connection path chosen");
         self.clients.remove(&id);
         // A relay still pairing for this attempt is not needed any more.
-        self.drop_relays_of_client(id);
+        self.drop_relays_of(RelayOwner::Client(id));
         self.conn_path(conn.0, socket, std::net::SocketAddr::V4(remote));
     }
 
@@ -915,7 +915,7 @@ impl Node {
             }
         }
         self.stop_client_puncher(&mut c);
-        self.drop_relays_of_client(id);
+        self.drop_relays_of(RelayOwner::Client(id));
         tracing::info!(%reason, server = %to_hex(&c.remote_public_key), "connect failed");
         self.push_event(Event::ConnectFailed {
             conn: c.conn,
@@ -927,7 +927,7 @@ impl Node {
     /// the relay (JS keeps the connection while it has a relay token). Returns whether the
     /// failure was held.
     fn hold_for_relay(&mut self, id: u64, reason: ConnectError) -> bool {
-        if reason == ConnectError::Destroyed || !self.client_relay_pending(id) {
+        if reason == ConnectError::Destroyed || !self.relay_pending(RelayOwner::Client(id)) {
             return false;
         }
         let Some(mut c) = self.clients.remove(&id) else {

@@ -1,15 +1,17 @@
-//! Blind relays, client side (npm `blind-relay` 1.6 `Client`, as `hyperdht/lib/connect.js`
-//! `relayConnection` uses it).
+//! Blind relays, as a relay's client (npm `blind-relay` 1.6 `Client`, as
+//! `hyperdht/lib/connect.js` `relayConnection` and `lib/server.js` `_relayConnection` use it).
 //!
-//! When a connection's handshake names a relay (`relayThrough`: ours, from
-//! [`ConnectOptions::relay_through`], or the server's, in its reply), the node connects to the
+//! When a connection's handshake names a relay (`relayThrough`: the client's, from
+//! [`ConnectOptions::relay_through`], or the server's, from
+//! [`ServerConfig::relay_through`](crate::ServerConfig::relay_through)), each side connects to the
 //! relay by its key over an internal connection the application never sees, opens a protomux
 //! `blind-relay` channel on it (id: our public key) and sends
 //! `pair {isInitiator, token, id: our UDX stream id, seq: 0}`. Once both peers paired with the
 //! same token, the relay answers with the id of its stream for us; our connection's stream
 //! then talks to the relay's address from the relay connection's socket, and the relay
 //! forwards each packet to the other peer (UDX `relayTo`). Secret-stream runs end to end on
-//! top, keyed by the Noise handshake, so the relay sees only ciphertext.
+//! top, keyed by the Noise handshake, so the relay sees only ciphertext. (Below, "client"
+//! means a connection attempt, or on a server a client's handshake.)
 //!
 //! The relay and the holepunch race, as in JS: a holepunched path found first drops the
 //! relay (`unpair`, then the relay connection ends); a relay that pairs first ends the
@@ -18,9 +20,13 @@
 //! only when both did (with the reason of the last). The relay connection lives as long as
 //! the relayed connection.
 //!
+//! Roles: whoever named the relay pairs as the initiator; the server's relay wins when both
+//! named one. On the server side a handshake waiting for its relay is kept past the holepunch
+//! deadline until the relay pairs or gives up.
+//!
 //! Deviation: JS keeps punching after the relay paired and moves the stream to a punched path
-//! if one opens (`changeRemote`); here a relayed connection stays relayed. Not built yet: a
-//! Rust *server* honouring a client's `relayThrough`, and acting as a relay.
+//! if one opens (`changeRemote`); here a relayed connection stays relayed. Not built yet:
+//! acting as a relay.
 
 use core::time::Duration;
 
@@ -111,11 +117,20 @@ enum Stage {
     Closing,
 }
 
+/// Whose connection a pairing is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RelayOwner {
+    /// A client attempt (`Node::clients`).
+    Client(u64),
+    /// A server's handshake slot.
+    Server(u64, usize),
+}
+
 /// One pairing: the internal connection to a relay for one of our connections.
 #[derive(Debug)]
 pub(super) struct RelayPairing {
-    /// The client attempt the pairing is for.
-    client: u64,
+    /// The attempt or handshake the pairing is for.
+    owner: RelayOwner,
     /// That attempt's connection.
     peer_conn: ConnId,
     local_udx_id: u32,
@@ -129,11 +144,11 @@ pub(super) struct RelayPairing {
     stage: Stage,
 }
 
-/// What to pair through a relay: a client attempt, its connection and stream, and the
-/// relay, token and role from the handshake.
+/// What to pair through a relay: an attempt or handshake, its connection and stream, and
+/// the relay, token and role from the handshake.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct RelayRequest {
-    pub client: u64,
+    pub owner: RelayOwner,
     pub peer_conn: ConnId,
     pub local_udx_id: u32,
     pub relay_key: [u8; 32],
@@ -142,11 +157,11 @@ pub(super) struct RelayRequest {
 }
 
 impl Node {
-    /// Starts pairing a client attempt through a relay, connecting to it as `key`. Returns the
+    /// Starts pairing a connection through a relay, connecting to it as `key`. Returns the
     /// internal connection's id.
     pub(super) fn start_relay(&mut self, request: RelayRequest, key: &KeyPair) -> u64 {
         let RelayRequest {
-            client,
+            owner,
             peer_conn,
             local_udx_id,
             relay_key,
@@ -166,7 +181,7 @@ impl Node {
         self.relays.insert(
             relay_conn.0,
             RelayPairing {
-                client,
+                owner,
                 peer_conn,
                 local_udx_id,
                 token,
@@ -302,9 +317,12 @@ impl Node {
         let Some(p) = self.relays.get_mut(&relay_conn) else {
             return;
         };
-        let (client, peer_conn) = (p.client, p.peer_conn);
+        let (owner, peer_conn) = (p.owner, p.peer_conn);
         let path = self.conn_path_of(relay_conn);
-        let waiting = self.client_awaits_path(client);
+        let waiting = match owner {
+            RelayOwner::Client(id) => self.client_awaits_path(id),
+            RelayOwner::Server(id, slot) => self.server_awaits_path(id, slot),
+        };
         let Some((socket, std::net::SocketAddr::V4(relay_addr))) = path.filter(|_| waiting) else {
             tracing::debug!("blind relay paired after another path won; dropping it");
             return self.drop_relay(relay_conn);
@@ -315,7 +333,10 @@ impl Node {
         self.stats.relaying.successes += 1;
         tracing::info!(relay = %relay_addr, "connection runs through the blind relay");
         self.set_conn_remote_udx_id(peer_conn.0, remote_id);
-        self.client_path_open(client, socket, relay_addr);
+        match owner {
+            RelayOwner::Client(id) => self.client_path_open(id, socket, relay_addr),
+            RelayOwner::Server(id, slot) => self.server_path_open(id, slot, socket, relay_addr),
+        }
     }
 
     /// The relay connection failed or closed: forget it; a client that only waited for it
@@ -328,7 +349,10 @@ impl Node {
         self.conn_remove(ConnId(relay_conn));
         if p.stage == Stage::Pairing {
             self.stats.relaying.aborts += 1;
-            self.client_relay_gone(p.client);
+            match p.owner {
+                RelayOwner::Client(id) => self.client_relay_gone(id),
+                RelayOwner::Server(id, slot) => self.server_relay_gone(id, slot),
+            }
         }
     }
 
@@ -357,13 +381,13 @@ impl Node {
         let _ = self.conn_finish(now, ConnId(relay_conn));
     }
 
-    /// The relays of a client attempt that found another path, and of connections that
-    /// closed, are dropped.
-    pub(super) fn drop_relays_of_client(&mut self, client: u64) {
+    /// The relays still pairing for an attempt or handshake that found another path (or
+    /// failed) are dropped.
+    pub(super) fn drop_relays_of(&mut self, owner: RelayOwner) {
         let ids: Vec<u64> = self
             .relays
             .iter()
-            .filter(|(_, p)| p.client == client && p.stage == Stage::Pairing)
+            .filter(|(_, p)| p.owner == owner && p.stage == Stage::Pairing)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -384,11 +408,20 @@ impl Node {
         }
     }
 
-    /// Whether client attempt `client` still pairs through a relay.
-    pub(super) fn client_relay_pending(&self, client: u64) -> bool {
+    /// The attempts and handshakes with a relay still pairing.
+    pub(super) fn relay_owners(&self) -> Vec<RelayOwner> {
         self.relays
             .values()
-            .any(|p| p.client == client && p.stage == Stage::Pairing)
+            .filter(|p| p.stage == Stage::Pairing)
+            .map(|p| p.owner)
+            .collect()
+    }
+
+    /// Whether an attempt or handshake still pairs through a relay.
+    pub(super) fn relay_pending(&self, owner: RelayOwner) -> bool {
+        self.relays
+            .values()
+            .any(|p| p.owner == owner && p.stage == Stage::Pairing)
     }
 
     /// Relays that took too long to pair, or to close.

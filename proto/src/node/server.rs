@@ -10,6 +10,7 @@ use core::time::Duration;
 
 use super::queries::{QueryKind, QuerySpec};
 use super::records::{Commit, RecordKind};
+use super::relay::{RelayOwner, RelayRequest};
 use super::rpc::{Owner, RequestSpec};
 use super::sockets::PuncherRef;
 use super::Node;
@@ -26,7 +27,9 @@ use crate::noise::{HandshakeOutput, Responder};
 use crate::time::Timestamp;
 use crate::wire::holepunch::HolepunchPayload;
 use crate::wire::hyperdht::{mode, Handshake, Holepunch, Peer};
-use crate::wire::noise::{error, firewall, HolepunchInfo, NoisePayload, RelayInfo, UdxInfo};
+use crate::wire::noise::{
+    error, firewall, HolepunchInfo, NoisePayload, RelayInfo, RelayThrough, UdxInfo,
+};
 
 /// How long a finished handshake's slot and dedupe entry are kept (`HANDSHAKE_CLEAR_WAIT`).
 pub const HANDSHAKE_CLEAR_WAIT: Duration = Duration::from_secs(10);
@@ -72,6 +75,12 @@ pub struct ServerConfig {
     /// `max_handshakes / 10` per second; a busy server raises it. Handshakes past the cap get
     /// no reply.
     pub max_handshakes: usize,
+    /// Ask every client to meet us at this blind relay (its public key) too (JS server
+    /// `relayThrough`); we pair as the initiator.
+    pub relay_through: Option<[u8; 32]>,
+    /// Punch holes when clients ask (JS `holepunch`, here all or nothing). Off, a client
+    /// behind a NAT can reach us only through a blind relay or a path it opens itself.
+    pub holepunch: bool,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +89,8 @@ impl Default for ServerConfig {
             accept: None,
             hide_local_addresses: false,
             max_handshakes: MAX_SLOTS,
+            relay_through: None,
+            holepunch: true,
         }
     }
 }
@@ -90,6 +101,8 @@ impl core::fmt::Debug for ServerConfig {
             .field("accept", &self.accept.as_ref().map(|_| "fn"))
             .field("hide_local_addresses", &self.hide_local_addresses)
             .field("max_handshakes", &self.max_handshakes)
+            .field("relay_through", &self.relay_through.map(|k| to_hex(&k)))
+            .field("holepunch", &self.holepunch)
             .finish()
     }
 }
@@ -723,6 +736,11 @@ impl Node {
             addresses.extend(local_addrs.iter().copied());
         }
         let relay_addresses = s.announcer.relay_addresses.clone();
+        let relay_through = s.config.relay_through.map(|public_key| RelayThrough {
+            version: 1,
+            public_key,
+            token: self.rng.bytes32(),
+        });
         let payload = NoisePayload {
             version: 1,
             error: err,
@@ -747,6 +765,7 @@ impl Node {
                 seq: 0,
             }),
             secret_stream: Some(1),
+            relay_through,
             relay_addresses: (!relay_addresses.is_empty()).then_some(relay_addresses),
             ..NoisePayload::default()
         };
@@ -766,6 +785,7 @@ impl Node {
         h.remote_payload = Some(remote_payload.clone());
         h.clear_at = None;
         let hide_local = s.config.hide_local_addresses;
+        let key = s.key.clone();
         s.slots[slot] = Some(h);
         tracing::debug!(client = %to_hex(&remote_pk), %client_address, direct, "handshake accepted");
         self.push_event(Event::Incoming {
@@ -791,6 +811,24 @@ impl Node {
             };
             self.server_path_open(id, slot, path_socket, client_address);
             return Some(slot);
+        }
+        // A blind relay races the holepunch: ours first (we initiate), else the client's
+        // (`_relayConnection`).
+        let relay = match (relay_through, remote_payload.relay_through) {
+            (Some(ours), _) => Some((ours.public_key, ours.token, true)),
+            (None, Some(theirs)) => Some((theirs.public_key, theirs.token, false)),
+            (None, None) => None,
+        };
+        if let Some((relay_key, token, is_initiator)) = relay {
+            let request = RelayRequest {
+                owner: RelayOwner::Server(id, slot),
+                peer_conn: conn,
+                local_udx_id: udx_id,
+                relay_key,
+                token,
+                is_initiator,
+            };
+            self.start_relay(request, &key);
         }
         let deadline = Some(now + HANDSHAKE_INITIAL_TIMEOUT);
         if client_address.ip() == server_address.ip() && !hide_local {
@@ -876,6 +914,8 @@ impl Node {
         self.adopt_socket(socket, conn.0);
         self.note_slot_deadline(Some(now + HANDSHAKE_CLEAR_WAIT));
         self.drain_puncher(PuncherRef::Server(id, slot));
+        // A relay still pairing for this handshake is not needed any more.
+        self.drop_relays_of(RelayOwner::Server(id, slot));
         tracing::debug!(%remote, "server connection path chosen");
         self.conn_path(conn.0, socket, std::net::SocketAddr::V4(remote));
     }
@@ -930,6 +970,7 @@ impl Node {
         };
         let is_server_relay = s.announcer.is_relay(&pending.from);
         let target = s.target;
+        let holepunch = s.config.holepunch;
         let Some(h) = s.slot_mut(slot) else { return };
         let (Some(secure), Some(p)) = (h.secure.clone(), h.puncher.as_mut()) else {
             return self.server_abort(id, slot, &pending, error::ABORTED);
@@ -992,6 +1033,10 @@ impl Node {
         if fast {
             // Fast mode: the client opened its NAT towards our address; ping it back now.
             p.ping(pending.peer_address);
+        }
+        if p.remote_punching && !holepunch {
+            tracing::debug!("holepunch refused (ServerConfig::holepunch is off)");
+            return self.server_abort(id, slot, &pending, error::ABORTED);
         }
         if p.remote_punching {
             h.prepunch_deadline = None;
@@ -1114,12 +1159,17 @@ impl Node {
     pub(super) fn server_slot_timers(&mut self) {
         let now = self.now;
         let mut aborts = Vec::new();
+        let relaying = self.relay_owners();
         for (id, s) in self.servers.iter_mut() {
             for (i, slot) in s.slots.iter_mut().enumerate() {
                 let Some(h) = slot else { continue };
                 if h.prepunch_deadline.is_some_and(|t| t <= now) {
                     h.prepunch_deadline = None;
-                    h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
+                    // A relay still pairing keeps the handshake (JS keeps the raw stream while
+                    // it has a relay token); it clears once the relay gives up.
+                    if !relaying.contains(&RelayOwner::Server(*id, i)) {
+                        h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
+                    }
                     aborts.push((*id, i));
                 }
                 if h.clear_at.is_some_and(|t| t <= now) {
@@ -1150,9 +1200,29 @@ impl Node {
     /// only answers probes) or gave up.
     pub(super) fn on_server_punch_aborted(&mut self, id: u64, slot: usize) {
         let now = self.now;
+        let relaying = self.relay_pending(RelayOwner::Server(id, slot));
         if let Some(h) = self.servers.get_mut(&id).and_then(|s| s.slot_mut(slot)) {
             h.pending_holepunch = None;
-            if !h.done && h.clear_at.is_none() {
+            if !h.done && h.clear_at.is_none() && !relaying {
+                h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
+            }
+        }
+        self.note_slot_deadline(Some(now + HANDSHAKE_CLEAR_WAIT));
+    }
+
+    /// Whether handshake `slot` of server `id` still waits for its path.
+    pub(super) fn server_awaits_path(&self, id: u64, slot: usize) -> bool {
+        self.servers
+            .get(&id)
+            .and_then(|s| s.slots.get(slot)?.as_ref())
+            .is_some_and(|h| !h.done && h.output.is_some())
+    }
+
+    /// The handshake's blind relay failed: without a path by now, the handshake clears.
+    pub(super) fn server_relay_gone(&mut self, id: u64, slot: usize) {
+        let now = self.now;
+        if let Some(h) = self.servers.get_mut(&id).and_then(|s| s.slot_mut(slot)) {
+            if !h.done && h.clear_at.is_none() && h.prepunch_deadline.is_none() {
                 h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
             }
         }
