@@ -259,43 +259,52 @@ impl Node {
                 tracing::info!(error = %e, "blind relay sent a bad message");
                 return self.relay_failed(relay_conn);
             }
-            while let Some(event) = p.mux.poll_event() {
-                match event {
-                    MuxEvent::Opened { channel, .. } if Some(channel) == p.channel => {
-                        let pair = Pair {
-                            is_initiator: p.is_initiator,
-                            token: p.token,
-                            id: u64::from(p.local_udx_id),
-                            seq: 0,
-                        };
-                        let _ = p.mux.send(channel, PAIR, &pair.to_bytes());
-                    }
-                    MuxEvent::Message {
-                        channel,
-                        kind: PAIR,
-                        payload,
-                    } if Some(channel) == p.channel => {
-                        let Some(pair) = Pair::decode(&payload) else {
-                            continue;
-                        };
-                        if pair.token != p.token || pair.is_initiator != p.is_initiator {
-                            continue;
-                        }
-                        let Ok(remote_id) = u32::try_from(pair.id) else {
-                            continue;
-                        };
-                        self.relay_paired(relay_conn, remote_id);
-                        return self.flush_relay(relay_conn);
-                    }
-                    MuxEvent::Closed { channel } if Some(channel) == p.channel => {
-                        tracing::info!("blind relay closed the channel");
-                        return self.relay_failed(relay_conn);
-                    }
-                    _ => {}
+            let events: Vec<MuxEvent> = std::iter::from_fn(|| p.mux.poll_event()).collect();
+            for event in events {
+                if !self.relay_event(relay_conn, event) {
+                    return;
                 }
             }
         }
         self.flush_relay(relay_conn);
+    }
+
+    /// One event of the relay connection's mux; `false` once the pairing is gone.
+    fn relay_event(&mut self, relay_conn: u64, event: MuxEvent) -> bool {
+        let Some(p) = self.relays.get_mut(&relay_conn) else {
+            return false;
+        };
+        match event {
+            MuxEvent::Opened { channel, .. } if Some(channel) == p.channel => {
+                let pair = Pair {
+                    is_initiator: p.is_initiator,
+                    token: p.token,
+                    id: u64::from(p.local_udx_id),
+                    seq: 0,
+                };
+                let _ = p.mux.send(channel, PAIR, &pair.to_bytes());
+            }
+            MuxEvent::Message {
+                channel,
+                kind: PAIR,
+                payload,
+            } if Some(channel) == p.channel && p.stage == Stage::Pairing => {
+                // The relay's answer to our pair: same token and role, and its stream id.
+                let answer = Pair::decode(&payload)
+                    .filter(|a| a.token == p.token && a.is_initiator == p.is_initiator)
+                    .and_then(|a| u32::try_from(a.id).ok());
+                if let Some(remote_id) = answer {
+                    self.relay_paired(relay_conn, remote_id);
+                }
+            }
+            MuxEvent::Closed { channel } if Some(channel) == p.channel => {
+                tracing::info!("blind relay closed the channel");
+                self.relay_failed(relay_conn);
+                return false;
+            }
+            _ => {}
+        }
+        true
     }
 
     /// Sends what the relay connection's mux has.
