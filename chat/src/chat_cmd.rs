@@ -11,7 +11,7 @@ use hyperdht_mio::{parse_bootstrap_list, ConnReader, ConnWriter, MioNode, Server
 use hyperdht_proto::config::{DEFAULT_PORT, PUBLIC_BOOTSTRAP};
 use hyperdht_proto::crypto::to_hex;
 use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::{Config, Persistence, ServerConfig};
+use hyperdht_proto::{Config, ConnectOptions, Persistence, ServerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -138,13 +138,22 @@ fn pump_stdin(outbox: Arc<Mutex<Outbox>>) {
     }
 }
 
+/// The blind relay named with `--relay KEY`, if any.
+fn relay_key(args: &Args) -> Result<Option<[u8; 32]>, String> {
+    args.value("relay")
+        .map(|k| parse_public_key(k).map_err(|e| format!("--relay: {e}")))
+        .transpose()
+}
+
 pub fn server(argv: &[String]) -> Result<(), String> {
     let args = Args::parse(
         argv,
-        &["bootstrap", "seed", "key-file", "host", "port"],
+        &["bootstrap", "seed", "key-file", "host", "port", "relay"],
         &["local"],
     )?;
     let key = server_key(args.value("seed"), args.value("key-file"))?;
+    let mut server_config = ServerConfig::default();
+    server_config.relay_through = relay_key(&args)?;
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (local_nodes, boot) = if args.switch("local") {
@@ -159,7 +168,7 @@ pub fn server(argv: &[String]) -> Result<(), String> {
     let node = MioNode::spawn(node_config(&args, boot)?).map_err(|e| e.to_string())?;
     node.wait_bootstrapped().map_err(|e| e.to_string())?;
     let server = node
-        .listen(&key, ServerConfig::default())
+        .listen(&key, server_config)
         .map_err(|e| e.to_string())?;
     say(&format!("listening on: {}", to_hex(&key.public_key())));
 
@@ -199,14 +208,16 @@ pub fn client(argv: &[String]) -> Result<(), String> {
         Some((k, rest)) if !k.starts_with("--") => (k.clone(), rest),
         _ => return Err("usage: hyperdht-chat client <KEY> [--bootstrap HOST:PORT,...]".into()),
     };
-    let args = Args::parse(rest, &["bootstrap", "host", "port"], &[])?;
+    let args = Args::parse(rest, &["bootstrap", "host", "port", "relay"], &[])?;
     let remote = parse_public_key(&key_arg)?;
+    let mut options = ConnectOptions::default();
+    options.relay_through = relay_key(&args)?;
     say(&format!("Connecting to: {key_arg}"));
     let node = MioNode::spawn(node_config(&args, None)?).map_err(|e| e.to_string())?;
     let me = KeyPair::from_seed(&random_seed()?);
     // Like the JS client, look the peer up while the node still bootstraps: the lookup starts
     // from the bootstrap nodes itself, so waiting for the bootstrap first only adds its time.
-    let conn = match node.connect(remote, &me) {
+    let conn = match node.connect_with(remote, &me, options) {
         Ok(c) => c,
         Err(e) => {
             let reached_dht = node.info().is_ok_and(|i| !i.table.is_empty());

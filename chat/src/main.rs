@@ -13,7 +13,8 @@ hyperdht-chat: HyperDHT in Rust
 
 USAGE:
     hyperdht-chat server [--local] [--seed HEX | --key-file PATH] [--bootstrap HOST:PORT,...]
-    hyperdht-chat client <KEY> [--bootstrap HOST:PORT,...]
+                         [--relay KEY]
+    hyperdht-chat client <KEY> [--bootstrap HOST:PORT,...] [--relay KEY]
     hyperdht-chat node [--host IP] [--port PORT] [--bootstrap HOST:PORT,...|none] [--persistent]
 
 COMMANDS:
@@ -33,6 +34,8 @@ CHAT FLAGS:
     --bootstrap LIST   DHT nodes to join (default: the public HyperDHT bootstrap nodes).
     --host IP, --port PORT
                        Local address for this peer's DHT node.
+    --relay KEY        Also meet the peer at this blind relay (its public key), for when
+                       neither side can punch through its NAT (JS `relayThrough`).
 
 EOF on stdin ends the streams gracefully; Ctrl-C or SIGTERM stops (servers unannounce).
 

@@ -217,6 +217,15 @@ fn client_explains_failures() {
     let out = rust(&["client", "not-a-key"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a key"));
+    let out = rust(&["client", &nobody, "--relay", "not-a-key"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--relay") && err.contains("is not a key"),
+        "{err}"
+    );
 }
 
 impl Proc {
