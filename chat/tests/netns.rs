@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!             hd…-inet: the "internet" (45.0.0.0/16, exists only in these namespaces)
-//!             8 DHT nodes (`hyperdht-chat node`) on 45.0.0.1-8:49737; forwards with TTL-8
+//!             8 DHT nodes (`hyperdht-chat node`) on 45.0.0.1-8:49737; forwards with TTL-8;
+//!             a Node.js blind relay on 45.0.0.100 when a test needs one
 //!          to-r1 45.0.1.1 /                      \ to-r2 45.0.2.1
 //!   (lossy: hd…-w1, a user-space       (lossy: hd…-w2, the same)
 //!    wire delaying 50 ms up)                    |
@@ -57,6 +58,8 @@ const SKIP_ENV: &str = "HYPERDHT_SKIP_NETNS";
 const NS_PREFIX: &str = "hdct";
 const DHT_NODES: usize = 8;
 const DHT_PORT: u16 = 49737;
+/// Where a test's blind relay (a Node.js `blind-relay` server) lives on the internet.
+const RELAY_HOST: &str = "45.0.0.100";
 /// Startup of a DHT node or a chat server, and a connection through consistent NATs.
 const WAIT: Duration = Duration::from_secs(30);
 /// A connection that needs the birthday strategy (256 sockets, about 35 s at worst).
@@ -386,6 +389,7 @@ impl Lab {
         for i in 1..=DHT_NODES {
             self.sh("inet", &format!("ip addr add 45.0.0.{i}/32 dev lo"))?;
         }
+        self.sh("inet", &format!("ip addr add {RELAY_HOST}/32 dev lo"))?;
         self.sh("inet", "sysctl -qw net.ipv4.ip_forward=1")?;
         self.sh(
             "inet",
@@ -525,6 +529,23 @@ impl Lab {
         }
     }
 
+    /// Starts a blind relay (`tests/js/relay-server.js`) on the internet; returns it and its
+    /// key once it listens.
+    fn relay(&self) -> (Proc, String) {
+        let mut cmd = self.command("inet", "node");
+        cmd.arg(js_dir().join("relay-server.js"))
+            .env("HYPERDHT_BOOTSTRAP", &self.boot)
+            .env("RELAY_HOST", RELAY_HOST);
+        let mut p = Proc::spawn("blind relay", &mut cmd);
+        let key = p
+            .expect("relay listening on:", WAIT)
+            .trim_start_matches("relay listening on:")
+            .trim()
+            .to_string();
+        assert_eq!(key.len(), 64, "hex key: {key}");
+        (p, key)
+    }
+
     /// Starts a chat server on `host`; returns it and its key once it listens.
     fn server(&self, host: &str, imp: Impl) -> (Proc, String) {
         let mut cmd = match imp {
@@ -548,10 +569,16 @@ impl Lab {
 
     /// Starts a chat client on `host` for `key`.
     fn client(&self, host: &str, imp: Impl, key: &str) -> Proc {
+        self.client_with(host, imp, key, &[])
+    }
+
+    /// Starts a chat client on `host` for `key` with more flags (Rust only).
+    fn client_with(&self, host: &str, imp: Impl, key: &str, flags: &[&str]) -> Proc {
         let mut cmd = match imp {
             Impl::Rust => {
                 let mut c = self.command(host, BIN);
                 c.args(["client", key, "--bootstrap", &self.boot])
+                    .args(flags)
                     .env("RUST_LOG", "info");
                 c
             }
@@ -767,6 +794,49 @@ fn double_random_nats_fail_with_a_reason() {
         );
         let reason = err.lines().last().unwrap_or_default().to_string();
         eprintln!("{label}: failed in {:.2?}: {reason}", start.elapsed());
+    }
+}
+
+/// Where punching cannot work, a blind relay on the internet can: a Rust client behind a
+/// random NAT names the relay (`--relay`) and reaches a server behind another random NAT,
+/// Rust and the Node.js guide's (which pairs through the relay the client named).
+#[test]
+fn double_random_nats_connect_through_a_blind_relay() {
+    if !netns_enabled() {
+        return;
+    }
+    if !rust_and_js() {
+        // The relay itself is the Node.js blind-relay server.
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("b", false);
+    let (_relay, relay_key) = lab.relay();
+    for server_impl in [Impl::Rust, Impl::Js] {
+        let label = format!("random/random {server_impl:?} server, Rust client, blind relay");
+        lab.set_nats(Nat::Random, Nat::Random);
+        let (mut s, key) = lab.server("p1", server_impl);
+        let start = Instant::now();
+        let mut c = lab.client_with("p2", Impl::Rust, &key, &["--relay", &relay_key]);
+        if let Err(e) = c.expect_within("got connection!", RANDOM_WAIT) {
+            panic!("{label}: no connection: {e}");
+        }
+        let took = start.elapsed();
+        s.expect("got connection!", WAIT);
+        for i in 0..3 {
+            let line = format!("from client {i}");
+            c.type_line(&line);
+            assert_eq!(s.expect("from client", WAIT), line, "{label}: in order");
+            let line = format!("from server {i}");
+            s.type_line(&line);
+            assert_eq!(c.expect("from server", WAIT), line, "{label}: in order");
+        }
+        let err = c.stderr();
+        assert!(
+            err.contains("connection runs through the blind relay"),
+            "{label}: the client must have gone through the relay: {err}"
+        );
+        eprintln!("{label}: connected in {took:.2?}");
     }
 }
 
