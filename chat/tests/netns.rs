@@ -644,14 +644,7 @@ fn chat_cell(
     let (mut s, mut c, took) = connect(lab, nats, server, client, wait)
         .unwrap_or_else(|e| panic!("{label}: no connection: {e}"));
     s.expect("got connection!", WAIT);
-    for i in 0..3 {
-        let line = format!("from client {i}");
-        c.type_line(&line);
-        assert_eq!(s.expect("from client", WAIT), line, "{label}: in order");
-        let line = format!("from server {i}");
-        s.type_line(&line);
-        assert_eq!(c.expect("from server", WAIT), line, "{label}: in order");
-    }
+    lines_both_ways(label, &mut s, &mut c);
     let path = c
         .stderr()
         .lines()
@@ -662,6 +655,18 @@ fn chat_cell(
         })
         .unwrap_or_else(|| "?".into());
     eprintln!("{label}: connected in {took:.2?} (client's path: {path})");
+}
+
+/// Three lines each way, each arriving in order.
+fn lines_both_ways(label: &str, s: &mut Proc, c: &mut Proc) {
+    for i in 0..3 {
+        let line = format!("from client {i}");
+        c.type_line(&line);
+        assert_eq!(s.expect("from client", WAIT), line, "{label}: in order");
+        let line = format!("from server {i}");
+        s.type_line(&line);
+        assert_eq!(c.expect("from server", WAIT), line, "{label}: in order");
+    }
 }
 
 fn rust_and_js() -> bool {
@@ -823,14 +828,7 @@ fn double_random_nats_connect_through_a_blind_relay() {
         }
         let took = start.elapsed();
         s.expect("got connection!", WAIT);
-        for i in 0..3 {
-            let line = format!("from client {i}");
-            c.type_line(&line);
-            assert_eq!(s.expect("from client", WAIT), line, "{label}: in order");
-            let line = format!("from server {i}");
-            s.type_line(&line);
-            assert_eq!(c.expect("from server", WAIT), line, "{label}: in order");
-        }
+        lines_both_ways(&label, &mut s, &mut c);
         let err = c.stderr();
         assert!(
             err.contains("connection runs through the blind relay"),

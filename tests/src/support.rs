@@ -51,3 +51,18 @@ pub fn hx(v: &Value) -> Vec<u8> {
 pub fn h32(v: &Value) -> [u8; 32] {
     hx(v).try_into().expect("32 bytes")
 }
+
+/// The first connection a server opens (its `Incoming` events are skipped); panics after
+/// `wait` without one.
+pub fn first_connection(
+    server: &hyperdht_mio::Server,
+    wait: std::time::Duration,
+) -> hyperdht_mio::Connection {
+    loop {
+        match server.events.recv_timeout(wait) {
+            Ok(hyperdht_mio::ServerEvent::Connected(c)) => return *c,
+            Ok(_) => {}
+            Err(e) => panic!("the server opened no connection within {wait:?}: {e}"),
+        }
+    }
+}

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use hyperdht_mio::{MioNode, ServerEvent};
+use hyperdht_mio::MioNode;
 use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::{Config, ServerConfig};
 use hyperdht_tests::js::{interop_enabled, JsHarness};
-use hyperdht_tests::support::logs;
+use hyperdht_tests::support::{first_connection, logs};
 
 /// Message sizes: tiny ones, ones around the drivers' 64 KiB chunks and writes, and ones
 /// larger than the mio writer's 256 KiB window and spanning many chunks.
@@ -135,13 +135,7 @@ fn js_messages_through_a_rust_mio_echo_server() {
         .expect("listen");
     // Echo message by message until the client ends.
     let echo = std::thread::spawn(move || {
-        let conn = loop {
-            match server.events.recv_timeout(Duration::from_secs(30)) {
-                Ok(ServerEvent::Connected(c)) => break *c,
-                Ok(_) => {}
-                Err(e) => panic!("no connection: {e}"),
-            }
-        };
+        let conn = first_connection(&server, Duration::from_secs(30));
         let mut reader = conn.reader;
         let mut echoed = 0;
         while let Ok(Some(m)) = reader.read_message() {

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use hyperdht_mio::{Connection, MioNode, ServerEvent};
+use hyperdht_mio::{Connection, MioNode};
 use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::protomux::{ChannelId, MuxEvent, Protomux};
 use hyperdht_proto::wire::compact::{write_buffer, Reader};
 use hyperdht_proto::{Config, ServerConfig};
 use hyperdht_tests::js::{interop_enabled, JsHarness};
-use hyperdht_tests::support::logs;
+use hyperdht_tests::support::{first_connection, logs};
 
 const ECHO: &str = "hyperdht-rs/echo";
 const JS_FIRST: &str = "hyperdht-rs/js-first";
@@ -214,13 +214,7 @@ fn js_client_with_a_rust_protomux_server() {
         .expect("listen");
     // The Rust server: accepts echo channels and echoes every message on them.
     let serving = std::thread::spawn(move || {
-        let conn = loop {
-            match server.events.recv_timeout(WAIT) {
-                Ok(ServerEvent::Connected(c)) => break *c,
-                Ok(_) => {}
-                Err(e) => panic!("no connection: {e}"),
-            }
-        };
+        let conn = first_connection(&server, WAIT);
         let mut s = Session::new(conn);
         s.mux.pair(ECHO, None);
         let mut log = Vec::new();

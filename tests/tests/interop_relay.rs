@@ -14,7 +14,7 @@ use hyperdht_mio::MioNode;
 use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::{Config, ConnectOptions};
-use hyperdht_tests::js::{interop_enabled, JsHarness};
+use hyperdht_tests::js::{interop_enabled, JsHarness, JsTestnet};
 use hyperdht_tests::support::logs;
 
 fn call(h: &JsHarness, cmd: &str, args: Value) -> Value {
@@ -38,6 +38,46 @@ fn js_node(h: &JsHarness, boot: &[SocketAddrV4]) -> Value {
         .clone()
 }
 
+/// A JS testnet and a JS blind relay on a node of its own (named by `seed`).
+struct RelayLab {
+    h: JsHarness,
+    net: JsTestnet,
+    /// `createRelay`'s answer: the relay's handle and key.
+    relay: Value,
+    key: [u8; 32],
+}
+
+impl RelayLab {
+    fn new(seed: &str) -> RelayLab {
+        let h = JsHarness::new().unwrap();
+        let net = h.testnet(6).unwrap();
+        let relay_node = js_node(&h, &net.bootstrap);
+        let relay = call(
+            &h,
+            "createRelay",
+            json!({"node": relay_node, "seed": seed.repeat(32)}),
+        );
+        let key = key_of(&relay["publicKey"]);
+        RelayLab { h, net, relay, key }
+    }
+}
+
+/// A JS echo server (key from `seed`) that refuses every holepunch and shares no local
+/// address, naming `relay` in its replies if given; returns its key.
+fn js_relay_only_server(
+    h: &JsHarness,
+    boot: &[SocketAddrV4],
+    seed: &str,
+    relay: Option<[u8; 32]>,
+) -> [u8; 32] {
+    let node = js_node(h, boot);
+    let mut listen = json!({"node": node, "seed": seed.repeat(32), "neverPunch": true});
+    if let Some(key) = relay {
+        listen["relayThrough"] = json!(to_hex(&key));
+    }
+    key_of(&call(h, "listen", listen)["publicKey"])
+}
+
 /// A firewalled Rust client off the LAN shortcut: it can reach the server only by a punch
 /// (which the server refuses) or a relay.
 fn rust_client(boot: &[SocketAddrV4]) -> MioNode {
@@ -57,21 +97,14 @@ fn relayed_echo(server_names_relay: bool) {
     if !interop_enabled() {
         return;
     }
-    let h = JsHarness::new().unwrap();
-    let net = h.testnet(6).unwrap();
-    let relay_node = js_node(&h, &net.bootstrap);
-    let relay = call(
-        &h,
-        "createRelay",
-        json!({"node": relay_node, "seed": "7e".repeat(32)}),
-    );
-    let relay_key = key_of(&relay["publicKey"]);
-    let server_node = js_node(&h, &net.bootstrap);
-    let mut listen = json!({"node": server_node, "seed": "5a".repeat(32), "neverPunch": true});
-    if server_names_relay {
-        listen["relayThrough"] = json!(to_hex(&relay_key));
-    }
-    let server_key = key_of(&call(&h, "listen", listen)["publicKey"]);
+    let RelayLab {
+        h,
+        net,
+        relay,
+        key: relay_key,
+    } = RelayLab::new("7e");
+    let named = server_names_relay.then_some(relay_key);
+    let server_key = js_relay_only_server(&h, &net.bootstrap, "5a", named);
 
     let client = rust_client(&net.bootstrap);
     // No session to the server in the first round (JS `fastOpen: false`, as in hyperdht's
@@ -127,9 +160,7 @@ fn a_relay_nobody_serves_fails_the_connection_with_a_reason() {
     }
     let h = JsHarness::new().unwrap();
     let net = h.testnet(6).unwrap();
-    let server_node = js_node(&h, &net.bootstrap);
-    let listen = json!({"node": server_node, "seed": "5b".repeat(32), "neverPunch": true});
-    let server_key = key_of(&call(&h, "listen", listen)["publicKey"]);
+    let server_key = js_relay_only_server(&h, &net.bootstrap, "5b", None);
     let client = rust_client(&net.bootstrap);
     let mut options = ConnectOptions::default();
     options.fast_open = false;
@@ -151,18 +182,13 @@ fn async_rust_client_through_a_relay_the_js_server_names() {
     if !interop_enabled() {
         return;
     }
-    let h = JsHarness::new().unwrap();
-    let net = h.testnet(6).unwrap();
-    let relay_node = js_node(&h, &net.bootstrap);
-    let relay = call(
-        &h,
-        "createRelay",
-        json!({"node": relay_node, "seed": "7f".repeat(32)}),
-    );
-    let server_node = js_node(&h, &net.bootstrap);
-    let listen = json!({"node": server_node, "seed": "5c".repeat(32), "neverPunch": true,
-        "relayThrough": relay["publicKey"]});
-    let server_key = key_of(&call(&h, "listen", listen)["publicKey"]);
+    let RelayLab {
+        h,
+        net,
+        relay,
+        key: relay_key,
+    } = RelayLab::new("7f");
+    let server_key = js_relay_only_server(&h, &net.bootstrap, "5c", Some(relay_key));
     let mut config = Config::new(net.bootstrap.clone());
     config.host = [127, 0, 0, 1].into();
     config.port = 0;
@@ -236,15 +262,12 @@ fn js_client_to_rust_server(js_names: bool) {
     if !interop_enabled() {
         return;
     }
-    let h = JsHarness::new().unwrap();
-    let net = h.testnet(6).unwrap();
-    let relay_node = js_node(&h, &net.bootstrap);
-    let relay = call(
-        &h,
-        "createRelay",
-        json!({"node": relay_node, "seed": "6e".repeat(32)}),
-    );
-    let relay_key = key_of(&relay["publicKey"]);
+    let RelayLab {
+        h,
+        net,
+        relay,
+        key: relay_key,
+    } = RelayLab::new("6e");
     let (server, server_key) =
         rust_relay_only_server(&net.bootstrap, 0x5d, (!js_names).then_some(relay_key));
     let client = js_node(&h, &net.bootstrap);
@@ -286,15 +309,12 @@ fn rust_client_and_rust_server_through_a_js_relay() {
     if !interop_enabled() {
         return;
     }
-    let h = JsHarness::new().unwrap();
-    let net = h.testnet(6).unwrap();
-    let relay_node = js_node(&h, &net.bootstrap);
-    let relay = call(
-        &h,
-        "createRelay",
-        json!({"node": relay_node, "seed": "6f".repeat(32)}),
-    );
-    let relay_key = key_of(&relay["publicKey"]);
+    let RelayLab {
+        h,
+        net,
+        relay,
+        key: relay_key,
+    } = RelayLab::new("6f");
     let (server, server_key) = rust_relay_only_server(&net.bootstrap, 0x5e, None);
     let client = rust_client(&net.bootstrap);
     let mut options = ConnectOptions::default();
