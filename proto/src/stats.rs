@@ -35,6 +35,8 @@ pub struct Relaying {
     pub successes: u64,
     /// Pairings given up (another path won, the relay failed, or it took too long).
     pub aborts: u64,
+    /// Pairs of peers linked by this node acting as a blind relay.
+    pub relayed_links: u64,
 }
 
 /// Node counters.

@@ -118,9 +118,10 @@ pub(crate) enum Command {
     WaitBootstrapped(Sender<Result<(), Error>>),
     Info(Sender<NodeInfo>),
     Subscribe(Sender<Event>),
+    /// A server (`None`: a blind relay, see [`MioNode::serve_blind_relay`]).
     Listen(
         KeyPair,
-        ServerConfig,
+        Option<ServerConfig>,
         Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
     ),
     Connect(
@@ -396,7 +397,19 @@ impl MioNode {
     /// Starts a server for `key` and waits for its first announce.
     pub fn listen(&self, key: &KeyPair, config: ServerConfig) -> Result<Server, Error> {
         let (tx, rx) = mpsc::channel();
-        self.inner.send(Command::Listen(key.clone(), config, tx))?;
+        self.inner
+            .send(Command::Listen(key.clone(), Some(config), tx))?;
+        let (id, events) = rx.recv().map_err(|_| Error::Closed)??;
+        Ok(Server { id, events })
+    }
+
+    /// Serves as a blind relay under `key` (JS `blind-relay` `Server` on a hyperdht server):
+    /// peers that name this key as their relay (`relayThrough`) pair through this node, which
+    /// then forwards their packets. Waits for the first announce; the server's connections
+    /// are the node's own, so its `events` never carry one.
+    pub fn serve_blind_relay(&self, key: &KeyPair) -> Result<Server, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::Listen(key.clone(), None, tx))?;
         let (id, events) = rx.recv().map_err(|_| Error::Closed)??;
         Ok(Server { id, events })
     }
@@ -688,15 +701,21 @@ impl Loop {
                     let _ = tx.send(info);
                 }
                 Command::Subscribe(tx) => self.pending.subscribers.push(tx),
-                Command::Listen(key, config, tx) => match self.node.listen(now, &key, config) {
-                    Ok(id) => {
-                        let (etx, erx) = mpsc::channel();
-                        self.pending.listens.insert(id, (tx, etx, erx));
+                Command::Listen(key, config, tx) => {
+                    let listening = match config {
+                        Some(config) => self.node.listen(now, &key, config),
+                        None => self.node.serve_blind_relay(now, &key),
+                    };
+                    match listening {
+                        Ok(id) => {
+                            let (etx, erx) = mpsc::channel();
+                            self.pending.listens.insert(id, (tx, etx, erx));
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(Error::Api(e)));
+                        }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::Api(e)));
-                    }
-                },
+                }
                 Command::Connect(pk, key, options, tx) => {
                     let id = self.node.connect_with(now, &pk, &key, options);
                     self.pending.connects.insert(id, (pk, tx));

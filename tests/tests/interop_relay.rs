@@ -338,3 +338,85 @@ fn rust_client_and_rust_server_through_a_js_relay() {
     let relay_stats = call(&h, "relayStats", json!({"relay": relay["relay"]}));
     assert_eq!(relay_stats["pairings"]["matched"], 1, "{relay_stats}");
 }
+
+// ----- a Rust node as the blind relay ------------------------------------------------------
+
+/// A JS testnet and a Rust node serving as a blind relay on it.
+fn rust_relay(seed: u8) -> (JsHarness, JsTestnet, MioNode, [u8; 32]) {
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(6).unwrap();
+    let mut c = Config::new(net.bootstrap.clone());
+    c.host = [127, 0, 0, 1].into();
+    c.port = 0;
+    let node = MioNode::spawn(c).expect("spawn");
+    node.wait_bootstrapped().expect("bootstrap");
+    let key = KeyPair::from_seed(&[seed; 32]);
+    node.serve_blind_relay(&key)
+        .expect("serve as a blind relay");
+    (h, net, node, key.public_key())
+}
+
+#[test]
+fn js_peers_connect_through_a_rust_blind_relay() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let (h, net, relay, relay_key) = rust_relay(0x71);
+    // The JS server refuses to punch; the JS client names the Rust relay.
+    let server_key = js_relay_only_server(&h, &net.bootstrap, "5e", None);
+    let client = js_node(&h, &net.bootstrap);
+    let echo = call(
+        &h,
+        "connectEcho",
+        json!({
+            "node": client,
+            "publicKey": to_hex(&server_key),
+            "message": to_hex(b"js via a rust relay"),
+            "fastOpen": false,
+            "localConnection": false,
+            "relayThrough": to_hex(&relay_key),
+        }),
+    );
+    assert_eq!(echo["echo"], to_hex(b"js via a rust relay"));
+    let stats = relay.info().unwrap().stats.relaying;
+    assert_eq!(
+        stats.relayed_links, 1,
+        "the Rust relay linked the JS peers: {stats:?}"
+    );
+}
+
+#[test]
+fn rust_peers_connect_through_a_rust_blind_relay() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let (_h, net, relay, relay_key) = rust_relay(0x72);
+    let (server, server_key) = rust_relay_only_server(&net.bootstrap, 0x60, None);
+    let client = rust_client(&net.bootstrap);
+    let mut options = ConnectOptions::default();
+    options.fast_open = false;
+    options.relay_through = Some(relay_key);
+    let mut conn = client
+        .connect_with(server_key, &KeyPair::from_seed(&[0xcc; 32]), options)
+        .expect("Rust reaches Rust through the Rust relay");
+    // More than a few packets each way, through the relay.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let to_send = data.clone();
+    let mut writer = conn.writer.clone();
+    let sender = std::thread::spawn(move || writer.write_all(&to_send));
+    let mut echo = vec![0u8; data.len()];
+    conn.reader.read_exact(&mut echo).unwrap();
+    sender.join().unwrap().unwrap();
+    assert!(echo == data, "the echo came back altered");
+    for (side, node) in [("client", &client), ("server", &server)] {
+        let stats = node.info().unwrap().stats.relaying;
+        assert_eq!(
+            (stats.attempts, stats.successes),
+            (1, 1),
+            "{side}: {stats:?}"
+        );
+    }
+    assert_eq!(relay.info().unwrap().stats.relaying.relayed_links, 1);
+}

@@ -357,6 +357,7 @@ impl Node {
                         self.flush_conn(conn);
                     }
                 }
+                StreamEvent::RelayEnded { ends } => self.relay_link_ended(ends),
                 // Unreliable messages are not used by hyperdht connections.
                 StreamEvent::Closed { id, reason } => {
                     if let Some(&conn) = self.conn_by_stream.get(&id) {

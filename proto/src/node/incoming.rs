@@ -74,6 +74,9 @@ impl Node {
             .mux
             .handle_datagram(self.now, socket, SocketAddr::V4(from), bytes)
         {
+            while let Some(t) = self.mux.poll_relayed() {
+                self.push_transmit(t);
+            }
             self.process_stream_events();
             return;
         }

@@ -13,6 +13,7 @@ mod maintenance;
 mod queries;
 mod records;
 mod relay;
+mod relay_server;
 mod rpc;
 mod server;
 mod sockets;
@@ -138,6 +139,8 @@ pub struct Node {
     relays: BTreeMap<u64, relay::RelayPairing>,
     /// Events of relay connections, for `run_relays` (the application never sees them).
     relay_inbox: VecDeque<Event>,
+    /// Acting as a blind relay: servers, sessions, pairings, links.
+    relay_service: relay_server::RelayService,
 
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -230,6 +233,7 @@ impl Node {
             closing_servers: std::collections::HashMap::new(),
             relays: BTreeMap::new(),
             relay_inbox: VecDeque::new(),
+            relay_service: relay_server::RelayService::default(),
             router: Router::new(
                 now,
                 config.store_limits.max_records,
@@ -493,7 +497,10 @@ impl Node {
     }
 
     fn push_event(&mut self, e: Event) {
-        if let Some(e) = self.take_relay_event(e) {
+        let Some(e) = self.take_relay_event(e) else {
+            return;
+        };
+        if let Some(e) = self.take_relay_service_event(e) {
             self.events.push_back(e);
         }
     }

@@ -25,8 +25,8 @@
 //! deadline until the relay pairs or gives up.
 //!
 //! Deviation: JS keeps punching after the relay paired and moves the stream to a punched path
-//! if one opens (`changeRemote`); here a relayed connection stays relayed. Not built yet:
-//! acting as a relay.
+//! if one opens (`changeRemote`); here a relayed connection stays relayed. Acting as the
+//! relay itself is `relay_server.rs`.
 
 use core::time::Duration;
 
@@ -218,6 +218,10 @@ impl Node {
     /// Handles what happened on relay connections. Runs at the end of every input.
     pub(super) fn run_relays(&mut self) {
         while let Some(event) = self.relay_inbox.pop_front() {
+            if event_conn(&event).is_some_and(|c| self.is_relay_session(c.0)) {
+                self.relay_session_event(event);
+                continue;
+            }
             match event {
                 Event::Connected { conn, .. } => self.relay_connected(conn.0),
                 Event::Readable { conn } => self.relay_readable(conn.0),

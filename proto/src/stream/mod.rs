@@ -65,6 +65,7 @@ pub mod pacing;
 pub mod packet;
 pub mod rate;
 pub mod recv;
+pub mod relay;
 pub mod rtt;
 pub mod send;
 #[allow(clippy::module_inception)]
@@ -202,6 +203,11 @@ pub enum StreamEvent {
         /// Why.
         reason: CloseReason,
     },
+    /// A relayed pair ([`UdxMux::relay_pair`]) ended: one of its peers destroyed its stream.
+    RelayEnded {
+        /// The pair's local ids.
+        ends: (u32, u32),
+    },
 }
 
 /// Why a stream operation failed.
@@ -290,6 +296,9 @@ pub struct UdxMux {
     deadlines: BTreeSet<(Timestamp, StreamId)>,
     /// Reused by [`UdxMux::handle_timeout`] for the streams due.
     due: Vec<StreamId>,
+    /// Relayed pairs (blind relays), and packets they forwarded not yet sent.
+    relays: relay::Relays,
+    relayed: VecDeque<Transmit>,
 }
 
 impl fmt::Debug for UdxMux {
@@ -316,6 +325,8 @@ impl UdxMux {
             ready: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             due: Vec::new(),
+            relays: relay::Relays::default(),
+            relayed: VecDeque::new(),
         }
     }
 
@@ -452,6 +463,17 @@ impl UdxMux {
         let Some(local) = packet::peek_id(bytes) else {
             return false;
         };
+        if self.relays.contains(local) {
+            match self.relays.handle_datagram(local, socket, from, bytes) {
+                relay::RelayOutcome::Forward(t) => self.relayed.push_back(t),
+                relay::RelayOutcome::Dropped => {}
+                relay::RelayOutcome::Ended { forward, ends } => {
+                    self.relayed.extend(forward);
+                    self.events.push_back(StreamEvent::RelayEnded { ends });
+                }
+            }
+            return true;
+        }
         let Some(&id) = self.by_local.get(&local) else {
             return false;
         };
@@ -500,6 +522,28 @@ impl UdxMux {
                 }
             }
         }
+    }
+
+    /// Relays packets between two peers' streams (libudx `relayTo` both ways): `a` and `b` are
+    /// `(local id, the peer's stream id)`. Each end learns its peer's path from its first
+    /// packet. Fails if a local id is taken.
+    pub fn relay_pair(&mut self, a: (u32, u32), b: (u32, u32)) -> Result<(), StreamError> {
+        let taken = |id: u32| self.by_local.contains_key(&id) || self.relays.contains(id);
+        if a.0 == b.0 || taken(a.0) || taken(b.0) {
+            return Err(StreamError::IdInUse);
+        }
+        self.relays.insert_pair(a, b);
+        Ok(())
+    }
+
+    /// Stops relaying the pair `local_id` belongs to.
+    pub fn remove_relay(&mut self, local_id: u32) {
+        self.relays.remove_pair(local_id);
+    }
+
+    /// The next packet a relay forwarded: send it as it is.
+    pub fn poll_relayed(&mut self) -> Option<Transmit> {
+        self.relayed.pop_front()
     }
 
     /// Forgets a stream at once (no DESTROY is sent; use [`UdxMux::reset`] for that).
