@@ -203,6 +203,31 @@ pub fn server(argv: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `hyperdht-chat relay`: a blind relay until a signal.
+pub fn relay(argv: &[String]) -> Result<(), String> {
+    let args = Args::parse(
+        argv,
+        &["bootstrap", "seed", "key-file", "host", "port"],
+        &[],
+    )?;
+    let key = server_key(args.value("seed"), args.value("key-file"))?;
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let node = MioNode::spawn(node_config(&args, None)?).map_err(|e| e.to_string())?;
+    node.wait_bootstrapped().map_err(|e| e.to_string())?;
+    let server = node.serve_blind_relay(&key).map_err(|e| e.to_string())?;
+    say(&format!(
+        "relay listening on: {}",
+        to_hex(&key.public_key())
+    ));
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down the relay");
+    }
+    node.close_server(server.id);
+    node.shutdown();
+    Ok(())
+}
+
 pub fn client(argv: &[String]) -> Result<(), String> {
     let (key_arg, rest) = match argv.split_first() {
         Some((k, rest)) if !k.starts_with("--") => (k.clone(), rest),

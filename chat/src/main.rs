@@ -16,6 +16,7 @@ USAGE:
                          [--relay KEY]
     hyperdht-chat client <KEY> [--bootstrap HOST:PORT,...] [--relay KEY]
     hyperdht-chat node [--host IP] [--port PORT] [--bootstrap HOST:PORT,...|none] [--persistent]
+    hyperdht-chat relay [--seed HEX | --key-file PATH] [--bootstrap HOST:PORT,...]
 
 COMMANDS:
     server  Listen for chat peers: prints `listening on: <KEY>`, then `got connection!` per
@@ -24,6 +25,9 @@ COMMANDS:
             prints `Connecting to: <KEY>`, then `got connection!`. Lines typed go to the
             server; what it sends is printed. Failures are explained and exit non-zero.
     node    Run a DHT node until Ctrl-C or SIGTERM.
+    relay   Serve as a blind relay until Ctrl-C or SIGTERM: prints `relay listening on:
+            <KEY>`; peers that cannot punch through their NATs meet there (--relay KEY).
+            Takes --seed, --key-file, --bootstrap, --host and --port like a chat server.
 
 CHAT FLAGS:
     --local            (server) Start an embedded DHT on 127.0.0.1 and chat over it: works
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         "node" => node_cmd::run(&argv),
         "server" => chat_cmd::server(&argv),
         "client" => chat_cmd::client(&argv),
+        "relay" => chat_cmd::relay(&argv),
         other => Err(format!("unknown command {other:?}; see --help")),
     };
     match result {

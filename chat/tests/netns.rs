@@ -58,8 +58,9 @@ const SKIP_ENV: &str = "HYPERDHT_SKIP_NETNS";
 const NS_PREFIX: &str = "hdct";
 const DHT_NODES: usize = 8;
 const DHT_PORT: u16 = 49737;
-/// Where a test's blind relay (a Node.js `blind-relay` server) lives on the internet.
-const RELAY_HOST: &str = "45.0.0.100";
+/// Where a test's blind relays live on the internet: Node.js (`blind-relay`), then Rust
+/// (`hyperdht-chat relay`).
+const RELAY_HOSTS: [&str; 2] = ["45.0.0.100", "45.0.0.101"];
 /// Startup of a DHT node or a chat server, and a connection through consistent NATs.
 const WAIT: Duration = Duration::from_secs(30);
 /// A connection that needs the birthday strategy (256 sockets, about 35 s at worst).
@@ -389,7 +390,9 @@ impl Lab {
         for i in 1..=DHT_NODES {
             self.sh("inet", &format!("ip addr add 45.0.0.{i}/32 dev lo"))?;
         }
-        self.sh("inet", &format!("ip addr add {RELAY_HOST}/32 dev lo"))?;
+        for host in RELAY_HOSTS {
+            self.sh("inet", &format!("ip addr add {host}/32 dev lo"))?;
+        }
         self.sh("inet", "sysctl -qw net.ipv4.ip_forward=1")?;
         self.sh(
             "inet",
@@ -529,14 +532,25 @@ impl Lab {
         }
     }
 
-    /// Starts a blind relay (`tests/js/relay-server.js`) on the internet; returns it and its
-    /// key once it listens.
-    fn relay(&self) -> (Proc, String) {
-        let mut cmd = self.command("inet", "node");
-        cmd.arg(js_dir().join("relay-server.js"))
-            .env("HYPERDHT_BOOTSTRAP", &self.boot)
-            .env("RELAY_HOST", RELAY_HOST);
-        let mut p = Proc::spawn("blind relay", &mut cmd);
+    /// Starts a blind relay on the internet (`tests/js/relay-server.js` or
+    /// `hyperdht-chat relay`); returns it and its key once it listens.
+    fn relay(&self, imp: Impl) -> (Proc, String) {
+        let mut cmd = match imp {
+            Impl::Js => {
+                let mut c = self.command("inet", "node");
+                c.arg(js_dir().join("relay-server.js"))
+                    .env("HYPERDHT_BOOTSTRAP", &self.boot)
+                    .env("RELAY_HOST", RELAY_HOSTS[0]);
+                c
+            }
+            Impl::Rust => {
+                let mut c = self.command("inet", BIN);
+                c.args(["relay", "--bootstrap", &self.boot, "--host", RELAY_HOSTS[1]])
+                    .env("RUST_LOG", "info");
+                c
+            }
+        };
+        let mut p = Proc::spawn(&format!("{imp:?} blind relay"), &mut cmd);
         let key = p
             .expect("relay listening on:", WAIT)
             .trim_start_matches("relay listening on:")
@@ -804,25 +818,32 @@ fn double_random_nats_fail_with_a_reason() {
 
 /// Where punching cannot work, a blind relay on the internet can: a Rust client behind a
 /// random NAT names the relay (`--relay`) and reaches a server behind another random NAT,
-/// Rust and the Node.js guide's (which pairs through the relay the client named).
+/// Rust and the Node.js guide's (which pairs through the relay the client named), through a
+/// Node.js relay and through a Rust one.
 #[test]
 fn double_random_nats_connect_through_a_blind_relay() {
     if !netns_enabled() {
         return;
     }
     if !rust_and_js() {
-        // The relay itself is the Node.js blind-relay server.
+        // Half the cells are the Node.js relay or server.
         return;
     }
     let _serial = serial();
     let lab = Lab::new("b", false);
-    let (_relay, relay_key) = lab.relay();
-    for server_impl in [Impl::Rust, Impl::Js] {
-        let label = format!("random/random {server_impl:?} server, Rust client, blind relay");
+    let relays = [lab.relay(Impl::Js), lab.relay(Impl::Rust)];
+    let cells = [Impl::Js, Impl::Rust]
+        .iter()
+        .zip(&relays)
+        .flat_map(|(r, (_, key))| [(*r, key, Impl::Rust), (*r, key, Impl::Js)]);
+    for (relay_impl, relay_key, server_impl) in cells {
+        let label = format!(
+            "random/random {server_impl:?} server, Rust client, {relay_impl:?} blind relay"
+        );
         lab.set_nats(Nat::Random, Nat::Random);
         let (mut s, key) = lab.server("p1", server_impl);
         let start = Instant::now();
-        let mut c = lab.client_with("p2", Impl::Rust, &key, &["--relay", &relay_key]);
+        let mut c = lab.client_with("p2", Impl::Rust, &key, &["--relay", relay_key]);
         if let Err(e) = c.expect_within("got connection!", RANDOM_WAIT) {
             panic!("{label}: no connection: {e}");
         }
