@@ -385,9 +385,30 @@ impl AsyncNode {
     /// Starts a server for `key` and waits for its first announce. The [`Server`] is a stream
     /// of incoming [`Connection`]s.
     pub async fn listen(&self, key: &KeyPair, config: ServerConfig) -> Result<Server, Error> {
+        self.start_server(key, Some(config)).await
+    }
+
+    /// Serves as a blind relay under `key` (JS `blind-relay` `Server` on a hyperdht server):
+    /// peers that name this key as their relay (`relayThrough`) pair through this node, which
+    /// then forwards their packets. Resolves after the first announce; the server's
+    /// connections are the node's own, so [`Server::accept`] never yields one.
+    pub async fn serve_blind_relay(&self, key: &KeyPair) -> Result<Server, Error> {
+        self.start_server(key, None).await
+    }
+
+    /// A server (`None`: a blind relay), once announced.
+    async fn start_server(
+        &self,
+        key: &KeyPair,
+        config: Option<ServerConfig>,
+    ) -> Result<Server, Error> {
         let (tx, rx) = async_channel::bounded(1);
         let id = self.call(|st, now| {
-            let id = st.node.listen(now, key, config).map_err(Error::Api)?;
+            let id = match config {
+                Some(config) => st.node.listen(now, key, config),
+                None => st.node.serve_blind_relay(now, key),
+            }
+            .map_err(Error::Api)?;
             let (ctx, crx) = async_channel::bounded(crate::driver::ACCEPT_BACKLOG);
             st.pending.servers.insert(id, ctx);
             st.pending.listens.insert(id, (tx, crx));

@@ -356,18 +356,13 @@ fn rust_relay(seed: u8) -> (JsHarness, JsTestnet, MioNode, [u8; 32]) {
     (h, net, node, key.public_key())
 }
 
-#[test]
-fn js_peers_connect_through_a_rust_blind_relay() {
-    logs();
-    if !interop_enabled() {
-        return;
-    }
-    let (h, net, relay, relay_key) = rust_relay(0x71);
-    // The JS server refuses to punch; the JS client names the Rust relay.
-    let server_key = js_relay_only_server(&h, &net.bootstrap, "5e", None);
-    let client = js_node(&h, &net.bootstrap);
+/// A JS client reaches a JS server that refuses to punch through the relay `relay_key`; the
+/// echo comes back.
+fn js_peers_through(h: &JsHarness, net: &JsTestnet, relay_key: [u8; 32], seed: &str) {
+    let server_key = js_relay_only_server(h, &net.bootstrap, seed, None);
+    let client = js_node(h, &net.bootstrap);
     let echo = call(
-        &h,
+        h,
         "connectEcho",
         json!({
             "node": client,
@@ -379,6 +374,44 @@ fn js_peers_connect_through_a_rust_blind_relay() {
         }),
     );
     assert_eq!(echo["echo"], to_hex(b"js via a rust relay"));
+}
+
+#[test]
+fn js_peers_connect_through_an_async_rust_blind_relay() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(6).unwrap();
+    let mut c = Config::new(net.bootstrap.clone());
+    c.host = [127, 0, 0, 1].into();
+    c.port = 0;
+    let key = KeyPair::from_seed(&[0x73; 32]);
+    let (node, _relay) = smol::block_on(async {
+        let (node, driver) = hyperdht_async_std::bind(c).await.expect("bind");
+        smol::spawn(driver).detach();
+        node.wait_bootstrapped().await.expect("bootstrap");
+        let relay = node.serve_blind_relay(&key).await.expect("serve");
+        (node, relay)
+    });
+    js_peers_through(&h, &net, key.public_key(), "5f");
+    let stats = node.info().stats.relaying;
+    assert_eq!(
+        stats.relayed_links, 1,
+        "the async relay linked the JS peers: {stats:?}"
+    );
+}
+
+#[test]
+fn js_peers_connect_through_a_rust_blind_relay() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let (h, net, relay, relay_key) = rust_relay(0x71);
+    // The JS server refuses to punch; the JS client names the Rust relay.
+    js_peers_through(&h, &net, relay_key, "5e");
     let stats = relay.info().unwrap().stats.relaying;
     assert_eq!(
         stats.relayed_links, 1,
