@@ -25,6 +25,9 @@
 //! `SIM_NAT_SEED0=<n>` the first seed, `SIM_NAT_TRACE=1` the transcript of each run (with
 //! `RUST_LOG` for the nodes' logs), `SIM_NAT_THREADS=<n>` worker threads (default: one per
 //! core).
+//!
+//! Also: random <-> random through a blind relay served by a Rust node (`SIM_RELAY_SEEDS`,
+//! default 10; 200 pass), servers reachable after their bindings expired, and keep-alives.
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -720,5 +723,110 @@ fn idle_connections_send_keep_alives() {
              their acks (seed {seed})"
         );
         assert!(received >= 20, "{side} received {received} (seed {seed})");
+    }
+}
+
+/// Two randomising NATs defeat every punching strategy, but a blind relay on a public host
+/// (a Rust node serving one) carries the connection: for each seed the client, naming the
+/// relay, connects, the server sees its side open, and bytes go both ways through the relay.
+#[test]
+fn double_random_nats_connect_through_a_blind_relay() {
+    let seeds = env_usize("SIM_RELAY_SEEDS").unwrap_or(10) as u64;
+    for seed in 0..seeds {
+        let mut sim = Sim::new(0x5e1a_0000 + seed);
+        sim.set_host_base(Ipv4Addr::new(37, 0, 0, 0));
+        let net = sim.build_dht(
+            3,
+            DHT_PEERS,
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+        );
+        let relay = sim.add_node(Config::new(net.bootstrap.clone()));
+        let timeout = Duration::from_secs(60);
+        let s = place(
+            &mut sim,
+            Kind::Random,
+            Config::new(net.bootstrap.clone()),
+            timeout,
+        );
+        let c = place(
+            &mut sim,
+            Kind::Random,
+            Config::new(net.bootstrap.clone()),
+            timeout,
+        );
+        let limit = sim.now() + Duration::from_secs(30);
+        assert!(
+            sim.run_until_condition(limit, |sim| {
+                [relay, s, c].iter().all(|&i| sim.node(i).is_bootstrapped())
+            }),
+            "bootstrap (seed {seed})"
+        );
+        let relay_key = KeyPair::from_seed(&[0x7e; 32]);
+        let server_key = KeyPair::from_seed(&[1; 32]);
+        let client_key = KeyPair::from_seed(&[2; 32]);
+        assert!(sim
+            .command(relay, |n, now| n.serve_blind_relay(now, &relay_key))
+            .is_ok());
+        assert!(sim
+            .command(s, |n, now| n.listen(
+                now,
+                &server_key,
+                ServerConfig::default()
+            ))
+            .is_ok());
+        for idx in [relay, s] {
+            let limit = sim.now() + Duration::from_secs(30);
+            let listening = run_until_event(&mut sim, idx, limit, |e| {
+                matches!(e, Event::ServerListening { .. })
+            });
+            assert!(listening.is_some(), "listen (seed {seed})");
+        }
+        let spk = server_key.public_key();
+        let mut options = hyperdht_proto::ConnectOptions::default();
+        options.relay_through = Some(relay_key.public_key());
+        let conn: ConnId = sim.command(c, |n, now| n.connect_with(now, &spk, &client_key, options));
+        let limit = sim.now() + CONNECT_LIMIT;
+        let verdict = run_until_event(&mut sim, c, limit, |e| match e {
+            Event::Connected { conn: id, .. } | Event::ConnectFailed { conn: id, .. } => {
+                *id == conn
+            }
+            _ => false,
+        });
+        assert!(
+            matches!(verdict, Some((_, Event::Connected { .. }))),
+            "the client connects through the relay (seed {seed}): {verdict:?}"
+        );
+        sim.run_for(Duration::from_secs(2));
+        let server_conn = sim
+            .events(s)
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::Connected { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the server has the connection (seed {seed})"));
+        // Bytes both ways.
+        sim.command(c, |n, now| n.conn_write(now, conn, b"to the server"))
+            .expect("client write");
+        sim.command(s, |n, now| n.conn_write(now, server_conn, b"to the client"))
+            .expect("server write");
+        sim.run_for(Duration::from_secs(2));
+        let mut buf = [0u8; 64];
+        let got = sim.command(s, |n, _| n.conn_read(server_conn, &mut buf));
+        assert_eq!(
+            &buf[..got.expect("server read")],
+            b"to the server",
+            "seed {seed}"
+        );
+        let got = sim.command(c, |n, _| n.conn_read(conn, &mut buf));
+        assert_eq!(
+            &buf[..got.expect("client read")],
+            b"to the client",
+            "seed {seed}"
+        );
+        let relayed = sim.node(relay).stats().relaying.relayed_links;
+        assert_eq!(relayed, 1, "the relay linked the pair (seed {seed})");
+        assert_eq!(sim.node(c).stats().relaying.successes, 1, "seed {seed}");
     }
 }
