@@ -784,28 +784,34 @@ pub struct LocalDht {
 impl LocalDht {
     /// Starts `n` (at least 1) nodes with `chat`; waits (bounded) until each is listening.
     pub fn start(chat: &std::path::Path, n: usize, verbose: bool) -> io::Result<LocalDht> {
-        let port = free_udp_port();
-        let bootstrap = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        let boot = bootstrap.to_string();
+        // The first node binds any free port (`--port 0`) and prints it.
+        let mut bootstrap = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
         let mut nodes = Vec::new();
         for i in 0..n.max(1) {
             let mut c = command(chat);
-            c.args(["node", "--host", "127.0.0.1", "--port"]);
+            c.args(["node", "--host", "127.0.0.1", "--port", "0"]);
             if i == 0 {
-                c.arg(port.to_string()).args(["--bootstrap", "none"]);
+                c.args(["--bootstrap", "none"]);
             } else {
-                c.args(["0", "--bootstrap", &boot, "--persistent"]);
+                c.args(["--bootstrap", &bootstrap.to_string(), "--persistent"]);
             }
             if !verbose {
                 c.env("RUST_LOG", "warn");
             }
             let mut g = ChildGuard::spawn(c, format!("dht node {i}"), verbose)?;
             let lines = g.lines();
-            if wait_line(&lines, "node listening on", Duration::from_secs(30)).is_none() {
+            let Some(line) = wait_line(&lines, "node listening on", Duration::from_secs(30)) else {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("dht node {i} did not start within 30 s"),
                 ));
+            };
+            if i == 0 {
+                bootstrap = line
+                    .split_whitespace()
+                    .nth(3)
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| io::Error::other(format!("no address in {line:?}")))?;
             }
             nodes.push(g);
         }
