@@ -93,6 +93,8 @@ pub struct NodeInfo {
     pub table: Vec<(NodeId, SocketAddrV4)>,
     /// Counters.
     pub stats: Stats,
+    /// Connections the node holds (opening, open, or closed with unread bytes).
+    pub connections: usize,
 }
 
 /// The result of a query: every reply without error, the records found, the commit replies,
@@ -526,16 +528,19 @@ struct Loop {
     done: bool,
     handle: Option<std::sync::Weak<HandleInner>>,
     readers: HashMap<ConnId, ReaderState>,
+    /// Connections the node closed that it still holds (their reader has not had everything).
+    closed_conns: std::collections::HashSet<ConnId>,
     parked_writes: HashMap<ConnId, Vec<(Outgoing, WriteTicket)>>,
 }
 
-/// The driver's side of a reader: its channel, a chunk it could not hand over yet, and a
+/// The driver's side of a reader: its channel, a chunk it could not hand over yet, a
 /// message taken from the node that did not fit whole in the chunks sent so far (with how
-/// much of it went).
+/// much of it went), and whether the end (EOF or the close) was handed over.
 struct ReaderState {
     tx: std::sync::mpsc::SyncSender<Chunk>,
     stalled: Option<Chunk>,
     partial: Option<(Vec<u8>, usize)>,
+    ended: bool,
 }
 
 impl Loop {
@@ -568,6 +573,7 @@ impl Loop {
             done: false,
             handle: None,
             readers: HashMap::new(),
+            closed_conns: std::collections::HashSet::new(),
             parked_writes: HashMap::new(),
         }
     }
@@ -696,6 +702,7 @@ impl Loop {
                         server_addr: n.local_addr(SocketId::SERVER),
                         client_addr: n.local_addr(SocketId::CLIENT),
                         table: n.table().iter().map(|t| (t.id, t.addr)).collect(),
+                        connections: n.conn_count(),
                         stats: n.stats(),
                     };
                     let _ = tx.send(info);
@@ -971,6 +978,7 @@ impl Loop {
                         tx: rtx,
                         stalled: None,
                         partial: None,
+                        ended: false,
                     },
                 );
                 let mut c = Connection {
@@ -997,6 +1005,8 @@ impl Loop {
                 if let Some((_, tx)) = self.pending.connects.remove(&conn) {
                     let _ = tx.send(Err(Error::Connect(reason)));
                 }
+                // An attempt that got as far as a connection leaves it in the node.
+                self.node.conn_remove(conn);
             }
             Event::Readable { conn } | Event::Finished { conn } => self.forward_readable(conn),
             Event::Writable { conn } => {
@@ -1007,6 +1017,9 @@ impl Loop {
                 }
             }
             Event::ConnClosed { conn, reason } => {
+                // A server's connection that never opened was never handed out.
+                self.pending.server_conns.remove(&conn);
+                self.closed_conns.insert(conn);
                 self.forward_readable(conn);
                 if let Some(r) = self.readers.get_mut(&conn) {
                     let chunk = if reason == ConnCloseReason::Finished {
@@ -1015,14 +1028,17 @@ impl Loop {
                         Chunk::Closed(reason)
                     };
                     if r.stalled.is_none() {
-                        if let Err(std::sync::mpsc::TrySendError::Full(c)) = r.tx.try_send(chunk) {
-                            r.stalled = Some(c);
+                        match r.tx.try_send(chunk) {
+                            Ok(()) => r.ended = true,
+                            Err(std::sync::mpsc::TrySendError::Full(c)) => r.stalled = Some(c),
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
                         }
                     }
                 }
                 for (_, ticket) in self.parked_writes.remove(&conn).unwrap_or_default() {
                     ticket.settle(Err(ConnError::Closed(reason)));
                 }
+                self.reap_conn(conn);
             }
             Event::ServerClosed { server } => {
                 if let Some(tx) = self.pending.closing.remove(&server) {
@@ -1036,6 +1052,11 @@ impl Loop {
 
     /// Hands decrypted messages to the connection's reader, as far as its channel has room.
     fn forward_readable(&mut self, conn: ConnId) {
+        self.forward_chunks(conn);
+        self.reap_conn(conn);
+    }
+
+    fn forward_chunks(&mut self, conn: ConnId) {
         let Some(r) = self.readers.get_mut(&conn) else {
             return;
         };
@@ -1049,9 +1070,12 @@ impl Loop {
                     None => return,
                 },
             };
-            let eof = matches!(chunk, Chunk::Eof);
+            let end = matches!(chunk, Chunk::Eof | Chunk::Closed(_));
             match r.tx.try_send(chunk) {
-                Ok(()) if eof => return,
+                Ok(()) if end => {
+                    r.ended = true;
+                    return;
+                }
                 Ok(()) => {}
                 Err(std::sync::mpsc::TrySendError::Full(c)) => {
                     r.stalled = Some(c);
@@ -1062,6 +1086,24 @@ impl Loop {
                     return;
                 }
             }
+        }
+    }
+
+    /// Forgets a connection the node closed once its reader has everything (or is gone), so
+    /// closed connections do not pile up in the node.
+    fn reap_conn(&mut self, conn: ConnId) {
+        if !self.closed_conns.contains(&conn) {
+            return;
+        }
+        let delivered = self
+            .readers
+            .get(&conn)
+            .is_none_or(|r| r.ended && r.stalled.is_none());
+        if delivered {
+            self.readers.remove(&conn);
+            self.closed_conns.remove(&conn);
+            self.parked_writes.remove(&conn);
+            self.node.conn_remove(conn);
         }
     }
 

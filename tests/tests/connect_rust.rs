@@ -201,6 +201,19 @@ fn data_flows_both_ways_and_end_closes_cleanly() {
     );
     sender.join().unwrap();
     server_sender.join().unwrap();
+    // Both sides ended and read everything: once the close is final, neither node keeps the
+    // connection (closed connections must not pile up in a long-running node).
+    let (server_node, client_node) = (&pair._nodes.2, &pair._nodes.3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for (side, node) in [("server", server_node), ("client", client_node)] {
+        while node.info().unwrap().connections > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the {side} node still holds the closed connection"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Many small pipelined writes (the writer does not wait for the driver per write) arrive

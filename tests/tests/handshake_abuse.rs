@@ -15,7 +15,7 @@ use hyperdht_proto::noise::Initiator;
 use hyperdht_proto::wire::hyperdht::{mode, Handshake};
 use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
 use hyperdht_proto::wire::rpc::{Message, Request};
-use hyperdht_proto::{Config, Event, Node, ServerConfig, SocketId, Timestamp};
+use hyperdht_proto::{Config, ConnId, Event, Node, ServerConfig, SocketId, Timestamp};
 use hyperdht_tests::bench_util::pump_in_process;
 
 const NODE: &str = "127.0.0.9:49737";
@@ -68,10 +68,26 @@ impl Harness {
     }
 
     fn feed(&mut self, tid: u16, target: [u8; 32], noise: Vec<u8>) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.feed_as(tid, target, noise, None)
+    }
+
+    /// Feeds message 1 as a DHT node relaying it for a client at `client` (`FROM_RELAY`), or
+    /// straight from the client (`FROM_CLIENT`) when `client` is `None`.
+    fn feed_as(
+        &mut self,
+        tid: u16,
+        target: [u8; 32],
+        noise: Vec<u8>,
+        client: Option<SocketAddrV4>,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
         let value = Handshake {
-            mode: mode::FROM_CLIENT,
+            mode: if client.is_some() {
+                mode::FROM_RELAY
+            } else {
+                mode::FROM_CLIENT
+            },
             noise,
-            peer_address: None,
+            peer_address: client,
             relay_address: None,
         }
         .to_bytes();
@@ -228,4 +244,71 @@ fn handshakes_past_the_slot_cap_get_no_reply_until_slots_free() {
     let m2 = reply_noise(&h.feed(21, target, m1)).expect("a slot is free again");
     initiator.read_message2(&m2).expect("reply authenticates");
     assert_eq!(h.count(incoming), 4);
+
+    // None of them can open a path (the flood answers nothing after message 2): once their
+    // slots clear, their connections close, so a flood cannot pile connections up.
+    h.advance(Duration::from_secs(30));
+    let closed: Vec<ConnId> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ConnClosed { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closed.len(),
+        4,
+        "every accepted handshake's connection closed: {:?}",
+        h.events
+    );
+    for conn in closed {
+        h.node.conn_remove(conn);
+    }
+    assert_eq!(h.node.conn_count(), 0, "the node holds no connection");
+}
+
+/// Relayed handshakes whose client never opens a path (it holds no keys and never punches)
+/// leave no connection behind: once a handshake gives up and its slot clears, its connection
+/// closes (`NoPath`), so handshakes cannot pile up connections.
+#[test]
+fn relayed_handshakes_that_never_open_a_path_close_their_connections() {
+    let mut h = Harness::new();
+    h.advance(Duration::from_secs(2));
+    let server = KeyPair::from_seed(&[0x5e; 32]);
+    h.node
+        .listen(h.now, &server, ServerConfig::default())
+        .unwrap();
+    h.advance(Duration::from_secs(2));
+    let target = hash(&server.public_key());
+    for i in 0..3u8 {
+        let client = KeyPair::from_seed(&[0x50 + i; 32]);
+        let (_, m1) = message1(&client, &server);
+        let away = SocketAddrV4::new([10, 9, 9, 9].into(), 5000 + u16::from(i));
+        h.feed_as(30 + u16::from(i), target, m1, Some(away));
+    }
+    let incoming = |e: &Event| matches!(e, Event::Incoming { .. });
+    assert_eq!(h.count(incoming), 3);
+    h.advance(Duration::from_secs(30));
+    let closed: Vec<ConnId> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ConnClosed {
+                conn,
+                reason: hyperdht_proto::ConnCloseReason::NoPath,
+            } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        closed.len(),
+        3,
+        "each closed without a path: {:?}",
+        h.events
+    );
+    for conn in closed {
+        h.node.conn_remove(conn);
+    }
+    assert_eq!(h.node.conn_count(), 0, "the node holds no connection");
 }

@@ -40,6 +40,9 @@ pub enum ConnCloseReason {
     SecretStream(SecretStreamError),
     /// We reset it, or the node shut down.
     Destroyed,
+    /// A server's connection whose path never opened: the handshake gave up (JS destroys the
+    /// raw stream when its handshake times out).
+    NoPath,
 }
 
 impl fmt::Display for ConnCloseReason {
@@ -49,6 +52,7 @@ impl fmt::Display for ConnCloseReason {
             ConnCloseReason::Stream(r) => write!(f, "{r}"),
             ConnCloseReason::SecretStream(e) => write!(f, "secret-stream: {e}"),
             ConnCloseReason::Destroyed => f.write_str("connection destroyed"),
+            ConnCloseReason::NoPath => f.write_str("no path to the peer opened in time"),
         }
     }
 }
@@ -375,6 +379,15 @@ impl Node {
         }
     }
 
+    /// A server's handshake cleared: its connection, if no path ever opened, closes (so a
+    /// flood of handshakes cannot pile up connections).
+    pub(super) fn close_if_unopened(&mut self, conn: u64) {
+        if self.conns.get(&conn).is_some_and(|c| c.path.is_none()) {
+            tracing::debug!("server connection closed: no path opened");
+            self.close_conn(conn, ConnCloseReason::NoPath, true);
+        }
+    }
+
     /// The node is shutting down: the connection ends (DESTROY to the peer).
     pub(super) fn close_conn_on_shutdown(&mut self, conn: u64) {
         self.close_conn(conn, ConnCloseReason::Destroyed, true);
@@ -606,6 +619,12 @@ impl Node {
             self.mux.remove(c.stream);
             self.release_conn_sockets(conn.0);
         }
+    }
+
+    /// Connections the node holds: opening, open, or closed and not yet forgotten with
+    /// [`Node::conn_remove`].
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
     }
 
     /// Transport state of the connection's UDX stream (round-trip time, congestion window,

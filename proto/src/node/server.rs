@@ -1159,6 +1159,7 @@ impl Node {
     pub(super) fn server_slot_timers(&mut self) {
         let now = self.now;
         let mut aborts = Vec::new();
+        let mut cleared = Vec::new();
         let relaying = self.relay_owners();
         for (id, s) in self.servers.iter_mut() {
             for (i, slot) in s.slots.iter_mut().enumerate() {
@@ -1175,6 +1176,9 @@ impl Node {
                 if h.clear_at.is_some_and(|t| t <= now) {
                     let key = core::mem::take(&mut h.noise_key);
                     s.connects.remove(&key);
+                    if !h.done && h.output.is_some() {
+                        cleared.push(h.conn);
+                    }
                     *slot = None;
                 }
             }
@@ -1193,6 +1197,9 @@ impl Node {
                 p.destroy();
             }
             self.drain_puncher(PuncherRef::Server(id, slot));
+        }
+        for conn in cleared {
+            self.close_if_unopened(conn.0);
         }
     }
 
