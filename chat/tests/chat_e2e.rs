@@ -317,3 +317,27 @@ fn sigterm_unannounces_and_exits_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("peer not found"), "{err}");
 }
+
+/// `hyperdht-chat relay` prints its key and serves until SIGTERM; peers started with
+/// `--relay KEY` chat as usual (on one host a direct path wins the race and the relay is
+/// dropped; the namespace test `double_random_nats_connect_through_a_blind_relay` needs it).
+#[test]
+fn relay_command_serves_and_stops_on_sigterm() {
+    let (_dht, boot) = local_dht();
+    let mut relay = Proc::spawn("relay", rust(&["relay", "--bootstrap", &boot]));
+    let key = relay
+        .expect("relay listening on:")
+        .trim_start_matches("relay listening on:")
+        .trim()
+        .to_string();
+    assert_eq!(key.len(), 64, "hex key: {key}");
+    let server = Proc::spawn(
+        "rust-server",
+        rust(&["server", "--bootstrap", &boot, "--relay", &key]),
+    );
+    chat(server, |k| {
+        rust(&["client", k, "--bootstrap", &boot, "--relay", &key])
+    });
+    relay.signal("-TERM");
+    assert!(relay.wait_exit(WAIT), "the relay exits 0 on SIGTERM");
+}
