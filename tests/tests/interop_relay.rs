@@ -453,3 +453,55 @@ fn rust_peers_connect_through_a_rust_blind_relay() {
     }
     assert_eq!(relay.info().unwrap().stats.relaying.relayed_links, 1);
 }
+
+/// A relay named by a client whose server can be reached directly races a direct path; the
+/// loser goes: a relay that lost is unpaired and its connection ends (on one host the direct
+/// path nearly always wins). Either way the connection works, and the node keeps a relay
+/// connection only if it relays.
+#[test]
+fn a_relay_that_loses_the_race_is_dropped() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let RelayLab {
+        h,
+        net,
+        key: relay_key,
+        ..
+    } = RelayLab::new("7d");
+    let server = js_node(&h, &net.bootstrap);
+    let listened = call(
+        &h,
+        "listen",
+        json!({"node": server, "seed": "5d".repeat(32)}),
+    );
+    let server_key = key_of(&listened["publicKey"]);
+    let client = rust_client(&net.bootstrap);
+    let mut options = ConnectOptions::default();
+    options.relay_through = Some(relay_key);
+    let mut conn = client
+        .connect_with(server_key, &KeyPair::from_seed(&[0xcd; 32]), options)
+        .expect("connects, directly or through the relay");
+    conn.writer.write_all(b"either way").unwrap();
+    let mut echo = [0u8; 10];
+    conn.reader.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"either way");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let info = client.info().unwrap();
+        let r = info.stats.relaying;
+        assert_eq!(r.attempts, 1, "{r:?}");
+        let settled = r.successes + r.aborts == 1;
+        // The peer connection, and the relay's only while it carries it.
+        if settled && info.connections as u64 == 1 + r.successes {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay was neither used nor dropped: {r:?}, {} connections",
+            info.connections
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -243,6 +243,11 @@ impl Node {
         let Some(p) = self.relays.get_mut(&relay_conn) else {
             return;
         };
+        if p.stage == Stage::Closing {
+            // Dropped while connecting: just end it.
+            let _ = self.conn_finish(self.now, ConnId(relay_conn));
+            return;
+        }
         match p.mux.open(PROTOCOL, Some(&p.our_key), &[]) {
             Ok(ch) => p.channel = Some(ch),
             Err(e) => {
@@ -279,7 +284,9 @@ impl Node {
             return false;
         };
         match event {
-            MuxEvent::Opened { channel, .. } if Some(channel) == p.channel => {
+            MuxEvent::Opened { channel, .. }
+                if Some(channel) == p.channel && p.stage == Stage::Pairing =>
+            {
                 let pair = Pair {
                     is_initiator: p.is_initiator,
                     token: p.token,
@@ -384,12 +391,16 @@ impl Node {
         }
         p.stage = Stage::Closing;
         p.deadline = now + RELAY_TIMEOUT;
-        if let Some(channel) = p.channel.filter(|&c| p.mux.is_open(c)) {
-            // `unpair`: flags (none) and the token.
-            let mut unpair = vec![0];
-            unpair.extend_from_slice(&p.token);
-            let _ = p.mux.send(channel, UNPAIR, &unpair);
-        }
+        let Some(channel) = p.channel.filter(|&c| p.mux.is_open(c)) else {
+            // Not talking to the relay yet: stop connecting (or end the connection).
+            self.cancel_connect(now, ConnId(relay_conn));
+            let _ = self.conn_finish(now, ConnId(relay_conn));
+            return;
+        };
+        // `unpair`: flags (none) and the token.
+        let mut unpair = vec![0];
+        unpair.extend_from_slice(&p.token);
+        let _ = p.mux.send(channel, UNPAIR, &unpair);
         self.flush_relay(relay_conn);
         let _ = self.conn_finish(now, ConnId(relay_conn));
     }
