@@ -15,7 +15,9 @@ use hyperdht_proto::noise::Initiator;
 use hyperdht_proto::wire::hyperdht::{mode, Handshake};
 use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
 use hyperdht_proto::wire::rpc::{Message, Request};
-use hyperdht_proto::{Config, ConnId, Event, Node, ServerConfig, SocketId, Timestamp};
+use hyperdht_proto::{
+    Config, ConnCloseReason, ConnId, Event, Node, ServerConfig, SocketId, Timestamp,
+};
 use hyperdht_tests::bench_util::pump_in_process;
 
 const NODE: &str = "127.0.0.9:49737";
@@ -114,6 +116,23 @@ impl Harness {
 
     fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
         self.events.iter().filter(|e| f(e)).count()
+    }
+
+    /// Forgets every connection the node closed (as an application does); counts those
+    /// whose reason `pred` accepts.
+    fn remove_closed(&mut self, pred: impl Fn(ConnCloseReason) -> bool) -> usize {
+        let closed: Vec<(ConnId, ConnCloseReason)> = self
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ConnClosed { conn, reason } => Some((*conn, *reason)),
+                _ => None,
+            })
+            .collect();
+        for &(conn, _) in &closed {
+            self.node.conn_remove(conn);
+        }
+        closed.iter().filter(|(_, r)| pred(*r)).count()
     }
 }
 
@@ -248,23 +267,12 @@ fn handshakes_past_the_slot_cap_get_no_reply_until_slots_free() {
     // None of them can open a path (the flood answers nothing after message 2): once their
     // slots clear, their connections close, so a flood cannot pile connections up.
     h.advance(Duration::from_secs(30));
-    let closed: Vec<ConnId> = h
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ConnClosed { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .collect();
+    let closed = h.remove_closed(|_| true);
     assert_eq!(
-        closed.len(),
-        4,
+        closed, 4,
         "every accepted handshake's connection closed: {:?}",
         h.events
     );
-    for conn in closed {
-        h.node.conn_remove(conn);
-    }
     assert_eq!(h.node.conn_count(), 0, "the node holds no connection");
 }
 
@@ -290,25 +298,7 @@ fn relayed_handshakes_that_never_open_a_path_close_their_connections() {
     let incoming = |e: &Event| matches!(e, Event::Incoming { .. });
     assert_eq!(h.count(incoming), 3);
     h.advance(Duration::from_secs(30));
-    let closed: Vec<ConnId> = h
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ConnClosed {
-                conn,
-                reason: hyperdht_proto::ConnCloseReason::NoPath,
-            } => Some(*conn),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        closed.len(),
-        3,
-        "each closed without a path: {:?}",
-        h.events
-    );
-    for conn in closed {
-        h.node.conn_remove(conn);
-    }
+    let no_path = h.remove_closed(|r| r == ConnCloseReason::NoPath);
+    assert_eq!(no_path, 3, "each closed without a path: {:?}", h.events);
     assert_eq!(h.node.conn_count(), 0, "the node holds no connection");
 }
