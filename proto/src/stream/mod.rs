@@ -465,7 +465,7 @@ impl UdxMux {
         };
         if self.relays.contains(local) {
             match self.relays.handle_datagram(local, socket, from, bytes) {
-                relay::RelayOutcome::Forward(t) => self.relayed.push_back(t),
+                relay::RelayOutcome::Forward(ts) => self.relayed.extend(ts),
                 relay::RelayOutcome::Dropped => {}
                 relay::RelayOutcome::Ended { forward, ends } => {
                     self.relayed.extend(forward);

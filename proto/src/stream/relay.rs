@@ -5,9 +5,13 @@
 //! learns the peer's path from the first packet addressed to it (the firewall step of
 //! `blind-relay`'s `_onfirewall`: connect to wherever the packet came from). Each packet
 //! for one end goes out unchanged except for bytes 4..8, which become the other end's remote
-//! id, from the socket and to the address the other end learnt; packets for an end whose
-//! partner has no path yet are dropped, as libudx does. A DESTROY packet is forwarded, then
-//! ends the pair.
+//! id, from the socket and to the address the other end learnt. A DESTROY packet is forwarded,
+//! then ends the pair.
+//!
+//! Deviation: libudx drops packets for an end whose partner has no path yet. Both peers send
+//! their secret-stream header the moment the relay answers, so the first one to arrive was
+//! always dropped and only its retransmission (a 1 s RTO later) got through. Here up to
+//! [`MAX_HELD`] such packets per end are held and forwarded once the partner's path is known.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +19,9 @@ use std::net::SocketAddr;
 use super::packet::{peek_id, Flags, HEADER_LEN};
 use crate::event::Transmit;
 use crate::ids::SocketId;
+
+/// Packets held per end while its partner's path is unknown.
+pub const MAX_HELD: usize = 8;
 
 /// One end of a relayed pair.
 #[derive(Debug)]
@@ -25,14 +32,18 @@ struct RelayEnd {
     path: Option<(SocketId, SocketAddr)>,
     /// The local id of the other end.
     partner: u32,
+    /// Packets from this end's peer that came before the partner had a path.
+    held: Vec<Vec<u8>>,
 }
 
 /// What a datagram for a relay end came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RelayOutcome {
-    /// Forwarded: send this.
-    Forward(Transmit),
-    /// The partner has no path yet (or the datagram is no UDX packet): dropped.
+    /// Forwarded: send these (the packet, and any the other side sent before this end's
+    /// path was known).
+    Forward(Vec<Transmit>),
+    /// Held until the partner has a path, or dropped (more than [`MAX_HELD`], or no UDX
+    /// packet).
     Dropped,
     /// A DESTROY: forwarded if the partner has a path, and the pair (identified by both local
     /// ids) is gone.
@@ -64,6 +75,7 @@ impl Relays {
                 remote_id: a.1,
                 path: None,
                 partner: b.0,
+                held: Vec::new(),
             },
         );
         self.ends.insert(
@@ -72,6 +84,7 @@ impl Relays {
                 remote_id: b.1,
                 path: None,
                 partner: a.0,
+                held: Vec::new(),
             },
         );
     }
@@ -107,20 +120,13 @@ impl Relays {
         let Some(end) = self.ends.get_mut(&local_id) else {
             return RelayOutcome::Dropped;
         };
+        let first = end.path.is_none();
         end.path.get_or_insert((socket, from));
         let partner = end.partner;
         let destroy = Flags(bytes[2]).contains(Flags::DESTROY);
         let forward = self.ends.get(&partner).and_then(|other| {
             let (socket, dst) = other.path?;
-            let mut payload = bytes.to_vec();
-            payload[4..8].copy_from_slice(&other.remote_id.to_le_bytes());
-            debug_assert!(payload.len() >= HEADER_LEN);
-            Some(Transmit {
-                socket,
-                dst,
-                ttl: None,
-                payload,
-            })
+            Some(rewrite(bytes, other.remote_id, socket, dst))
         });
         if destroy {
             self.remove_pair(local_id);
@@ -129,7 +135,49 @@ impl Relays {
                 ends: (local_id, partner),
             };
         }
-        forward.map_or(RelayOutcome::Dropped, RelayOutcome::Forward)
+        let mut out: Vec<Transmit> = forward.into_iter().collect();
+        if out.is_empty() {
+            if let Some(end) = self.ends.get_mut(&local_id) {
+                if end.held.len() < MAX_HELD {
+                    end.held.push(bytes.to_vec());
+                }
+            }
+            return RelayOutcome::Dropped;
+        }
+        if first {
+            // This end's path is new: what the partner's peer sent before can go now.
+            let (remote_id, path) = match self.ends.get(&local_id) {
+                Some(end) => (end.remote_id, end.path),
+                None => return RelayOutcome::Forward(out),
+            };
+            if let (Some((socket, dst)), Some(other)) = (path, self.ends.get_mut(&partner)) {
+                for held in other.held.drain(..) {
+                    out.push(rewrite(&held, remote_id, socket, dst));
+                }
+            }
+        }
+        RelayOutcome::Forward(out)
+    }
+}
+
+/// `bytes` with its stream id (bytes 4..8) set to `remote_id`, to go out from `socket` to
+/// `dst`.
+fn rewrite(bytes: &[u8], remote_id: u32, socket: SocketId, dst: SocketAddr) -> Transmit {
+    let mut payload = bytes.to_vec();
+    debug_assert!(payload.len() >= HEADER_LEN);
+    payload[4..8].copy_from_slice(&remote_id.to_le_bytes());
+    Transmit {
+        socket,
+        dst,
+        ttl: None,
+        payload,
+    }
+}
+
+impl Relays {
+    /// Packets held for ends whose partner has no path yet, in all (tests).
+    pub fn held(&self) -> usize {
+        self.ends.values().map(|e| e.held.len()).sum()
     }
 }
 
@@ -152,28 +200,34 @@ mod tests {
         r.insert_pair((10, 7), (20, 9));
         let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:2000".parse().unwrap();
-        // A speaks first: B's path is unknown, so it is dropped (A's path is learnt).
+        // A speaks first: B's path is unknown, so it is held (and A's path is learnt).
         assert_eq!(
             r.handle_datagram(10, SocketId::SERVER, a, &packet(10, 1, b"hi")),
             RelayOutcome::Dropped
         );
-        // B's packet goes to A, addressed to A's stream 7, from the socket A used.
+        assert_eq!(r.held(), 1);
+        // B's packet goes to A, addressed to A's stream 7, from the socket A used; A's held
+        // packet follows to B's stream 9.
         let RelayOutcome::Forward(t) =
             r.handle_datagram(20, SocketId::CLIENT, b, &packet(20, 1, b"yo"))
         else {
             panic!("not forwarded");
         };
-        assert_eq!((t.socket, t.dst), (SocketId::SERVER, a));
-        assert_eq!(t.payload, packet(7, 1, b"yo"));
-        // Now A's packets reach B's stream 9.
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].socket, t[0].dst), (SocketId::SERVER, a));
+        assert_eq!(t[0].payload, packet(7, 1, b"yo"));
+        assert_eq!((t[1].socket, t[1].dst), (SocketId::CLIENT, b));
+        assert_eq!(t[1].payload, packet(9, 1, b"hi"));
+        assert_eq!(r.held(), 0);
+        // Now A's packets reach B's stream 9 at once.
         let RelayOutcome::Forward(t) =
             r.handle_datagram(10, SocketId::SERVER, a, &packet(10, 0, b""))
         else {
             panic!("not forwarded");
         };
         assert_eq!(
-            (t.socket, t.dst, &t.payload[4..8]),
-            (SocketId::CLIENT, b, &9u32.to_le_bytes()[..])
+            t,
+            vec![rewrite(&packet(10, 0, b""), 9, SocketId::CLIENT, b)]
         );
         // A DESTROY is forwarded and ends the pair.
         let out = r.handle_datagram(20, SocketId::CLIENT, b, &packet(20, 0x10, b""));
@@ -185,7 +239,8 @@ mod tests {
             }
         ));
         assert!(r.is_empty());
-        // Junk for an end, or a packet whose id is not the end's, is dropped.
+        // Junk for an end, or a packet whose id is not the end's, is dropped; at most MAX_HELD
+        // packets wait per end.
         r.insert_pair((1, 2), (3, 4));
         assert_eq!(
             r.handle_datagram(1, SocketId::SERVER, a, b"\xff\x01"),
@@ -195,5 +250,9 @@ mod tests {
             r.handle_datagram(1, SocketId::SERVER, a, &packet(3, 1, b"")),
             RelayOutcome::Dropped
         );
+        for _ in 0..MAX_HELD + 3 {
+            r.handle_datagram(1, SocketId::SERVER, a, &packet(1, 1, b"x"));
+        }
+        assert_eq!(r.held(), MAX_HELD);
     }
 }
