@@ -1,9 +1,11 @@
 //! Blind relays between Rust and the real Node.js hyperdht 6.34 and blind-relay 1.6 on
-//! 127.0.0.1: a Rust client reaches a JS server that refuses every holepunch and shares no
-//! local address, so the only path is through a JS blind relay. The relay is named either by
-//! the Rust client (`relayThrough` in its handshake; it pairs as initiator) or by the JS
-//! server (in its reply; the Rust client pairs as the other side). Data must then flow end
-//! to end, and the relay must have matched the pairing and carried both streams.
+//! 127.0.0.1. A server that refuses every holepunch and shares no local address, and a client
+//! with `fastOpen` off, can only meet through a blind relay, named by the client
+//! (`relayThrough` in its handshake; it pairs as initiator) or by the server (in its reply;
+//! the client pairs as the other side). Every pairing of Rust and JS clients and servers goes
+//! through the JS relay, and JS and Rust peers go through a Rust relay (mio and async); data
+//! must flow end to end, and the relay must have linked the pair. Also: a relay nobody serves
+//! fails the attempt cleanly, and a relay that loses the race to a direct path is dropped.
 
 use std::io::{Read, Write};
 use std::net::SocketAddrV4;
