@@ -828,5 +828,24 @@ fn double_random_nats_connect_through_a_blind_relay() {
         let relayed = sim.node(relay).stats().relaying.relayed_links;
         assert_eq!(relayed, 1, "the relay linked the pair (seed {seed})");
         assert_eq!(sim.node(c).stats().relaying.successes, 1, "seed {seed}");
+        // The relay connections are the nodes' own: the applications see only theirs.
+        let conn_of = |e: &Event| match e {
+            Event::Incoming { conn, .. }
+            | Event::Connected { conn, .. }
+            | Event::Readable { conn }
+            | Event::Writable { conn }
+            | Event::Finished { conn }
+            | Event::ConnClosed { conn, .. }
+            | Event::ConnectFailed { conn, .. } => Some(*conn),
+            _ => None,
+        };
+        for (idx, own) in [(c, Some(conn)), (s, Some(server_conn)), (relay, None)] {
+            for (_, e) in sim.events(idx) {
+                assert!(
+                    conn_of(e).is_none() || conn_of(e) == own,
+                    "an internal connection's event reached the application (seed {seed}): {e:?}"
+                );
+            }
+        }
     }
 }

@@ -362,10 +362,17 @@ impl Node {
     /// The relay connection failed or closed: forget it; a client that only waited for it
     /// fails.
     fn relay_failed(&mut self, relay_conn: u64) {
+        if !self.relays.contains_key(&relay_conn) {
+            return;
+        }
+        // Stop the attempt or the connection while the pairing is still known, so what that
+        // reports stays internal (it finds the pairing gone and is ignored).
+        let now = self.now;
+        self.cancel_connect(now, ConnId(relay_conn));
+        self.conn_reset(now, ConnId(relay_conn));
         let Some(p) = self.relays.remove(&relay_conn) else {
             return;
         };
-        self.conn_reset(self.now, ConnId(relay_conn));
         self.conn_remove(ConnId(relay_conn));
         if p.stage == Stage::Pairing {
             self.stats.relaying.aborts += 1;
