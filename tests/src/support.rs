@@ -66,3 +66,18 @@ pub fn first_connection(
         }
     }
 }
+
+/// A node config on 127.0.0.1 (any free port) bootstrapping from `boot`.
+pub fn loopback_config(boot: &[SocketAddrV4]) -> hyperdht_proto::Config {
+    let mut c = hyperdht_proto::Config::new(boot.to_vec());
+    c.host = [127, 0, 0, 1].into();
+    c.port = 0;
+    c
+}
+
+/// A mio node for `config`, once bootstrapped; panics if either fails.
+pub fn spawn_bootstrapped(config: hyperdht_proto::Config) -> hyperdht_mio::MioNode {
+    let node = hyperdht_mio::MioNode::spawn(config).expect("spawn");
+    node.wait_bootstrapped().expect("bootstrap");
+    node
+}

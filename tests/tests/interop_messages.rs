@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 use hyperdht_mio::MioNode;
 use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::{Config, ServerConfig};
+use hyperdht_proto::ServerConfig;
 use hyperdht_tests::js::{interop_enabled, JsHarness};
-use hyperdht_tests::support::{first_connection, logs};
+use hyperdht_tests::support::{first_connection, logs, loopback_config, spawn_bootstrapped};
 
 /// Message sizes: tiny ones, ones around the drivers' 64 KiB chunks and writes, and ones
 /// larger than the mio writer's 256 KiB window and spanning many chunks.
@@ -39,17 +39,8 @@ fn call(h: &JsHarness, cmd: &str, args: Value) -> Value {
 }
 
 /// An ephemeral Rust peer on 127.0.0.1 bootstrapped from `boot`.
-fn rust_config(boot: &[SocketAddrV4]) -> Config {
-    let mut c = Config::new(boot.to_vec());
-    c.host = [127, 0, 0, 1].into();
-    c.port = 0;
-    c
-}
-
 fn rust_peer(boot: &[SocketAddrV4]) -> MioNode {
-    let node = MioNode::spawn(rust_config(boot)).expect("spawn");
-    node.wait_bootstrapped().expect("bootstrap");
-    node
+    spawn_bootstrapped(loopback_config(boot))
 }
 
 /// A JS testnet and a JS echo server on it; returns the server's key.
@@ -181,7 +172,7 @@ fn rust_async_messages_through_a_js_echo_server() {
     let h = JsHarness::new().unwrap();
     let net = h.testnet(6).unwrap();
     let server_pk = js_echo_server(&h, &net.bootstrap);
-    let config = rust_config(&net.bootstrap);
+    let config = loopback_config(&net.bootstrap);
     let sent = messages(&SIZES);
     let received = smol::block_on(async {
         let (node, driver) = hyperdht_async_std::bind(config).await.expect("bind");

@@ -13,9 +13,9 @@ use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::protomux::{ChannelId, MuxEvent, Protomux};
 use hyperdht_proto::wire::compact::{write_buffer, Reader};
-use hyperdht_proto::{Config, ServerConfig};
+use hyperdht_proto::ServerConfig;
 use hyperdht_tests::js::{interop_enabled, JsHarness};
-use hyperdht_tests::support::{first_connection, logs};
+use hyperdht_tests::support::{first_connection, logs, loopback_config, spawn_bootstrapped};
 
 const ECHO: &str = "hyperdht-rs/echo";
 const JS_FIRST: &str = "hyperdht-rs/js-first";
@@ -27,12 +27,7 @@ fn call(h: &JsHarness, cmd: &str, args: Value) -> Value {
 }
 
 fn rust_peer(boot: &[SocketAddrV4]) -> MioNode {
-    let mut c = Config::new(boot.to_vec());
-    c.host = [127, 0, 0, 1].into();
-    c.port = 0;
-    let node = MioNode::spawn(c).expect("spawn");
-    node.wait_bootstrapped().expect("bootstrap");
-    node
+    spawn_bootstrapped(loopback_config(boot))
 }
 
 /// compact-encoding `string`.

@@ -17,7 +17,7 @@ use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::{Config, ConnectOptions};
 use hyperdht_tests::js::{interop_enabled, JsHarness, JsTestnet};
-use hyperdht_tests::support::logs;
+use hyperdht_tests::support::{logs, loopback_config, spawn_bootstrapped};
 
 fn call(h: &JsHarness, cmd: &str, args: Value) -> Value {
     h.call(cmd, args)
@@ -83,14 +83,15 @@ fn js_relay_only_server(
 /// A firewalled Rust client off the LAN shortcut: it can reach the server only by a punch
 /// (which the server refuses) or a relay.
 fn rust_client(boot: &[SocketAddrV4]) -> MioNode {
-    let mut c = Config::new(boot.to_vec());
-    c.host = [127, 0, 0, 1].into();
-    c.port = 0;
+    spawn_bootstrapped(firewalled_config(boot))
+}
+
+/// A loopback config off the LAN shortcut and without the quick reachability check.
+fn firewalled_config(boot: &[SocketAddrV4]) -> Config {
+    let mut c = loopback_config(boot);
     c.local_connection = false;
     c.quick_firewall = false;
-    let node = MioNode::spawn(c).expect("spawn");
-    node.wait_bootstrapped().expect("bootstrap");
-    node
+    c
 }
 
 /// Connects through the relay, echoes a message, and checks both sides' relay counters.
@@ -191,11 +192,7 @@ fn async_rust_client_through_a_relay_the_js_server_names() {
         key: relay_key,
     } = RelayLab::new("7f");
     let server_key = js_relay_only_server(&h, &net.bootstrap, "5c", Some(relay_key));
-    let mut config = Config::new(net.bootstrap.clone());
-    config.host = [127, 0, 0, 1].into();
-    config.port = 0;
-    config.local_connection = false;
-    config.quick_firewall = false;
+    let config = firewalled_config(&net.bootstrap);
     let (echo, relaying) = smol::block_on(async {
         use futures_lite::{AsyncReadExt, AsyncWriteExt};
         let (node, driver) = hyperdht_async_std::bind(config).await.expect("bind");
@@ -229,12 +226,9 @@ fn rust_relay_only_server(
     seed: u8,
     relay_through: Option<[u8; 32]>,
 ) -> (MioNode, [u8; 32]) {
-    let mut c = Config::new(boot.to_vec());
-    c.host = [127, 0, 0, 1].into();
-    c.port = 0;
+    let mut c = loopback_config(boot);
     c.quick_firewall = false;
-    let node = MioNode::spawn(c).expect("spawn");
-    node.wait_bootstrapped().expect("bootstrap");
+    let node = spawn_bootstrapped(c);
     let key = KeyPair::from_seed(&[seed; 32]);
     let mut config = hyperdht_proto::ServerConfig::default();
     config.holepunch = false;
@@ -347,11 +341,7 @@ fn rust_client_and_rust_server_through_a_js_relay() {
 fn rust_relay(seed: u8) -> (JsHarness, JsTestnet, MioNode, [u8; 32]) {
     let h = JsHarness::new().unwrap();
     let net = h.testnet(6).unwrap();
-    let mut c = Config::new(net.bootstrap.clone());
-    c.host = [127, 0, 0, 1].into();
-    c.port = 0;
-    let node = MioNode::spawn(c).expect("spawn");
-    node.wait_bootstrapped().expect("bootstrap");
+    let node = spawn_bootstrapped(loopback_config(&net.bootstrap));
     let key = KeyPair::from_seed(&[seed; 32]);
     node.serve_blind_relay(&key)
         .expect("serve as a blind relay");
@@ -386,9 +376,7 @@ fn js_peers_connect_through_an_async_rust_blind_relay() {
     }
     let h = JsHarness::new().unwrap();
     let net = h.testnet(6).unwrap();
-    let mut c = Config::new(net.bootstrap.clone());
-    c.host = [127, 0, 0, 1].into();
-    c.port = 0;
+    let c = loopback_config(&net.bootstrap);
     let key = KeyPair::from_seed(&[0x73; 32]);
     let (node, _relay) = smol::block_on(async {
         let (node, driver) = hyperdht_async_std::bind(c).await.expect("bind");
