@@ -228,6 +228,52 @@ const commands = {
     })
   },
 
+  // A dht-rpc query with an application command (external, as `dht.query` sends it). Returns
+  // every reply the walk got (errors included, which the query stream itself hides), and what
+  // the walk cost this node in timeouts and DOWN_HINTs sent.
+  async query(args) {
+    const dht = getNode(args)
+    if (!Number.isInteger(args.command) || args.command < 0) throw new Error('bad command')
+    const target = fromHex(args.target, 32, 'target')
+    if (!target) throw new Error('target is required')
+    const before = {
+      timeouts: dht.io.stats.requests.timeouts,
+      downHints: dht.stats.commands.downHint.tx
+    }
+    const q = dht.query({ target, command: args.command, value: fromHex(args.value, 0, 'value') })
+    const replies = []
+    // The query hides error replies from its stream; its visit callback sees every reply.
+    const onvisit = q._onvisitbound
+    q._onvisitbound = (m, req) => {
+      replies.push({
+        tid: m.tid,
+        from: peer(m.from),
+        to: addr(m.to),
+        error: m.error,
+        token: hex(m.token),
+        closerNodes: (m.closerNodes || []).map(addr),
+        value: hex(m.value)
+      })
+      onvisit(m, req)
+    }
+    const started = Date.now()
+    let error = null
+    try {
+      await q.finished()
+    } catch (err) {
+      error = err.message
+    }
+    return {
+      replies,
+      error,
+      successes: q.successes,
+      errors: q.errors,
+      elapsedMs: Date.now() - started,
+      timeouts: dht.io.stats.requests.timeouts - before.timeouts,
+      downHintsSent: dht.stats.commands.downHint.tx - before.downHints
+    }
+  },
+
   // ---- hyperdht records ----
 
   async keyPair({ seed }) {

@@ -349,6 +349,25 @@ pub struct JsResponse {
     pub value: Option<Vec<u8>>,
 }
 
+/// What one [`JsHarness::query`] walk saw and cost.
+#[derive(Clone, Debug)]
+pub struct JsQuery {
+    /// Every reply, in arrival order (the query stream itself only yields error-free ones).
+    pub replies: Vec<JsResponse>,
+    /// The query's own error (e.g. `Too few nodes responded` for a commit), if any.
+    pub error: Option<String>,
+    /// Replies with error 0.
+    pub successes: u64,
+    /// Error replies plus requests that failed (timeouts).
+    pub errors: u64,
+    /// Wall time of the walk, for reports only (tests assert on `timeouts`).
+    pub elapsed_ms: u64,
+    /// Requests of this JS node that timed out during the walk (dht-rpc `requests.timeouts`).
+    pub timeouts: u64,
+    /// DOWN_HINTs this JS node sent during the walk.
+    pub down_hints_sent: u64,
+}
+
 /// Outcome of [`JsHarness::request`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestOutcome {
@@ -380,7 +399,8 @@ pub struct JsHarness {
     stdin: Mutex<Option<ChildStdin>>,
     shared: Arc<Mutex<Shared>>,
     next_id: AtomicU64,
-    eof: Receiver<()>,
+    /// Behind a mutex so that `&JsHarness` can be shared between threads.
+    eof: Mutex<Receiver<()>>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -414,7 +434,7 @@ impl JsHarness {
             stdin: Mutex::new(Some(stdin)),
             shared,
             next_id: AtomicU64::new(1),
-            eof,
+            eof: Mutex::new(eof),
             reader: Some(reader),
         })
     }
@@ -598,22 +618,35 @@ impl JsHarness {
         if v["timeout"].as_bool() == Some(true) {
             return Ok(RequestOutcome::Timeout);
         }
-        let tid = u16::try_from(uint(&v["tid"])?).map_err(|_| "tid out of range")?;
-        Ok(RequestOutcome::Response(JsResponse {
-            tid,
-            from: parse_replier(&v["from"])?,
-            to: parse_addr(&v["to"])?,
-            token: opt_hex32(&v["token"])?,
-            closer_nodes: array(&v["closerNodes"])?
+        Ok(RequestOutcome::Response(parse_response(&v)?))
+    }
+
+    /// `query`: a dht-rpc query for an application (external) `command` from JS node `node`,
+    /// with every reply its walk got, error replies included.
+    pub fn query(
+        &self,
+        node: u64,
+        command: u64,
+        target: &[u8; 32],
+        value: Option<&[u8]>,
+    ) -> Result<JsQuery, String> {
+        let mut args = json!({ "node": node, "command": command, "target": to_hex(target) });
+        if let Some(v) = value {
+            args["value"] = to_hex(v).into();
+        }
+        let v = self.call("query", args)?;
+        Ok(JsQuery {
+            replies: array(&v["replies"])?
                 .iter()
-                .map(parse_addr)
+                .map(parse_response)
                 .collect::<Result<_, _>>()?,
-            error: uint(&v["error"])?,
-            value: match &v["value"] {
-                Value::Null => None,
-                h => Some(from_hex(h.as_str().ok_or("value is not a string")?)?),
-            },
-        }))
+            error: v["error"].as_str().map(str::to_owned),
+            successes: uint(&v["successes"])?,
+            errors: uint(&v["errors"])?,
+            elapsed_ms: uint(&v["elapsedMs"])?,
+            timeouts: uint(&v["timeouts"])?,
+            down_hints_sent: uint(&v["downHintsSent"])?,
+        })
     }
 
     /// `stats`: `dht.stats` as JSON.
@@ -642,7 +675,7 @@ impl JsHarness {
         let _ = self.write_line(&format!("{{\"id\":{id},\"cmd\":\"shutdown\"}}\n"));
         lock(&self.stdin).take();
         // The harness's stdout closes when it exits; the reader then signals EOF.
-        let graceful = match self.eof.recv_timeout(SHUTDOWN_GRACE) {
+        let graceful = match lock(&self.eof).recv_timeout(SHUTDOWN_GRACE) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         };
@@ -770,6 +803,24 @@ fn parse_node(v: &Value) -> Result<JsNode, String> {
 
 fn hex32(v: &Value) -> Result<[u8; 32], String> {
     opt_hex32(v)?.ok_or_else(|| "expected a 32-byte hex id, got null".to_string())
+}
+
+fn parse_response(v: &Value) -> Result<JsResponse, String> {
+    Ok(JsResponse {
+        tid: u16::try_from(uint(&v["tid"])?).map_err(|_| "tid out of range")?,
+        from: parse_replier(&v["from"])?,
+        to: parse_addr(&v["to"])?,
+        token: opt_hex32(&v["token"])?,
+        closer_nodes: array(&v["closerNodes"])?
+            .iter()
+            .map(parse_addr)
+            .collect::<Result<_, _>>()?,
+        error: uint(&v["error"])?,
+        value: match &v["value"] {
+            Value::Null => None,
+            h => Some(from_hex(h.as_str().ok_or("value is not a string")?)?),
+        },
+    })
 }
 
 fn opt_hex32(v: &Value) -> Result<Option<[u8; 32]>, String> {

@@ -9,6 +9,7 @@ use core::time::Duration;
 use super::cache::{RecordCache, TtlCache};
 use super::keys::{self, command, error_code, namespace};
 use super::router::{Forward, Router};
+use crate::commands::ERROR_UNKNOWN_COMMAND;
 use crate::crypto::hash;
 use crate::rng::Rng;
 use crate::time::Timestamp;
@@ -188,8 +189,11 @@ impl Store {
             command::IMMUTABLE_PUT => self.on_immutable_put(req),
             command::IMMUTABLE_GET => self.on_immutable_get(req),
             // PLUGIN: no plugins are registered, so the request is dropped as JS drops requests
-            // for unknown plugins.
-            _ => Answer::Silent,
+            // for unknown plugins (`persistent.js` `onplugin`).
+            command::PLUGIN => Answer::Silent,
+            // Any other command: hyperdht's `onrequest` returns false and dht-rpc's
+            // `_onrequest` answers UNKNOWN_COMMAND with closer nodes and no token.
+            _ => Answer::Error(ERROR_UNKNOWN_COMMAND),
         }
     }
 
@@ -431,4 +435,40 @@ fn on_find_peer(router: &mut Router, req: &StoreRequest<'_>) -> Answer {
 /// Decodes a stored or received peer record (for callers that want the struct).
 pub fn decode_peer(record: &[u8]) -> Option<Peer> {
     Peer::decode(record).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(command: u64) -> StoreRequest<'static> {
+        StoreRequest {
+            command,
+            target: Some([7; 32]),
+            has_token: false,
+            token: None,
+            value: None,
+            from: SocketAddrV4::new([127, 0, 0, 1].into(), 40_000),
+        }
+    }
+
+    fn answer(command: u64) -> Answer {
+        let now = Timestamp::from_duration(Duration::ZERO);
+        let mut store = Store::new(now, &StoreLimits::default());
+        let mut router = Router::new(now, 16, Duration::from_secs(60));
+        let mut rng = Rng::from_seed([1; 32]);
+        store.handle(&mut router, &request(command), &[0; 32], None, &mut rng)
+    }
+
+    #[test]
+    fn unknown_commands_get_unknown_command_and_plugin_stays_silent() {
+        for unknown in [11, 12, 52, 0xfc, 0xffff, u64::MAX] {
+            assert_eq!(
+                answer(unknown),
+                Answer::Error(ERROR_UNKNOWN_COMMAND),
+                "command {unknown}"
+            );
+        }
+        assert_eq!(answer(command::PLUGIN), Answer::Silent);
+    }
 }
