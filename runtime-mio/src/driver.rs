@@ -1021,7 +1021,8 @@ impl Loop {
                 self.pending.server_conns.remove(&conn);
                 self.closed_conns.insert(conn);
                 self.forward_readable(conn);
-                if let Some(r) = self.readers.get_mut(&conn) {
+                // A reader that already has its end gets no second one (see `forward_chunks`).
+                if let Some(r) = self.readers.get_mut(&conn).filter(|r| !r.ended) {
                     let chunk = if reason == ConnCloseReason::Finished {
                         Chunk::Eof
                     } else {
@@ -1057,7 +1058,10 @@ impl Loop {
     }
 
     fn forward_chunks(&mut self, conn: ConnId) {
-        let Some(r) = self.readers.get_mut(&conn) else {
+        // Nothing follows an end: the node keeps reporting the end of a finished stream, and
+        // a second end stalled in a full channel would never be taken (the reader stops at its
+        // first end), so the connection would never be reaped.
+        let Some(r) = self.readers.get_mut(&conn).filter(|r| !r.ended) else {
             return;
         };
         // A chunk the channel had no room for last time goes first.
