@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use hyperdht_mio::{parse_bootstrap_list, ConnReader, ConnWriter, MioNode, ServerEvent};
+use hyperdht_mio::{parse_bootstrap_list, ConnReader, ConnWriter, MioNode};
 use hyperdht_proto::config::{DEFAULT_PORT, PUBLIC_BOOTSTRAP};
 use hyperdht_proto::crypto::to_hex;
 use hyperdht_proto::dht::KeyPair;
@@ -175,13 +175,13 @@ pub fn server(argv: &[String]) -> Result<(), String> {
     let outbox = Arc::new(Mutex::new(Outbox::default()));
     let stdin_box = outbox.clone();
     thread::spawn(move || pump_stdin(stdin_box));
-    let events = server.events;
+    let server = Arc::new(server);
+    let accepting = server.clone();
     let conn_box = outbox.clone();
     thread::spawn(move || {
-        for ev in events {
-            if let ServerEvent::Connected(c) = ev {
+        while let Some(c) = accepting.accept() {
+            {
                 say("got connection!");
-                let c = *c;
                 let mut ob = conn_box.lock().unwrap_or_else(|e| e.into_inner());
                 if ob.ended {
                     let _ = c.writer.finish();
@@ -197,7 +197,7 @@ pub fn server(argv: &[String]) -> Result<(), String> {
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: unannouncing");
     }
-    node.close_server(server.id);
+    server.close();
     node.shutdown();
     drop(local_nodes);
     Ok(())
@@ -223,7 +223,7 @@ pub fn relay(argv: &[String]) -> Result<(), String> {
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down the relay");
     }
-    node.close_server(server.id);
+    server.close();
     node.shutdown();
     Ok(())
 }
@@ -239,10 +239,10 @@ pub fn client(argv: &[String]) -> Result<(), String> {
     options.relay_through = relay_key(&args)?;
     say(&format!("Connecting to: {key_arg}"));
     let node = MioNode::spawn(node_config(&args, None)?).map_err(|e| e.to_string())?;
-    let me = KeyPair::from_seed(&random_seed()?);
+    options.key_pair = Some(KeyPair::from_seed(&random_seed()?));
     // Like the JS client, look the peer up while the node still bootstraps: the lookup starts
     // from the bootstrap nodes itself, so waiting for the bootstrap first only adds its time.
-    let conn = match node.connect_with(remote, &me, options) {
+    let conn = match node.connect_with(remote, options) {
         Ok(c) => c,
         Err(e) => {
             let reached_dht = node.info().is_ok_and(|i| !i.table.is_empty());

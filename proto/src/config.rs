@@ -107,15 +107,35 @@ pub struct Config {
     /// Try the LAN shortcut when client and server share a public address (JS
     /// `localConnection`, default true).
     pub local_connection: bool,
+    /// The node's default key pair, used by connects that name none (JS `keyPair`, which
+    /// becomes `dht.defaultKeyPair`). `None`: one derived from the node's seed, so it is
+    /// random when the seed is.
+    pub key_pair: Option<crate::dht::KeyPair>,
 }
 
+/// The public bootstrap nodes of [`PUBLIC_BOOTSTRAP`] as addresses (the IP before each `@`;
+/// no DNS look-up).
+pub fn public_bootstrap() -> Vec<SocketAddrV4> {
+    PUBLIC_BOOTSTRAP
+        .iter()
+        .filter_map(|entry| {
+            let (ip, rest) = entry.split_once('@')?;
+            let port = rest.rsplit_once(':')?.1.parse().ok()?;
+            Some(SocketAddrV4::new(ip.parse().ok()?, port))
+        })
+        .collect()
+}
+
+/// A node of the public HyperDHT network, as JS `new DHT()`: bootstraps from
+/// [`public_bootstrap`], binds 0.0.0.0 on [`DEFAULT_PORT`] (or a nearby or random port),
+/// becomes persistent when it proves reachable for long enough.
 impl Default for Config {
     fn default() -> Self {
         Config {
             host: Ipv4Addr::UNSPECIFIED,
             port: DEFAULT_PORT,
             any_port: true,
-            bootstrap: Vec::new(),
+            bootstrap: public_bootstrap(),
             persistence: Persistence::Adaptive,
             firewalled: true,
             quick_firewall: true,
@@ -132,14 +152,28 @@ impl Default for Config {
             unix_ms_at_zero: None,
             local_addresses: Vec::new(),
             local_connection: true,
+            key_pair: None,
         }
     }
 }
 
 impl Config {
-    /// A normal node bootstrapping from `bootstrap`.
+    /// A normal node bootstrapping from `bootstrap` instead of the public network (JS
+    /// `new DHT({ bootstrap })`); an empty list starts a new network.
     pub fn new(bootstrap: Vec<SocketAddrV4>) -> Config {
         Config {
+            bootstrap,
+            ..Config::default()
+        }
+    }
+
+    /// A node of a local test network on 127.0.0.1 (any free port), bootstrapping from
+    /// `bootstrap` (JS `createTestnet` nodes; start the network with
+    /// [`Config::bootstrapper`] on `127.0.0.1:0`).
+    pub fn local(bootstrap: Vec<SocketAddrV4>) -> Config {
+        Config {
+            host: Ipv4Addr::LOCALHOST,
+            port: 0,
             bootstrap,
             ..Config::default()
         }
@@ -192,6 +226,26 @@ pub fn stray_node(addr: &SocketAddrV4) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_joins_the_public_network() {
+        let boot = Config::default().bootstrap;
+        assert_eq!(
+            boot,
+            [
+                "88.99.3.86:49737",
+                "142.93.90.113:49737",
+                "138.68.147.8:49737"
+            ]
+            .map(|a| a.parse::<SocketAddrV4>().unwrap())
+        );
+        assert_eq!(Config::new(Vec::new()).bootstrap, Vec::new());
+        let local = Config::local(boot.clone());
+        assert_eq!(
+            (local.host, local.port, local.bootstrap),
+            (Ipv4Addr::LOCALHOST, 0, boot)
+        );
+    }
 
     #[test]
     fn ports() {

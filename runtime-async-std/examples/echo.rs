@@ -128,9 +128,8 @@ async fn server(args: &[String]) -> Res<()> {
 async fn client(args: &[String]) -> Res<()> {
     let remote = key32(args.first().ok_or(USAGE)?)?;
     let node = start(Config::new(bootstrap(args)?)).await?;
-    let mut seed = [0; 32];
-    getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
-    let conn = node.connect(remote, &KeyPair::from_seed(&seed)).await?;
+    // As the node's default key pair: random, since the node's seed is.
+    let conn = node.connect(remote).await?;
     eprintln!("connected to {}", conn.remote_addr());
     let conn = std::sync::Arc::new(conn);
     let writer = conn.clone();
@@ -174,9 +173,7 @@ async fn local() -> Res<()> {
     let server = server_node.listen(&key, ServerConfig::default()).await?;
     task::spawn(serve(server));
 
-    let mut conn = client_node
-        .connect(key.public_key(), &KeyPair::from_seed(&[0xc1; 32]))
-        .await?;
+    let mut conn = client_node.connect(key.public_key()).await?;
     let message = b"hello through the DHT";
     conn.write_all(message).await?;
     conn.close().await?;

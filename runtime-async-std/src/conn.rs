@@ -34,9 +34,8 @@ pub struct Connection {
     id: ConnId,
     remote: SocketAddr,
     local_addr: Option<SocketAddr>,
-    handshake: Box<HandshakeOutput>,
-    local_udx_id: u32,
-    remote_udx_id: u32,
+    remote_public_key: [u8; 32],
+    is_initiator: bool,
 }
 
 impl fmt::Debug for Connection {
@@ -45,8 +44,6 @@ impl fmt::Debug for Connection {
             .field("id", &self.id)
             .field("remote", &self.remote)
             .field("local_addr", &self.local_addr)
-            .field("local_udx_id", &self.local_udx_id)
-            .field("remote_udx_id", &self.remote_udx_id)
             .finish_non_exhaustive()
     }
 }
@@ -72,18 +69,15 @@ impl Connection {
         id: ConnId,
         remote: SocketAddr,
         local_addr: Option<SocketAddr>,
-        handshake: Box<HandshakeOutput>,
-        local_udx_id: u32,
-        remote_udx_id: u32,
+        handshake: &HandshakeOutput,
     ) -> Connection {
         Connection {
             shared,
             id,
             remote,
             local_addr,
-            handshake,
-            local_udx_id,
-            remote_udx_id,
+            remote_public_key: handshake.remote_public_key,
+            is_initiator: handshake.is_initiator,
         }
     }
 
@@ -94,7 +88,12 @@ impl Connection {
 
     /// The peer's static public key (authenticated by the handshake).
     pub fn remote_public_key(&self) -> [u8; 32] {
-        self.handshake.remote_public_key
+        self.remote_public_key
+    }
+
+    /// Whether we opened the connection (the client side; JS `isInitiator`).
+    pub fn is_initiator(&self) -> bool {
+        self.is_initiator
     }
 
     /// The peer's address on the path in use.
@@ -106,21 +105,6 @@ impl Connection {
     /// (`None` for a holepunch socket).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
-    }
-
-    /// Keys and hash of the Noise handshake (`is_initiator` tells the client side).
-    pub fn handshake(&self) -> &HandshakeOutput {
-        &self.handshake
-    }
-
-    /// Our UDX stream id.
-    pub fn local_udx_id(&self) -> u32 {
-        self.local_udx_id
-    }
-
-    /// The peer's UDX stream id.
-    pub fn remote_udx_id(&self) -> u32 {
-        self.remote_udx_id
     }
 
     /// Why the connection closed, once it has.

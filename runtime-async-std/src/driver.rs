@@ -547,8 +547,7 @@ fn dispatch(shared: &Arc<Shared>, st: &mut State, ev: Event, wakes: &mut Vec<Wak
             socket,
             remote,
             handshake,
-            local_udx_id,
-            remote_udx_id,
+            ..
         } => {
             st.conns.insert(conn, ConnSlot::default());
             let c = Connection::new(
@@ -556,9 +555,7 @@ fn dispatch(shared: &Arc<Shared>, st: &mut State, ev: Event, wakes: &mut Vec<Wak
                 conn,
                 remote,
                 st.node.local_addr(socket),
-                handshake,
-                local_udx_id,
-                remote_udx_id,
+                &handshake,
             );
             // A connection nobody takes is dropped; its `Drop` defers the cleanup.
             if let Some(tx) = st.pending.connects.remove(&conn) {

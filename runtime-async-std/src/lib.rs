@@ -5,42 +5,63 @@
 //! that polls futures.
 //!
 //! [`bind`] creates the node, binds its two UDP sockets and returns a cloneable [`AsyncNode`]
-//! handle and the [`Driver`] future. Spawn the driver; use the handle:
+//! handle and the [`Driver`] future. Spawn the driver; use the handle. The JS API a Pear
+//! developer knows, `new DHT()`, `DHT.keyPair()`, `server.listen(keyPair)`,
+//! `dht.connect(publicKey)`, is [`bind`] with [`Config::default()`] (the public network),
+//! [`random_key_pair`], [`AsyncNode::listen`] and [`AsyncNode::connect`]. Here on a private
+//! network on 127.0.0.1, started by a bootstrapper:
 //!
-//! ```no_run
+//! ```
 //! use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
-//! use hyperdht_proto::dht::KeyPair;
-//! use hyperdht_proto::{Config, ServerConfig};
+//! use hyperdht_async_std::{random_key_pair, Config, ServerConfig};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let bootstrap = vec!["88.99.3.86:49737".parse()?];
-//! let (node, driver) = hyperdht_async_std::bind(Config::new(bootstrap)).await?;
-//! async_std::task::spawn(driver);
-//! node.wait_bootstrapped().await?;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! async_std::task::block_on(async {
+//!     // A new network: its first node, on any free port of 127.0.0.1.
+//!     let (boot, driver) = hyperdht_async_std::bind(Config::bootstrapper("127.0.0.1:0".parse()?)).await?;
+//!     async_std::task::spawn(driver);
+//!     let std::net::SocketAddr::V4(boot_addr) = boot.local_addr() else { unreachable!() };
+//!     let (server_node, driver) = hyperdht_async_std::bind(Config::local(vec![boot_addr])).await?;
+//!     async_std::task::spawn(driver);
+//!     let (client_node, driver) = hyperdht_async_std::bind(Config::local(vec![boot_addr])).await?;
+//!     async_std::task::spawn(driver);
+//!     server_node.wait_bootstrapped().await?;
+//!     client_node.wait_bootstrapped().await?;
 //!
-//! // A server: a stream of incoming connections.
-//! let key = KeyPair::from_seed(&[1; 32]);
-//! let mut server = node.listen(&key, ServerConfig::default()).await?;
-//! async_std::task::spawn(async move {
-//!     while let Some(conn) = server.next().await {
-//!         async_std::task::spawn(async move {
-//!             // Echo until the client finishes, then finish our side.
-//!             let _ = futures_lite::io::copy(&conn, &mut &conn).await;
-//!             let _ = (&conn).close().await;
-//!         });
-//!     }
-//! });
+//!     // A server: a stream of incoming connections.
+//!     let key = random_key_pair()?;
+//!     let mut server = server_node.listen(&key, ServerConfig::default()).await?;
+//!     async_std::task::spawn(async move {
+//!         while let Some(conn) = server.next().await {
+//!             async_std::task::spawn(async move {
+//!                 // Echo until the client finishes, then finish our side.
+//!                 let _ = futures_lite::io::copy(&conn, &mut &conn).await;
+//!                 let _ = (&conn).close().await;
+//!             });
+//!         }
+//!     });
 //!
-//! // A client: connections are `AsyncRead + AsyncWrite`.
-//! let mut conn = node.connect(key.public_key(), &KeyPair::from_seed(&[2; 32])).await?;
-//! conn.write_all(b"hello").await?;
-//! conn.close().await?; // the peer reads EOF; we can still read
-//! let mut echoed = Vec::new();
-//! conn.read_to_end(&mut echoed).await?;
-//! assert_eq!(echoed, b"hello");
-//! # Ok(())
+//!     // A client: connect by public key (as the node's default key pair); connections are
+//!     // `AsyncRead + AsyncWrite`.
+//!     let mut conn = client_node.connect(key.public_key()).await?;
+//!     conn.write_all(b"hello").await?;
+//!     conn.close().await?; // the peer reads EOF; we can still read
+//!     let mut echoed = Vec::new();
+//!     conn.read_to_end(&mut echoed).await?;
+//!     assert_eq!(echoed, b"hello");
+//!     Ok(())
+//! })
 //! # }
 //! ```
+//!
+//! ## Runtimes
+//!
+//! The driver and every handle are plain futures over `async-io` (which runs its own reactor
+//! thread), so they run on any executor: async-std (`async_std::task::spawn(driver)`, above),
+//! smol (`smol::spawn(driver).detach()`), and tokio (`tokio::spawn(driver)`; a
+//! [`Connection`] implements the `futures-io` traits, which `tokio_util::compat` turns into
+//! tokio's `AsyncRead`/`AsyncWrite`). `tests/runtimes.rs` runs the same echo under all three.
+//! async-std itself is discontinued upstream; nothing here depends on it outside the tests.
 //!
 //! ## How the driver runs the node
 //!
@@ -85,4 +106,14 @@ mod shared;
 
 pub use conn::Connection;
 pub use driver::Driver;
+pub use hyperdht_proto::dht::KeyPair;
+pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
 pub use node::{bind, bind_with_seed, AsyncNode, Error, NodeInfo, QueryOutcome, Records, Server};
+
+/// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
+/// seed, [`KeyPair::from_seed`].
+pub fn random_key_pair() -> Result<KeyPair, Error> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    Ok(KeyPair::from_seed(&seed))
+}

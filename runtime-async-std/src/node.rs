@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -104,6 +105,8 @@ pub struct NodeInfo {
     pub client_addr: Option<SocketAddr>,
     /// The routing table's nodes.
     pub table: Vec<(NodeId, SocketAddrV4)>,
+    /// Connections the node holds (closed ones are forgotten once their handle is gone).
+    pub connections: usize,
     /// Counters.
     pub stats: Stats,
 }
@@ -200,11 +203,14 @@ impl AsyncNode {
         self.local_addr
     }
 
-    /// A snapshot of the node's state.
-    pub fn info(&self) -> NodeInfo {
+    /// A snapshot of the node's state; fails once the node is shut down.
+    pub fn info(&self) -> Result<NodeInfo, Error> {
         let st = self.shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
         let n = &st.node;
-        NodeInfo {
+        Ok(NodeInfo {
             id: n.id(),
             table_id: *n.table().id(),
             ephemeral: n.is_ephemeral(),
@@ -213,8 +219,9 @@ impl AsyncNode {
             server_addr: n.local_addr(SocketId::SERVER),
             client_addr: n.local_addr(SocketId::CLIENT),
             table: n.table().iter().map(|t| (t.id, t.addr)).collect(),
+            connections: n.conn_count(),
             stats: n.stats(),
-        }
+        })
     }
 
     /// Runs `f` with the node itself, under the driver's lock, for what this handle does not
@@ -424,33 +431,30 @@ impl AsyncNode {
             public_key: key.public_key(),
             relay_addresses,
             incoming: Box::pin(incoming),
-            closed: false,
+            closed: AtomicBool::new(false),
         })
     }
 
-    /// Connects to the server with `remote_public_key` as `key`; resolves once the path is open
-    /// and the peer answered on it, or the attempt failed. Dropping the future cancels the
-    /// attempt.
-    pub async fn connect(
-        &self,
-        remote_public_key: [u8; 32],
-        key: &KeyPair,
-    ) -> Result<Connection, Error> {
-        self.connect_with(remote_public_key, key, ConnectOptions::default())
+    /// Connects to the server with `remote_public_key` as the node's default key pair
+    /// ([`Config::key_pair`](hyperdht_proto::Config::key_pair), JS `dht.connect(publicKey)`);
+    /// resolves once the path is open and the peer answered on it, or the attempt failed.
+    /// Dropping the future cancels the attempt.
+    pub async fn connect(&self, remote_public_key: [u8; 32]) -> Result<Connection, Error> {
+        self.connect_with(remote_public_key, ConnectOptions::default())
             .await
     }
 
-    /// Like [`AsyncNode::connect`], with options (a blind relay to meet the server at:
-    /// [`ConnectOptions::relay_through`]).
+    /// Like [`AsyncNode::connect`], with options: the key pair to connect as
+    /// ([`ConnectOptions::key_pair`]), a blind relay to meet the server at
+    /// ([`ConnectOptions::relay_through`]).
     pub async fn connect_with(
         &self,
         remote_public_key: [u8; 32],
-        key: &KeyPair,
         options: ConnectOptions,
     ) -> Result<Connection, Error> {
         let (tx, rx) = async_channel::bounded(1);
         let id = self.call(|st, now| {
-            let id = st.node.connect_with(now, &remote_public_key, key, options);
+            let id = st.node.connect_with(now, &remote_public_key, options);
             st.pending.connects.insert(id, tx);
             id
         })?;
@@ -519,7 +523,7 @@ pub struct Server {
     public_key: [u8; 32],
     relay_addresses: Vec<SocketAddrV4>,
     incoming: Pin<Box<Receiver<Connection>>>,
-    closed: bool,
+    closed: AtomicBool,
 }
 
 impl fmt::Debug for Server {
@@ -552,9 +556,12 @@ impl Server {
         self.incoming.recv().await.ok()
     }
 
-    /// Stops the server and waits (at most 5 s) until it is unannounced from its relays.
-    pub async fn close(mut self) {
-        self.closed = true;
+    /// Stops the server and waits (at most 5 s) until it is unannounced from its relays. Once
+    /// closed, [`Server::accept`] returns `None`.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let (tx, rx) = async_channel::bounded(1);
         let id = self.id;
         let r = {
@@ -590,7 +597,7 @@ impl Stream for Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if !self.closed {
+        if !self.closed.load(Ordering::SeqCst) {
             self.shared.defer(Deferred::CloseServer(self.id));
         }
     }
@@ -629,7 +636,7 @@ const _: () = {
 #[allow(dead_code)]
 fn assert_send_futures(n: &AsyncNode, k: &KeyPair) {
     fn send<F: Future + Send>(_: F) {}
-    send(n.connect([0; 32], k));
+    send(n.connect([0; 32]));
     send(n.listen(k, ServerConfig::default()));
     send(n.lookup([0; 32]));
     send(n.shutdown());

@@ -13,7 +13,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use hyperdht_async_std::{AsyncNode, Connection, Error};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::event::Record;
-use hyperdht_proto::{Config, ConnectError, Persistence, ServerConfig};
+use hyperdht_proto::{Config, ConnectError, ConnectOptions, Persistence, ServerConfig};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -168,12 +168,15 @@ async fn echo_with_half_close(spawn: Spawner) {
     let conn = timeout(
         STEP,
         "connect",
-        client_node.connect(server_key.public_key(), &client_key),
+        client_node.connect_with(
+            server_key.public_key(),
+            ConnectOptions::default().with_key_pair(&client_key),
+        ),
     )
     .await
     .expect("connect");
     assert_eq!(conn.remote_public_key(), server_key.public_key());
-    assert!(conn.handshake().is_initiator);
+    assert!(conn.is_initiator());
 
     let data: Vec<u8> = (0..256 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -214,7 +217,10 @@ async fn echo_with_half_close(spawn: Spawner) {
     let dropped = timeout(
         STEP,
         "second connect",
-        client_node.connect(server_key.public_key(), &other_key),
+        client_node.connect_with(
+            server_key.public_key(),
+            ConnectOptions::default().with_key_pair(&other_key),
+        ),
     )
     .await
     .expect("second connect");
@@ -268,7 +274,10 @@ async fn bulk_both_ways(spawn: Spawner) {
     let conn = timeout(
         STEP,
         "connect",
-        client_node.connect(server_key.public_key(), &KeyPair::from_seed(&[0xc3; 32])),
+        client_node.connect_with(
+            server_key.public_key(),
+            ConnectOptions::default().with_key_pair(&KeyPair::from_seed(&[0xc3; 32])),
+        ),
     )
     .await
     .expect("connect");
@@ -403,7 +412,7 @@ async fn failures_and_shutdown(spawn: Spawner) {
     match timeout(
         STEP,
         "connect to nobody",
-        client_node.connect(nobody, &client_key),
+        client_node.connect_with(nobody, ConnectOptions::default().with_key_pair(&client_key)),
     )
     .await
     {
@@ -423,7 +432,10 @@ async fn failures_and_shutdown(spawn: Spawner) {
     match timeout(
         STEP,
         "refused connect",
-        client_node.connect(server_key.public_key(), &client_key),
+        client_node.connect_with(
+            server_key.public_key(),
+            ConnectOptions::default().with_key_pair(&client_key),
+        ),
     )
     .await
     {
@@ -486,7 +498,7 @@ async fn oversized_datagrams_are_counted(spawn: Spawner) {
     )
     .await;
     let target = node.local_addr();
-    let before = node.info().stats.dropped;
+    let before = node.info().unwrap().stats.dropped;
     let sock = smol::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.send_to(&[0x13; 2049], target).await.unwrap();
     // Then a PING from the same socket: once it is answered, the datagram before it was read.
@@ -509,7 +521,7 @@ async fn oversized_datagrams_are_counted(spawn: Spawner) {
         .unwrap();
     let reply = hyperdht_proto::wire::rpc::Response::decode(&buf[..n]).unwrap();
     assert_eq!(reply.tid, 7);
-    let after = node.info().stats.dropped;
+    let after = node.info().unwrap().stats.dropped;
     assert_eq!(after.oversized, before.oversized + 1);
     assert_eq!(after.malformed, before.malformed);
 }

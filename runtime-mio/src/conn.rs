@@ -1,5 +1,5 @@
 //! Blocking streams over connections: [`ConnReader`] (`std::io::Read`, or whole messages with
-//! [`ConnReader::read_message`]) and [`ConnWriter`] (`std::io::Write`, or whole messages with
+//! [`ConnReader::recv_message`]) and [`ConnWriter`] (`std::io::Write`, or whole messages with
 //! [`ConnWriter::send_message`]; cloneable). The driver thread decrypts and forwards what
 //! arrives through a bounded channel of chunks of at most [`CHUNK`] bytes (so a slow reader
 //! slows the peer through the UDX window, not memory), and carries out writes, parking them
@@ -16,12 +16,75 @@
 //! `finish`; `flush` waits until the node has taken everything written.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 
 use hyperdht_proto::{ConnCloseReason, ConnError, ConnId};
 
 use crate::driver::{Command, HandleInner};
+
+/// An established connection: the peer is authenticated, the path carries data. Read with
+/// [`Connection::reader`], write with [`Connection::writer`] (each can move to its own thread).
+#[derive(Debug)]
+pub struct Connection {
+    id: ConnId,
+    remote_public_key: [u8; 32],
+    local_addr: Option<SocketAddr>,
+    remote_addr: SocketAddr,
+    is_initiator: bool,
+    /// Decrypted bytes from the peer.
+    pub reader: ConnReader,
+    /// Bytes to the peer.
+    pub writer: ConnWriter,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: ConnId,
+        remote_public_key: [u8; 32],
+        local_addr: Option<SocketAddr>,
+        remote_addr: SocketAddr,
+        is_initiator: bool,
+        reader: ConnReader,
+        writer: ConnWriter,
+    ) -> Connection {
+        Connection {
+            id,
+            remote_public_key,
+            local_addr,
+            remote_addr,
+            is_initiator,
+            reader,
+            writer,
+        }
+    }
+
+    /// Its id in the node.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's public key (authenticated by the handshake).
+    pub fn remote_public_key(&self) -> [u8; 32] {
+        self.remote_public_key
+    }
+
+    /// Whether we opened the connection (the client side; JS `isInitiator`).
+    pub fn is_initiator(&self) -> bool {
+        self.is_initiator
+    }
+
+    /// The peer's address on the path the connection took.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
+    /// Our socket's local address on that path.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+}
 
 /// Chunks buffered between the driver and a reader.
 pub(crate) const READ_CHANNEL: usize = 16;
@@ -191,7 +254,7 @@ impl ConnReader {
     /// Reads the next message whole, as the peer wrote it (one JS `socket.write`); `Ok(None)`
     /// once the peer finished and every message was read. After a `read` that stopped
     /// inside a message, returns the rest of it. Waits until the whole message is here.
-    pub fn read_message(&mut self) -> io::Result<Option<Vec<u8>>> {
+    pub fn recv_message(&mut self) -> io::Result<Option<Vec<u8>>> {
         let mut message = Vec::new();
         loop {
             if self.pos < self.buf.len() {
@@ -287,7 +350,7 @@ impl ConnWriter {
     }
 
     /// Sends `message` as one secret-stream message: the peer reads it whole (a JS peer as one
-    /// `data` event, a Rust one with [`ConnReader::read_message`]). Like `write`, it returns
+    /// `data` event, a Rust one with [`ConnReader::recv_message`]). Like `write`, it returns
     /// once the driver has it, waiting only while the connection's window is full; a failure
     /// is reported by the next write, `flush` or `finish`. An empty message is not sent
     /// (hyperdht peers drop empty messages as keep-alives).

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use hyperdht_proto::config::SOCKET_RECV_BUFFER;
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::event::Record;
-use hyperdht_proto::noise::HandshakeOutput;
 use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
     ApiError, Config, ConnCloseReason, ConnError, ConnId, ConnectError, ConnectOptions, Event,
@@ -22,7 +21,10 @@ use hyperdht_proto::{
 use mio::net::UdpSocket;
 
 use crate::batch::{self, RecvBatch};
-use crate::conn::{read_channel, Chunk, ConnReader, ConnWriter, Outgoing, WriteTicket, CHUNK};
+use crate::conn::{
+    read_channel, Chunk, ConnReader, ConnWriter, Connection, Outgoing, WriteTicket, CHUNK,
+};
+use crate::server::{Server, ServerEvent};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Token of the command waker; socket tokens are their `SocketId` index.
@@ -124,71 +126,19 @@ pub(crate) enum Command {
     Listen(
         KeyPair,
         Option<ServerConfig>,
-        Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
+        Sender<Result<Listening, Error>>,
     ),
-    Connect(
-        [u8; 32],
-        KeyPair,
-        ConnectOptions,
-        Sender<Result<Connection, Error>>,
-    ),
+    Connect([u8; 32], ConnectOptions, Sender<Result<Connection, Error>>),
     /// A reader took a chunk: forward more if the connection has some.
     ReadMore(ConnId),
-    CloseServer(ServerId, Sender<()>),
+    /// Close a server; the sender (if any) hears when it is unannounced.
+    CloseServer(ServerId, Option<Sender<()>>),
     /// Bytes (or one message) for a connection; the ticket gives them back to the writer's
     /// window.
     Write(ConnId, Outgoing, WriteTicket),
     Finish(ConnId),
     Reset(ConnId),
     Shutdown,
-}
-
-/// An established connection: the authenticated handshake, the open path, and the byte
-/// stream (`reader` / `writer`).
-#[derive(Debug)]
-pub struct Connection {
-    /// Its id.
-    pub conn: ConnId,
-    /// The peer's public key.
-    pub remote_public_key: [u8; 32],
-    /// The path: our socket's local address.
-    pub local_addr: Option<SocketAddr>,
-    /// The path: the peer's address.
-    pub remote: SocketAddr,
-    /// Keys and hash of the Noise handshake.
-    pub handshake: HandshakeOutput,
-    /// Our UDX stream id.
-    pub local_udx_id: u32,
-    /// The peer's UDX stream id.
-    pub remote_udx_id: u32,
-    /// Decrypted bytes from the peer.
-    pub reader: ConnReader,
-    /// Bytes to the peer.
-    pub writer: ConnWriter,
-}
-
-/// What happens on a server.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ServerEvent {
-    /// A client's handshake was accepted.
-    Incoming {
-        /// The connection.
-        conn: ConnId,
-        /// The client's key.
-        remote_public_key: [u8; 32],
-    },
-    /// A connection's path is open.
-    Connected(Box<Connection>),
-}
-
-/// A listening server.
-#[derive(Debug)]
-pub struct Server {
-    /// Its id.
-    pub id: ServerId,
-    /// Its events.
-    pub events: Receiver<ServerEvent>,
 }
 
 /// A handle to a node running on its own thread. The node stops when [`MioNode::shutdown`] is
@@ -346,8 +296,9 @@ impl MioNode {
     }
 
     /// Stores an immutable value; returns its hash and the query outcome.
-    pub fn immutable_put(&self, value: Vec<u8>) -> Result<([u8; 32], QueryOutcome), Error> {
-        let target = hyperdht_proto::crypto::hash(&value);
+    pub fn immutable_put(&self, value: &[u8]) -> Result<([u8; 32], QueryOutcome), Error> {
+        let target = hyperdht_proto::crypto::hash(value);
+        let value = value.to_vec();
         let out = self.run_query(Box::new(move |n, now| n.immutable_put(now, &value).0))?;
         Ok((target, out))
     }
@@ -396,56 +347,53 @@ impl MioNode {
         self.query(QuerySpec::find_node(target.0))
     }
 
-    /// Starts a server for `key` and waits for its first announce.
+    /// Starts a server for `key` and waits for its first announce. The [`Server`] hands out
+    /// incoming connections ([`Server::accept`]); dropping it closes the server.
     pub fn listen(&self, key: &KeyPair, config: ServerConfig) -> Result<Server, Error> {
+        self.start_server(key, Some(config))
+    }
+
+    /// A server (`None`: a blind relay), once announced.
+    fn start_server(&self, key: &KeyPair, config: Option<ServerConfig>) -> Result<Server, Error> {
         let (tx, rx) = mpsc::channel();
-        self.inner
-            .send(Command::Listen(key.clone(), Some(config), tx))?;
-        let (id, events) = rx.recv().map_err(|_| Error::Closed)??;
-        Ok(Server { id, events })
+        self.inner.send(Command::Listen(key.clone(), config, tx))?;
+        let (id, relay_addresses, events) = rx.recv().map_err(|_| Error::Closed)??;
+        Ok(Server::new(
+            self.inner.clone(),
+            id,
+            key.public_key(),
+            relay_addresses,
+            events,
+        ))
     }
 
     /// Serves as a blind relay under `key` (JS `blind-relay` `Server` on a hyperdht server):
     /// peers that name this key as their relay (`relayThrough`) pair through this node, which
     /// then forwards their packets. Waits for the first announce; the server's connections
-    /// are the node's own, so its `events` never carry one.
+    /// are the node's own, so [`Server::accept`] never yields one.
     pub fn serve_blind_relay(&self, key: &KeyPair) -> Result<Server, Error> {
-        let (tx, rx) = mpsc::channel();
-        self.inner.send(Command::Listen(key.clone(), None, tx))?;
-        let (id, events) = rx.recv().map_err(|_| Error::Closed)??;
-        Ok(Server { id, events })
+        self.start_server(key, None)
     }
 
-    /// Connects to the server with `remote_public_key`, as `key`; blocks until the path is open
-    /// or the attempt failed.
-    pub fn connect(&self, remote_public_key: [u8; 32], key: &KeyPair) -> Result<Connection, Error> {
-        self.connect_with(remote_public_key, key, ConnectOptions::default())
+    /// Connects to the server with `remote_public_key` as the node's default key pair
+    /// ([`Config::key_pair`](hyperdht_proto::Config::key_pair), JS `dht.connect(publicKey)`);
+    /// blocks until the path is open or the attempt failed.
+    pub fn connect(&self, remote_public_key: [u8; 32]) -> Result<Connection, Error> {
+        self.connect_with(remote_public_key, ConnectOptions::default())
     }
 
-    /// Like [`MioNode::connect`], with options (a blind relay to meet the server at:
-    /// [`ConnectOptions::relay_through`]).
+    /// Like [`MioNode::connect`], with options: the key pair to connect as
+    /// ([`ConnectOptions::key_pair`]), a blind relay to meet the server at
+    /// ([`ConnectOptions::relay_through`]).
     pub fn connect_with(
         &self,
         remote_public_key: [u8; 32],
-        key: &KeyPair,
         options: ConnectOptions,
     ) -> Result<Connection, Error> {
         let (tx, rx) = mpsc::channel();
-        self.inner.send(Command::Connect(
-            remote_public_key,
-            key.clone(),
-            options,
-            tx,
-        ))?;
+        self.inner
+            .send(Command::Connect(remote_public_key, options, tx))?;
         rx.recv().map_err(|_| Error::Closed)?
-    }
-
-    /// Stops a server and waits (at most 5 s) until it unannounced itself from its relays.
-    pub fn close_server(&self, server: ServerId) {
-        let (tx, rx) = mpsc::channel();
-        if self.inner.send(Command::CloseServer(server, tx)).is_ok() {
-            let _ = rx.recv_timeout(Duration::from_secs(5));
-        }
     }
 
     /// A snapshot of the node's state.
@@ -483,10 +431,13 @@ impl Drop for MioNode {
 
 /// Where a listen call's answer goes, and the server's event channel until then.
 type PendingListen = (
-    Sender<Result<(ServerId, Receiver<ServerEvent>), Error>>,
+    Sender<Result<Listening, Error>>,
     Sender<ServerEvent>,
     Receiver<ServerEvent>,
 );
+
+/// A listen call's answer: the server, the DHT nodes its first announce reached, its events.
+type Listening = (ServerId, Vec<SocketAddrV4>, Receiver<ServerEvent>);
 
 /// Where a connect call's answer goes.
 type ConnectTx = Sender<Result<Connection, Error>>;
@@ -723,14 +674,16 @@ impl Loop {
                         }
                     }
                 }
-                Command::Connect(pk, key, options, tx) => {
-                    let id = self.node.connect_with(now, &pk, &key, options);
+                Command::Connect(pk, options, tx) => {
+                    let id = self.node.connect_with(now, &pk, options);
                     self.pending.connects.insert(id, (pk, tx));
                 }
                 Command::ReadMore(conn) => self.forward_readable(conn),
                 Command::CloseServer(server, tx) => {
                     self.pending.servers.remove(&server);
-                    self.pending.closing.insert(server, tx);
+                    if let Some(tx) = tx {
+                        self.pending.closing.insert(server, tx);
+                    }
                     self.node.close_server(now, server);
                 }
                 Command::Write(conn, data, tx) => self.write_conn(now, conn, data, tx),
@@ -939,10 +892,13 @@ impl Loop {
                     let _ = tx.send(result.map_err(Error::Query));
                 }
             }
-            Event::ServerListening { server, .. } => {
+            Event::ServerListening {
+                server,
+                relay_addresses,
+            } => {
                 if let Some((tx, etx, erx)) = self.pending.listens.remove(&server) {
                     self.pending.servers.insert(server, etx);
-                    let _ = tx.send(Ok((server, erx)));
+                    let _ = tx.send(Ok((server, relay_addresses, erx)));
                 }
             }
             Event::Incoming {
@@ -965,8 +921,7 @@ impl Loop {
                 socket,
                 remote,
                 handshake,
-                local_udx_id,
-                remote_udx_id,
+                ..
             } => {
                 let Some(inner) = self.handle.as_ref().and_then(std::sync::Weak::upgrade) else {
                     return;
@@ -981,19 +936,16 @@ impl Loop {
                         ended: false,
                     },
                 );
-                let mut c = Connection {
-                    reader: ConnReader::new(conn, rrx, inner.clone()),
-                    writer: ConnWriter::new(conn, inner),
+                let c = Connection::new(
                     conn,
-                    remote_public_key: handshake.remote_public_key,
-                    local_addr: self.node.local_addr(socket),
+                    handshake.remote_public_key,
+                    self.node.local_addr(socket),
                     remote,
-                    handshake: *handshake,
-                    local_udx_id,
-                    remote_udx_id,
-                };
-                if let Some((pk, tx)) = self.pending.connects.remove(&conn) {
-                    c.remote_public_key = pk;
+                    handshake.is_initiator,
+                    ConnReader::new(conn, rrx, inner.clone()),
+                    ConnWriter::new(conn, inner),
+                );
+                if let Some((_, tx)) = self.pending.connects.remove(&conn) {
                     let _ = tx.send(Ok(c));
                 } else if let Some((server, _)) = self.pending.server_conns.remove(&conn) {
                     if let Some(tx) = self.pending.servers.get(&server) {

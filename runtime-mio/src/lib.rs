@@ -11,6 +11,51 @@
 //! connection writes are pipelined (see [`ConnWriter`]).
 //!
 //! No protocol logic lives here.
+//!
+//! ## Example: a server and a client by key
+//!
+//! The JS API a Pear developer knows, `new DHT()`, `DHT.keyPair()`, `dht.createServer()`,
+//! `server.listen(keyPair)`, `dht.connect(publicKey)`, is [`MioNode::spawn`] with
+//! [`Config::default()`] (the public network), [`random_key_pair`], [`MioNode::listen`] and
+//! [`MioNode::connect`]. Here on a private network on 127.0.0.1, started by a bootstrapper:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use hyperdht_mio::{random_key_pair, Config, MioNode, ServerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A new network: its first node, on any free port of 127.0.0.1.
+//! let boot = MioNode::spawn(Config::bootstrapper("127.0.0.1:0".parse()?))?;
+//! let boot_addr = match boot.local_addr() {
+//!     std::net::SocketAddr::V4(a) => a,
+//!     _ => unreachable!("nodes bind IPv4"),
+//! };
+//! let server_node = MioNode::spawn(Config::local(vec![boot_addr]))?;
+//! let client_node = MioNode::spawn(Config::local(vec![boot_addr]))?;
+//! server_node.wait_bootstrapped()?;
+//! client_node.wait_bootstrapped()?;
+//!
+//! // A server: listen with a key pair, accept connections.
+//! let key = random_key_pair()?;
+//! let server = server_node.listen(&key, ServerConfig::default())?;
+//! let echo = std::thread::spawn(move || {
+//!     let mut conn = server.accept().expect("a connection");
+//!     let mut line = [0u8; 5];
+//!     conn.reader.read_exact(&mut line).unwrap();
+//!     conn.writer.write_all(&line).unwrap();
+//!     conn.writer.finish().unwrap();
+//! });
+//!
+//! // A client: connect by public key (as the node's default key pair).
+//! let mut conn = client_node.connect(key.public_key())?;
+//! conn.writer.write_all(b"hello")?;
+//! let mut back = Vec::new();
+//! conn.reader.read_to_end(&mut back)?;
+//! assert_eq!(back, b"hello");
+//! echo.join().unwrap();
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
@@ -18,7 +63,19 @@ pub mod batch;
 mod conn;
 mod driver;
 mod resolve;
+mod server;
 
-pub use conn::{ConnReader, ConnWriter};
-pub use driver::{Connection, Error, MioNode, NodeInfo, QueryOutcome, Server, ServerEvent};
+pub use conn::{ConnReader, ConnWriter, Connection};
+pub use driver::{Error, MioNode, NodeInfo, QueryOutcome};
+pub use hyperdht_proto::dht::KeyPair;
+pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
 pub use resolve::{parse_bootstrap_list, resolve_bootstrap};
+pub use server::{Server, ServerEvent};
+
+/// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
+/// seed, [`KeyPair::from_seed`].
+pub fn random_key_pair() -> Result<KeyPair, Error> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    Ok(KeyPair::from_seed(&seed))
+}

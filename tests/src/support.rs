@@ -59,7 +59,7 @@ pub fn first_connection(
     wait: std::time::Duration,
 ) -> hyperdht_mio::Connection {
     loop {
-        match server.events.recv_timeout(wait) {
+        match server.events().recv_timeout(wait) {
             Ok(hyperdht_mio::ServerEvent::Connected(c)) => return *c,
             Ok(_) => {}
             Err(e) => panic!("the server opened no connection within {wait:?}: {e}"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hyperdht_mio::{Error, MioNode, ServerEvent};
 use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::{Config, ConnectError, Persistence, ServerConfig};
+use hyperdht_proto::{Config, ConnectError, ConnectOptions, Persistence, ServerConfig};
 use hyperdht_tests::support::{logs, v4};
 
 /// A Rust network on 127.0.0.1: a first node and `n` persistent nodes.
@@ -57,21 +57,24 @@ fn rust_client_reaches_rust_server_over_the_lan_shortcut() {
         .expect("listen");
 
     let conn = client_node
-        .connect(server_key.public_key(), &client_key)
+        .connect_with(
+            server_key.public_key(),
+            ConnectOptions::default().with_key_pair(&client_key),
+        )
         .expect("connect");
-    assert_eq!(conn.remote_public_key, server_key.public_key());
+    assert_eq!(conn.remote_public_key(), server_key.public_key());
     // The LAN shortcut ends at the server's DHT socket; an open client may instead be reached
     // by the server first, from its request socket. Either way, one of the server node's own.
     let info = server_node.info().unwrap();
     assert!(
-        [info.server_addr, info.client_addr].contains(&Some(conn.remote)),
+        [info.server_addr, info.client_addr].contains(&Some(conn.remote_addr())),
         "path {} is not one of the server node's sockets {:?}",
-        conn.remote,
+        conn.remote_addr(),
         (info.server_addr, info.client_addr)
     );
 
     let ev = server
-        .events
+        .events()
         .recv_timeout(Duration::from_secs(10))
         .expect("incoming");
     let ServerEvent::Incoming {
@@ -81,9 +84,9 @@ fn rust_client_reaches_rust_server_over_the_lan_shortcut() {
         panic!("{ev:?}")
     };
     assert_eq!(remote_public_key, client_key.public_key());
-    // Both sides derived the same session.
-    assert!(conn.handshake.is_initiator);
-    assert_eq!(conn.handshake.remote_public_key, server_key.public_key());
+    // The handshake authenticated the server, and we are its initiator.
+    assert!(conn.is_initiator());
+    assert_eq!(conn.remote_public_key(), server_key.public_key());
 }
 
 #[test]
@@ -101,12 +104,15 @@ fn refused_and_unknown_keys_fail_cleanly() {
     ));
     let _server = server_node.listen(&server_key, cfg).expect("listen");
 
-    match client_node.connect(server_key.public_key(), &banned) {
+    match client_node.connect_with(
+        server_key.public_key(),
+        ConnectOptions::default().with_key_pair(&banned),
+    ) {
         Err(Error::Connect(ConnectError::PeerConnectionFailed)) => {}
         other => panic!("refused key must fail to connect: {other:?}"),
     }
     let nobody = KeyPair::from_seed(&[0x99; 32]).public_key();
-    match client_node.connect(nobody, &banned) {
+    match client_node.connect_with(nobody, ConnectOptions::default().with_key_pair(&banned)) {
         Err(Error::Connect(ConnectError::PeerNotFound)) => {}
         other => panic!("unknown key must not be found: {other:?}"),
     }
@@ -138,11 +144,14 @@ impl ConnectedPair {
             .listen(&server_key, ServerConfig::default())
             .expect("listen");
         let client_conn = client_node
-            .connect(server_key.public_key(), &KeyPair::from_seed(&[!seed; 32]))
+            .connect_with(
+                server_key.public_key(),
+                ConnectOptions::default().with_key_pair(&KeyPair::from_seed(&[!seed; 32])),
+            )
             .expect("connect");
         let server_conn = loop {
             match server
-                .events
+                .events()
                 .recv_timeout(Duration::from_secs(10))
                 .expect("server event")
             {
@@ -287,13 +296,13 @@ fn messages_keep_their_boundaries_and_end() {
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
         writer.finish().unwrap();
     });
-    let mut received = vec![accepted.reader.read_message().unwrap().unwrap()];
+    let mut received = vec![accepted.reader.recv_message().unwrap().unwrap()];
     // The second message is begun with a byte read; read_message returns the rest of it.
     let mut head = [0u8; 1];
     accepted.reader.read_exact(&mut head).unwrap();
-    let rest = accepted.reader.read_message().unwrap().unwrap();
+    let rest = accepted.reader.recv_message().unwrap().unwrap();
     received.push([&head[..], &rest].concat());
-    while let Some(m) = accepted.reader.read_message().expect("read_message") {
+    while let Some(m) = accepted.reader.recv_message().expect("read_message") {
         received.push(m);
     }
     sender.join().unwrap();
@@ -307,7 +316,47 @@ fn messages_keep_their_boundaries_and_end() {
         );
     }
     // After the end, reads keep saying so.
-    assert!(accepted.reader.read_message().unwrap().is_none());
+    assert!(accepted.reader.recv_message().unwrap().is_none());
     let mut buf = [0u8; 8];
     assert_eq!(accepted.reader.read(&mut buf).unwrap(), 0);
+}
+
+/// `connect(public_key)` connects as the node's default key pair (JS `dht.defaultKeyPair`):
+/// `Config::key_pair` when set; otherwise one of its own per node, derived from the node's
+/// random seed, so two nodes never share it.
+#[test]
+fn connect_uses_the_default_key_pair() {
+    let (first, _nodes) = network(3);
+    let boot = v4(first.local_addr());
+    let server_node = peer(boot);
+    let server_key = hyperdht_mio::random_key_pair().unwrap();
+    let server = server_node
+        .listen(&server_key, ServerConfig::default())
+        .expect("listen");
+    let incoming_key = || loop {
+        match server.events().recv_timeout(Duration::from_secs(10)) {
+            Ok(ServerEvent::Incoming {
+                remote_public_key, ..
+            }) => return remote_public_key,
+            Ok(_) => {}
+            Err(e) => panic!("no incoming connection: {e}"),
+        }
+    };
+
+    let configured = hyperdht_mio::random_key_pair().unwrap();
+    let mut c = Config::local(vec![boot]);
+    c.key_pair = Some(configured.clone());
+    let client = MioNode::spawn(c).unwrap();
+    let conn = client.connect(server_key.public_key()).expect("connect");
+    assert_eq!(conn.remote_public_key(), server_key.public_key());
+    assert_eq!(incoming_key(), configured.public_key());
+
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let node = MioNode::spawn(Config::local(vec![boot])).unwrap();
+        let _conn = node.connect(server_key.public_key()).expect("connect");
+        seen.push(incoming_key());
+    }
+    assert_ne!(seen[0], seen[1], "two nodes got the same default key pair");
+    assert!(!seen.contains(&configured.public_key()));
 }

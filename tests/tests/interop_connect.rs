@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use hyperdht_mio::{Error, MioNode, ServerEvent};
 use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::{Config, ConnectError, ServerConfig};
+use hyperdht_proto::{Config, ConnectError, ConnectOptions, ServerConfig};
 use hyperdht_tests::js::{interop_enabled, JsHarness};
 use hyperdht_tests::support::{logs, v4};
 
@@ -69,9 +69,12 @@ fn rust_client_to_js_server() {
     let client_key = KeyPair::from_seed(&[0xc2; 32]);
     let client = rust_peer(&net.bootstrap, false);
     let conn = client
-        .connect(server_pk, &client_key)
+        .connect_with(
+            server_pk,
+            ConnectOptions::default().with_key_pair(&client_key),
+        )
         .expect("Rust client connects to the JS server");
-    assert_eq!(conn.remote_public_key, server_pk);
+    assert_eq!(conn.remote_public_key(), server_pk);
     let seen: Vec<String> = serde_json::from_value(call(
         &h,
         "firewallSeen",
@@ -96,19 +99,28 @@ fn rust_client_to_js_server() {
     let puncher = rust_peer(&net.bootstrap, true);
     assert!(puncher.info().unwrap().firewalled);
     let punched = puncher
-        .connect(fw_pk, &KeyPair::from_seed(&[0xc3; 32]))
+        .connect_with(
+            fw_pk,
+            ConnectOptions::default().with_key_pair(&KeyPair::from_seed(&[0xc3; 32])),
+        )
         .expect("holepunched connection");
     let _ = fw_dht_port;
-    assert_ne!(v4(punched.remote).port(), 0);
-    assert_ne!(Some(punched.remote), puncher.info().unwrap().server_addr);
+    assert_ne!(v4(punched.remote_addr()).port(), 0);
     assert_ne!(
-        punched.local_addr,
+        Some(punched.remote_addr()),
+        puncher.info().unwrap().server_addr
+    );
+    assert_ne!(
+        punched.local_addr(),
         puncher.info().unwrap().server_addr,
         "the punched path uses a puncher socket"
     );
 
     // A key the JS firewall refuses: the server stays silent, so every relay attempt fails.
-    match client.connect(server_pk, &KeyPair::from_seed(&[0xdd; 32])) {
+    match client.connect_with(
+        server_pk,
+        ConnectOptions::default().with_key_pair(&KeyPair::from_seed(&[0xdd; 32])),
+    ) {
         Err(Error::Connect(ConnectError::PeerConnectionFailed)) => {}
         other => panic!("refused key: {other:?}"),
     }
@@ -147,7 +159,7 @@ fn js_client_to_rust_server() {
         v4(server.local_addr()).port()
     );
     let ev = listener
-        .events
+        .events()
         .recv_timeout(Duration::from_secs(10))
         .expect("incoming");
     let ServerEvent::Incoming {

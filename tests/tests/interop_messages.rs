@@ -7,6 +7,7 @@
 //! come back with their boundaries unchanged were also seen unchanged by JS; the other way, a
 //! JS client reports the `data` events a Rust echo server sent it.
 
+use hyperdht_proto::ConnectOptions;
 use std::io::Read;
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -78,7 +79,10 @@ fn rust_mio_messages_through_a_js_echo_server() {
     let server_pk = js_echo_server(&h, &net.bootstrap);
     let client = rust_peer(&net.bootstrap);
     let mut conn = client
-        .connect(server_pk, &KeyPair::from_seed(&[0xc5; 32]))
+        .connect_with(
+            server_pk,
+            ConnectOptions::default().with_key_pair(&KeyPair::from_seed(&[0xc5; 32])),
+        )
         .expect("Rust client connects to the JS server");
 
     let sent = messages(&SIZES);
@@ -97,12 +101,12 @@ fn rust_mio_messages_through_a_js_echo_server() {
             conn.reader.read_exact(&mut head).unwrap();
             let rest = conn
                 .reader
-                .read_message()
+                .recv_message()
                 .unwrap()
                 .expect("rest of message");
             [&head[..], &rest].concat()
         } else {
-            conn.reader.read_message().unwrap().expect("message")
+            conn.reader.recv_message().unwrap().expect("message")
         };
         assert!(got.len() <= m.len(), "message {i} merged with the next");
         received.push(got);
@@ -129,7 +133,7 @@ fn js_messages_through_a_rust_mio_echo_server() {
         let conn = first_connection(&server, Duration::from_secs(30));
         let mut reader = conn.reader;
         let mut echoed = 0;
-        while let Ok(Some(m)) = reader.read_message() {
+        while let Ok(Some(m)) = reader.recv_message() {
             conn.writer.send_message(&m).expect("echo");
             echoed += 1;
         }
@@ -179,7 +183,10 @@ fn rust_async_messages_through_a_js_echo_server() {
         smol::spawn(driver).detach();
         node.wait_bootstrapped().await.expect("bootstrap");
         let conn = node
-            .connect(server_pk, &KeyPair::from_seed(&[0xc6; 32]))
+            .connect_with(
+                server_pk,
+                ConnectOptions::default().with_key_pair(&KeyPair::from_seed(&[0xc6; 32])),
+            )
             .await
             .expect("async Rust client connects to the JS server");
         let sending = async {

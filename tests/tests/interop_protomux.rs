@@ -3,6 +3,7 @@
 //! ways: opens in either order (ours answered by JS, JS's answered by us through `pair`),
 //! handshakes, messages of two types, corked batches from JS, and closes.
 
+use hyperdht_proto::ConnectOptions;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -77,7 +78,7 @@ impl Session {
             if let Some(e) = self.mux.poll_event() {
                 return Some(e);
             }
-            let m = self.conn.reader.read_message().expect("read_message")?;
+            let m = self.conn.reader.recv_message().expect("read_message")?;
             self.mux.handle_message(&m).expect("valid protomux from JS");
         }
     }
@@ -104,7 +105,10 @@ fn rust_client_with_a_js_protomux_server() {
         .unwrap();
     let client = rust_peer(&net.bootstrap);
     let conn = client
-        .connect(server_pk, &KeyPair::from_seed(&[0xc7; 32]))
+        .connect_with(
+            server_pk,
+            ConnectOptions::default().with_key_pair(&KeyPair::from_seed(&[0xc7; 32])),
+        )
         .expect("connect");
     let mut s = Session::new(conn);
     // JS opens js-first at once: we asked for it, so it waits for our answer.

@@ -271,9 +271,7 @@ fn mutable_and_immutable_both_ways() {
         rust[4].immutable_get(hash_js).unwrap().as_deref(),
         Some(&b"immutable from js"[..])
     );
-    let (hash_rs, _) = rust[5]
-        .immutable_put(b"immutable from rust".to_vec())
-        .unwrap();
+    let (hash_rs, _) = rust[5].immutable_put(b"immutable from rust").unwrap();
     let got = call(
         &h,
         "immutableGet",

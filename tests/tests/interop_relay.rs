@@ -12,7 +12,7 @@ use std::net::SocketAddrV4;
 
 use serde_json::{json, Value};
 
-use hyperdht_mio::MioNode;
+use hyperdht_mio::{MioNode, Server};
 use hyperdht_proto::crypto::{from_hex, to_hex};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::{Config, ConnectOptions};
@@ -118,9 +118,12 @@ fn relayed_echo(server_names_relay: bool) {
         options.relay_through = Some(relay_key);
     }
     let mut conn = client
-        .connect_with(server_key, &KeyPair::from_seed(&[0xc8; 32]), options)
+        .connect_with(
+            server_key,
+            options.with_key_pair(&KeyPair::from_seed(&[0xc8; 32])),
+        )
         .expect("the Rust client connects through the blind relay");
-    assert_eq!(conn.remote_public_key, server_key);
+    assert_eq!(conn.remote_public_key(), server_key);
 
     let message = b"hello through the blind relay";
     conn.writer.write_all(message).unwrap();
@@ -171,7 +174,10 @@ fn a_relay_nobody_serves_fails_the_connection_with_a_reason() {
     // Whichever fails last names the reason, as in JS: the relay (not found) or the punch
     // (refused by the server).
     use hyperdht_proto::ConnectError::{RelayAborted, RemoteAborted};
-    match client.connect_with(server_key, &KeyPair::from_seed(&[0xc9; 32]), options) {
+    match client.connect_with(
+        server_key,
+        options.with_key_pair(&KeyPair::from_seed(&[0xc9; 32])),
+    ) {
         Err(hyperdht_mio::Error::Connect(RelayAborted | RemoteAborted)) => {}
         other => panic!("expected the relay or the punch to fail, got {other:?}"),
     }
@@ -201,13 +207,16 @@ fn async_rust_client_through_a_relay_the_js_server_names() {
         let mut options = ConnectOptions::default();
         options.fast_open = false;
         let mut conn = node
-            .connect_with(server_key, &KeyPair::from_seed(&[0xca; 32]), options)
+            .connect_with(
+                server_key,
+                options.with_key_pair(&KeyPair::from_seed(&[0xca; 32])),
+            )
             .await
             .expect("the async client connects through the blind relay");
         conn.write_all(b"async relay").await.unwrap();
         let mut echo = [0u8; 11];
         conn.read_exact(&mut echo).await.unwrap();
-        (echo, node.info().stats.relaying)
+        (echo, node.info().unwrap().stats.relaying)
     });
     assert_eq!(&echo, b"async relay");
     assert_eq!(
@@ -236,7 +245,7 @@ fn rust_relay_only_server(
     config.relay_through = relay_through;
     let server = node.listen(&key, config).expect("listen");
     std::thread::spawn(move || {
-        while let Ok(event) = server.events.recv() {
+        while let Ok(event) = server.events().recv() {
             if let hyperdht_mio::ServerEvent::Connected(conn) = event {
                 std::thread::spawn(move || {
                     let mut reader = conn.reader;
@@ -317,7 +326,10 @@ fn rust_client_and_rust_server_through_a_js_relay() {
     options.fast_open = false;
     options.relay_through = Some(relay_key);
     let mut conn = client
-        .connect_with(server_key, &KeyPair::from_seed(&[0xcb; 32]), options)
+        .connect_with(
+            server_key,
+            options.with_key_pair(&KeyPair::from_seed(&[0xcb; 32])),
+        )
         .expect("Rust reaches Rust through the JS relay");
     conn.writer.write_all(b"rust to rust").unwrap();
     let mut echo = [0u8; 12];
@@ -337,15 +349,16 @@ fn rust_client_and_rust_server_through_a_js_relay() {
 
 // ----- a Rust node as the blind relay ------------------------------------------------------
 
-/// A JS testnet and a Rust node serving as a blind relay on it.
-fn rust_relay(seed: u8) -> (JsHarness, JsTestnet, MioNode, [u8; 32]) {
+/// A JS testnet and a Rust node serving as a blind relay on it (while the `Server` lives).
+fn rust_relay(seed: u8) -> (JsHarness, JsTestnet, MioNode, Server, [u8; 32]) {
     let h = JsHarness::new().unwrap();
     let net = h.testnet(6).unwrap();
     let node = spawn_bootstrapped(loopback_config(&net.bootstrap));
     let key = KeyPair::from_seed(&[seed; 32]);
-    node.serve_blind_relay(&key)
+    let relay = node
+        .serve_blind_relay(&key)
         .expect("serve as a blind relay");
-    (h, net, node, key.public_key())
+    (h, net, node, relay, key.public_key())
 }
 
 /// A JS client reaches a JS server that refuses to punch through the relay `relay_key`; the
@@ -386,7 +399,7 @@ fn js_peers_connect_through_an_async_rust_blind_relay() {
         (node, relay)
     });
     js_peers_through(&h, &net, key.public_key(), "5f");
-    let stats = node.info().stats.relaying;
+    let stats = node.info().unwrap().stats.relaying;
     assert_eq!(
         stats.relayed_links, 1,
         "the async relay linked the JS peers: {stats:?}"
@@ -399,7 +412,7 @@ fn js_peers_connect_through_a_rust_blind_relay() {
     if !interop_enabled() {
         return;
     }
-    let (h, net, relay, relay_key) = rust_relay(0x71);
+    let (h, net, relay, _serving, relay_key) = rust_relay(0x71);
     // The JS server refuses to punch; the JS client names the Rust relay.
     js_peers_through(&h, &net, relay_key, "5e");
     let stats = relay.info().unwrap().stats.relaying;
@@ -415,14 +428,17 @@ fn rust_peers_connect_through_a_rust_blind_relay() {
     if !interop_enabled() {
         return;
     }
-    let (_h, net, relay, relay_key) = rust_relay(0x72);
+    let (_h, net, relay, _serving, relay_key) = rust_relay(0x72);
     let (server, server_key) = rust_relay_only_server(&net.bootstrap, 0x60, None);
     let client = rust_client(&net.bootstrap);
     let mut options = ConnectOptions::default();
     options.fast_open = false;
     options.relay_through = Some(relay_key);
     let mut conn = client
-        .connect_with(server_key, &KeyPair::from_seed(&[0xcc; 32]), options)
+        .connect_with(
+            server_key,
+            options.with_key_pair(&KeyPair::from_seed(&[0xcc; 32])),
+        )
         .expect("Rust reaches Rust through the Rust relay");
     // More than a few packets each way, through the relay.
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -471,7 +487,10 @@ fn a_relay_that_loses_the_race_is_dropped() {
     let mut options = ConnectOptions::default();
     options.relay_through = Some(relay_key);
     let mut conn = client
-        .connect_with(server_key, &KeyPair::from_seed(&[0xcd; 32]), options)
+        .connect_with(
+            server_key,
+            options.with_key_pair(&KeyPair::from_seed(&[0xcd; 32])),
+        )
         .expect("connects, directly or through the relay");
     conn.writer.write_all(b"either way").unwrap();
     let mut echo = [0u8; 10];

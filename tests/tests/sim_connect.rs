@@ -785,7 +785,9 @@ fn double_random_nats_connect_through_a_blind_relay() {
         let spk = server_key.public_key();
         let mut options = hyperdht_proto::ConnectOptions::default();
         options.relay_through = Some(relay_key.public_key());
-        let conn: ConnId = sim.command(c, |n, now| n.connect_with(now, &spk, &client_key, options));
+        let conn: ConnId = sim.command(c, |n, now| {
+            n.connect_with(now, &spk, options.clone().with_key_pair(&client_key))
+        });
         let limit = sim.now() + CONNECT_LIMIT;
         let verdict = run_until_event(&mut sim, c, limit, |e| match e {
             Event::Connected { conn: id, .. } | Event::ConnectFailed { conn: id, .. } => {

@@ -212,18 +212,27 @@ impl Node {
         remote_public_key: &[u8; 32],
         key: &KeyPair,
     ) -> ConnId {
-        self.connect_with(now, remote_public_key, key, ConnectOptions::default())
+        let options = ConnectOptions {
+            key_pair: Some(key.clone()),
+            ..ConnectOptions::default()
+        };
+        self.connect_with(now, remote_public_key, options)
     }
 
-    /// Like [`Node::connect`], with options (a blind relay to meet the server at).
+    /// Connects to the server with `remote_public_key` with `options`: the key pair to connect
+    /// as ([`ConnectOptions::key_pair`], else [`Node::default_key_pair`]), a blind relay to
+    /// meet the server at.
     pub fn connect_with(
         &mut self,
         now: Timestamp,
         remote_public_key: &[u8; 32],
-        key: &KeyPair,
         options: ConnectOptions,
     ) -> ConnId {
         self.set_now(now);
+        let key = &options
+            .key_pair
+            .clone()
+            .unwrap_or_else(|| self.default_key_pair.clone());
         let relay_through = options.relay_through.map(|public_key| RelayThrough {
             version: 1,
             public_key,

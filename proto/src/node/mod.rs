@@ -61,6 +61,7 @@ enum SocketState {
 pub struct Node {
     config: Config,
     rng: Rng,
+    default_key_pair: crate::dht::KeyPair,
     now: Timestamp,
 
     server: SocketState,
@@ -158,6 +159,12 @@ impl Node {
     /// created at `now`. It asks the driver to bind its server socket first: drain
     /// [`Node::poll_socket_op`].
     pub fn new(config: Config, seed: [u8; 32], now: Timestamp) -> Node {
+        // Derived apart from the rng stream, so a configured key pair changes nothing else.
+        let default_key_pair = config.key_pair.clone().unwrap_or_else(|| {
+            let mut input = b"hyperdht-rs default key pair".to_vec();
+            input.extend_from_slice(&seed);
+            crate::dht::KeyPair::from_seed(&crate::crypto::hash(&input))
+        });
         let mut rng = Rng::from_seed(seed);
         let table = RoutingTable::new(NodeId(rng.bytes32()));
         let mut tokens_rng = rng.child();
@@ -244,6 +251,7 @@ impl Node {
             socket_ops: VecDeque::new(),
             stats: Stats::default(),
             config,
+            default_key_pair,
         };
         node.bind_next_server_port();
         node
@@ -636,6 +644,12 @@ impl Node {
     /// The routing table.
     pub fn table(&self) -> &RoutingTable {
         &self.table
+    }
+
+    /// The key pair connects use when they name none ([`Config::key_pair`], or one derived
+    /// from the seed; JS `dht.defaultKeyPair`).
+    pub fn default_key_pair(&self) -> &crate::dht::KeyPair {
+        &self.default_key_pair
     }
 
     /// Whether we are ephemeral (not in others' tables).

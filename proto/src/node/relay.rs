@@ -48,10 +48,13 @@ pub const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
 const PAIR: u64 = 0;
 const UNPAIR: u64 = 1;
 
-/// Options of [`Node::connect_with`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Options of [`Node::connect_with`] (JS `dht.connect(publicKey, opts)`).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ConnectOptions {
+    /// The key pair to connect as (JS `keyPair`); `None`: the node's
+    /// [default key pair](Node::default_key_pair).
+    pub key_pair: Option<KeyPair>,
     /// Ask the server to meet us at this blind relay (its public key) too (JS `relayThrough`).
     pub relay_through: Option<[u8; 32]>,
     /// Open a session to the server's address in the first holepunch round, so a server on
@@ -62,9 +65,25 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> ConnectOptions {
         ConnectOptions {
+            key_pair: None,
             relay_through: None,
             fast_open: true,
         }
+    }
+}
+
+impl ConnectOptions {
+    /// These options, connecting as `key` ([`ConnectOptions::key_pair`]).
+    pub fn with_key_pair(mut self, key: &KeyPair) -> ConnectOptions {
+        self.key_pair = Some(key.clone());
+        self
+    }
+
+    /// These options, meeting the server at the blind relay `relay_public_key` too
+    /// ([`ConnectOptions::relay_through`]).
+    pub fn with_relay_through(mut self, relay_public_key: [u8; 32]) -> ConnectOptions {
+        self.relay_through = Some(relay_public_key);
+        self
     }
 }
 
@@ -169,7 +188,7 @@ impl Node {
             is_initiator,
         } = request;
         self.stats.relaying.attempts += 1;
-        let relay_conn = self.connect_with(self.now, &relay_key, key, ConnectOptions::default());
+        let relay_conn = self.connect(self.now, &relay_key, key);
         tracing::debug!(
             relay = %crate::crypto::to_hex(&relay_key),
             is_initiator,

@@ -38,7 +38,7 @@ use hyperdht_proto::noise::{self, Initiator, Responder};
 use hyperdht_proto::wire::hyperdht::{mode, Handshake};
 use hyperdht_proto::wire::noise::{NoisePayload, UdxInfo};
 use hyperdht_proto::wire::rpc::{Request, Response, RESPONSE_ID};
-use hyperdht_proto::{Config, Node, ServerConfig, SocketId, Timestamp};
+use hyperdht_proto::{Config, ConnectOptions, Node, ServerConfig, SocketId, Timestamp};
 use hyperdht_tests::bench_util::{self as bu, parse_num, ChildGuard, LocalDht, Side};
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -972,7 +972,9 @@ fn rust_client(dht: &LocalDht) -> MioNode {
 fn rust_connect(node: &MioNode, key: &[u8; 32], i: u64) -> Result<f64, String> {
     let me = KeyPair::from_seed(&seed_for("rust client", now_nonce() ^ i));
     let t0 = Instant::now();
-    let conn = node.connect(*key, &me).map_err(|e| e.to_string())?;
+    let conn = node
+        .connect_with(*key, ConnectOptions::default().with_key_pair(&me))
+        .map_err(|e| e.to_string())?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     conn.writer.reset();
     Ok(ms)

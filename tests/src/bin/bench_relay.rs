@@ -169,7 +169,10 @@ fn transfer(relay: &Relay, dht: &LocalDht, run: usize, opts: &Opts) -> Result<Ru
     options.fast_open = false;
     options.relay_through = Some(relay.key);
     let conn = client_node
-        .connect_with(key.public_key(), &KeyPair::from_seed(&[0xc1; 32]), options)
+        .connect_with(
+            key.public_key(),
+            options.with_key_pair(&KeyPair::from_seed(&[0xc1; 32])),
+        )
         .map_err(|e| format!("connect through the relay: {e}"))?;
     if client_node
         .info()
@@ -182,7 +185,7 @@ fn transfer(relay: &Relay, dht: &LocalDht, run: usize, opts: &Opts) -> Result<Ru
         return Err("the connection did not go through the relay".into());
     }
     let accepted = loop {
-        match server.events.recv_timeout(Duration::from_secs(30)) {
+        match server.events().recv_timeout(Duration::from_secs(30)) {
             Ok(ServerEvent::Connected(c)) => break *c,
             Ok(_) => {}
             Err(_) => return Err("the server saw no connection".into()),
