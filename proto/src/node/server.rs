@@ -260,7 +260,8 @@ impl Node {
                 connects: HashMap::new(),
             },
         );
-        tracing::info!(server = %to_hex(&key.public_key()), "listening");
+        // Not "listening" yet: that is said once the first announce is through.
+        tracing::debug!(server = %to_hex(&key.public_key()), "announcing server");
         self.run_announce(id);
         Ok(ServerId(id))
     }
@@ -400,6 +401,11 @@ impl Node {
             self.unannounce_from(&key, target, to, None);
         }
         if first {
+            tracing::info!(
+                server = %to_hex(&key.public_key()),
+                relays = relay_addresses.len(),
+                "server announced: listening"
+            );
             self.push_event(Event::ServerListening {
                 server: ServerId(id),
                 relay_addresses,
