@@ -337,6 +337,11 @@ impl ConnWriter {
         }
     }
 
+    /// The connection.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
     /// Ends our side once everything written is delivered (the peer reads EOF). Waits until
     /// the node has taken every byte written before, so the end cannot overtake them.
     pub fn finish(&self) -> io::Result<()> {

@@ -145,7 +145,8 @@ pub(crate) enum Command {
 /// called or the handle is dropped. The handle is `Sync`: share it by reference across threads.
 pub struct MioNode {
     inner: Arc<HandleInner>,
-    thread: Option<JoinHandle<()>>,
+    /// The loop's thread until it is joined (behind a lock: `shutdown` takes `&self`).
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     server_addr: SocketAddr,
 }
 
@@ -217,7 +218,7 @@ impl MioNode {
         match ready_rx.recv() {
             Ok(Ok(server_addr)) => Ok(MioNode {
                 inner,
-                thread: Some(thread),
+                thread: std::sync::Mutex::new(Some(thread)),
                 server_addr,
             }),
             Ok(Err(e)) => {
@@ -316,10 +317,11 @@ impl MioNode {
     pub fn mutable_put(
         &self,
         key: &KeyPair,
-        value: Vec<u8>,
+        value: &[u8],
         seq: u64,
     ) -> Result<QueryOutcome, Error> {
         let key = key.clone();
+        let value = value.to_vec();
         self.run_query(Box::new(move |n, now| {
             n.mutable_put(now, &key, &value, seq)
         }))
@@ -410,22 +412,30 @@ impl MioNode {
         Ok(rx)
     }
 
-    /// Stops the node: pending calls fail with [`Error::Closed`], sockets close, the thread ends.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
+    /// Stops the node and waits until its thread has ended: pending calls fail with
+    /// [`Error::Closed`], sockets close, open connections stop. Calls after it fail with
+    /// [`Error::Closed`].
+    pub fn shutdown(&self) {
         let _ = self.inner.send(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread {
             let _ = t.join();
         }
+    }
+
+    /// Whether the node has shut down (its thread ended).
+    pub fn is_closed(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(JoinHandle::is_finished)
     }
 }
 
 impl Drop for MioNode {
     fn drop(&mut self) {
-        self.stop();
+        self.shutdown();
     }
 }
 

@@ -171,9 +171,7 @@ fn mutable_and_immutable_both_ways() {
 
     // Rust mutable_put, JS mutableGet (JS verifies the Rust signature).
     let key_d = KeyPair::from_seed(&[0xd4; 32]);
-    let out = rust[1]
-        .mutable_put(&key_d, b"hello from rust".to_vec(), 7)
-        .unwrap();
+    let out = rust[1].mutable_put(&key_d, b"hello from rust", 7).unwrap();
     assert!(out.commits.iter().all(|r| r.error == 0) && !out.commits.is_empty());
     let got = call(
         &h,
@@ -217,23 +215,19 @@ fn mutable_and_immutable_both_ways() {
             .map(|r| (r.from, r.error))
             .collect()
     };
-    let reused = rust[2]
-        .mutable_put(&key_c, b"different value".to_vec(), 4)
-        .unwrap();
+    let reused = rust[2].mutable_put(&key_c, b"different value", 4).unwrap();
     let v = verdicts(&reused);
     assert!(
         v.len() >= 2 && v.iter().all(|(_, e)| *e == keys::error_code::SEQ_REUSED),
         "{v:?}"
     );
-    let low = rust[2].mutable_put(&key_c, b"older".to_vec(), 3).unwrap();
+    let low = rust[2].mutable_put(&key_c, b"older", 3).unwrap();
     let v = verdicts(&low);
     assert!(
         v.len() >= 2 && v.iter().all(|(_, e)| *e == keys::error_code::SEQ_TOO_LOW),
         "{v:?}"
     );
-    let same = rust[2]
-        .mutable_put(&key_c, b"hello from js".to_vec(), 4)
-        .unwrap();
+    let same = rust[2].mutable_put(&key_c, b"hello from js", 4).unwrap();
     assert!(
         verdicts(&same).iter().all(|(_, e)| *e == 0),
         "same seq and value is accepted"
