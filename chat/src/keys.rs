@@ -75,19 +75,20 @@ pub fn random_seed() -> Result<[u8; 32], String> {
 }
 
 /// The server key pair: from `--seed`, else from `--key-file` (created with a fresh seed and
-/// owner-only permissions if absent), else fresh.
-pub fn server_key(seed: Option<&str>, key_file: Option<&str>) -> Result<KeyPair, String> {
-    if let Some(hex) = seed {
-        return Ok(KeyPair::from_seed(&parse_seed(hex)?));
+/// owner-only permissions if absent), else fresh. Errors name the file.
+pub fn server_key(seed: Option<[u8; 32]>, key_file: Option<&Path>) -> Result<KeyPair, String> {
+    if let Some(seed) = seed {
+        return Ok(KeyPair::from_seed(&seed));
     }
     let Some(path) = key_file else {
         return Ok(KeyPair::from_seed(&random_seed()?));
     };
-    let path = Path::new(path);
     if path.exists() {
-        let text =
-            fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        return Ok(KeyPair::from_seed(&parse_seed(text.trim())?));
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+        let seed =
+            parse_seed(text.trim()).map_err(|e| format!("key file {}: {e}", path.display()))?;
+        return Ok(KeyPair::from_seed(&seed));
     }
     let seed = random_seed()?;
     let mut opts = fs::OpenOptions::new();
@@ -99,13 +100,14 @@ pub fn server_key(seed: Option<&str>, key_file: Option<&str>) -> Result<KeyPair,
     }
     let mut f = opts
         .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot create key file {}: {e}", path.display()))?;
     writeln!(f, "{}", to_hex(&seed))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot write key file {}: {e}", path.display()))?;
     Ok(KeyPair::from_seed(&seed))
 }
 
-fn parse_seed(hex: &str) -> Result<[u8; 32], String> {
+/// A 32-byte seed written as 64 hex digits.
+pub fn parse_seed(hex: &str) -> Result<[u8; 32], String> {
     from_hex(hex.trim())
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| "a seed is 64 hex digits (32 bytes)".to_string())
