@@ -3,7 +3,7 @@
 // proxy that records every datagram's header (and drops one chosen packet to provoke SACKs
 // and a retransmit). Ports are random and left out; so are timestamps. How many pure ACKs,
 // SACKs and HEARTBEATs appear depends on timing (see tests/tests/vectors_fresh.rs for what a
-// freshness check compares).
+// freshness check compares). The bulk transfer of step 8 is summarised in `mtu`.
 const dgram = require('dgram')
 const UDX = require('udx-native')
 const { hex, deterministic, run } = require('./lib')
@@ -59,15 +59,16 @@ run(async () => {
   const portY = Y.address().port
 
   const packets = []
+  let sink = packets // the bulk phase records elsewhere
   let drop = () => false
   X.on('message', (msg) => {
     const p = packet('A->B', false, msg)
     p.drop = p.udx !== false && drop(p)
-    packets.push(p)
+    sink.push(p)
     if (!p.drop) Y.send(msg, portB, LOCAL)
   })
   Y.on('message', (msg) => {
-    packets.push(packet('B->A', false, msg))
+    sink.push(packet('B->A', false, msg))
     X.send(msg, portA, LOCAL)
   })
 
@@ -142,13 +143,34 @@ run(async () => {
   sc.destroy()
   await sleep(200)
 
+  // 8. Bulk data on a third pair, so the transcript above does not depend on it: MTU probes
+  // (DATA with data_offset > 0) raise the MTU from 1200 towards 1500. Only the probes and the final
+  // MTU are kept (mtu); which packets carry them depends on timing.
+  const ID_E = 0x55555555
+  const ID_F = 0x66666666
+  const se = udx.createStream(ID_E)
+  const sf = udx.createStream(ID_F)
+  let bulkBytes = 0
+  sf.on('data', (d) => { bulkBytes += d.length })
+  sf.connect(sockB, ID_E, portY, LOCAL)
+  se.connect(sockA, ID_F, portX, LOCAL)
+  const bulk = []
+  sink = bulk
+  for (let i = 0; i < 40; i++) { se.write(Buffer.alloc(20000, 0xcd)); await sleep(20) }
+  await sleep(1000)
+  const mtuProbes = bulk
+    .filter((p) => p.dir === 'A->B' && p.flags & 1 && p.off > 0)
+    .map((p) => ({ seq: p.seq, udpLen: p.len, padding: p.off, data: p.payloadLen }))
+  const mtu = { final: se.mtu, probes: mtuProbes }
+
   const total = received.reduce((n, d) => n + d.length, 0)
   events.push('B received ' + total + ' stream bytes')
-  for (const s of [a, b, sc, sd]) s.destroy()
+  for (const s of [a, b, sc, sd, se, sf]) s.destroy()
   await sockA.close()
   await sockB.close()
   X.close()
   Y.close()
   if (total !== 5 + 6 * 1152) throw new Error('B received ' + total + ' bytes')
-  return { streamIds: { A: ID_A, B: ID_B, C: ID_C, D: ID_D }, packets, events }
+  if (bulkBytes !== 40 * 20000) throw new Error('the bulk pair moved ' + bulkBytes + ' bytes')
+  return { streamIds: { A: ID_A, B: ID_B, C: ID_C, D: ID_D, E: ID_E, F: ID_F }, packets, events, mtu }
 })
