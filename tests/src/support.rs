@@ -1,5 +1,5 @@
 //! Small helpers the integration tests share: test logging, IPv4 addresses, and the byte
-//! vectors of `../shared/protocol/vectors`.
+//! vectors of `tests/vectors` (written by `npm run vectors` in `tests/js`).
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -23,22 +23,18 @@ pub fn v4(a: SocketAddr) -> SocketAddrV4 {
     }
 }
 
-/// `shared/protocol/vectors`: `../shared` from the workspace root, or `HYPERDHT_VECTORS`.
+/// `tests/vectors`: the committed byte vectors, one JSON file per topic, written by the
+/// generator in `tests/js/vectors` (`npm run vectors`; `tests/tests/vectors_fresh.rs` checks
+/// they are what it prints).
 pub fn vectors_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("HYPERDHT_VECTORS") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/protocol/vectors"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/vectors"))
 }
 
-/// One vector file (`dht-*.out.json` and the like), parsed.
+/// One vector file of [`vectors_dir`] (`wire.json` and the like), parsed.
 pub fn load_vector(name: &str) -> Value {
     let path = vectors_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e} (set HYPERDHT_VECTORS?)", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 

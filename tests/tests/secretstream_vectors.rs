@@ -1,8 +1,6 @@
-//! `connect-secretstream` (shared/protocol/vectors): libsodium secretstream outputs, the frames
-//! two real `@hyperswarm/secret-stream` instances exchanged, and unordered-message envelopes,
-//! reproduced or decoded byte for byte.
-
-use std::path::PathBuf;
+//! `tests/vectors/secretstream.json` (written by `tests/js/vectors/secretstream.js`): libsodium
+//! secretstream outputs, the frames two real `@hyperswarm/secret-stream` instances exchanged,
+//! and unordered-message envelopes, reproduced or decoded byte for byte.
 
 use serde_json::Value;
 
@@ -11,20 +9,8 @@ use hyperdht_proto::secretstream::cipher::{Pull, Push, Tag};
 use hyperdht_proto::secretstream::{self, send_key, stream_id, Config, SecretStream, SessionKeys};
 use hyperdht_proto::Timestamp;
 
-fn vectors_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("HYPERDHT_VECTORS") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/protocol/vectors"
-    ))
-}
-
 fn load() -> Value {
-    let text = std::fs::read_to_string(vectors_dir().join("connect-secretstream.out.json"))
-        .expect("connect-secretstream.out.json");
-    serde_json::from_str(&text).unwrap()
+    hyperdht_tests::support::load_vector("secretstream.json")
 }
 
 fn hex(v: &Value) -> Vec<u8> {
@@ -35,7 +21,8 @@ fn arr<const N: usize>(v: &Value) -> [u8; N] {
     hex(v).try_into().unwrap()
 }
 
-// connect.md V1: the handshake that produced Part B's keys.
+// The fixed handshake of `tests/js/vectors/handshake.js` (also in `noise.json`), which produced
+// Part B's keys; `handshake_keys_are_the_vectors` checks the vector carries the same.
 const INITIATOR_TX: &str = "cc00d99bd3a15a6779df38fd42fd25a84d73264023e7c1da95cf3bcbdce9c210";
 const INITIATOR_RX: &str = "78dd48ecef5d11fd953197694a8ee2d9f8d86d49d56d856e3dd7c8e78047826b";
 const HASH: &str = "d6b5f55924e91a981d12abb62e70b63c8c60f4c6103ca1142eef45bfebedd92645e2bc185d3ac877d672437c41412d32e9562f6a55acb2599883eedbff01f019";
@@ -49,6 +36,27 @@ fn keys(initiator: bool) -> SessionKeys {
         rx: if initiator { rx } else { tx },
         hash: from_hex(HASH).unwrap().try_into().unwrap(),
     }
+}
+
+#[test]
+fn handshake_keys_are_the_vectors() {
+    let v = load();
+    let h = &v["B"]["handshake"];
+    assert_eq!(h["initiatorTx"].as_str(), Some(INITIATOR_TX));
+    assert_eq!(h["initiatorRx"].as_str(), Some(INITIATOR_RX));
+    assert_eq!(h["hash"].as_str(), Some(HASH));
+    let noise = hyperdht_tests::support::load_vector("noise.json");
+    assert_eq!(
+        noise["results"]["initiator_tx"].as_str(),
+        Some(INITIATOR_TX)
+    );
+    assert_eq!(
+        noise["results"]["initiator_rx"].as_str(),
+        Some(INITIATOR_RX)
+    );
+    assert_eq!(noise["results"]["handshakeHash"].as_str(), Some(HASH));
+    // Part A's key is the initiator's tx key.
+    assert_eq!(v["A"]["key"].as_str(), Some(INITIATOR_TX));
 }
 
 #[test]

@@ -1,23 +1,15 @@
-//! `connect-udx-capture` (shared/protocol/vectors, a real udx-native 1.21.3 transcript through a
-//! logging proxy): every captured header decodes to the fields the capture printed and encodes
-//! back to the same bytes; the SACK payloads decode to the printed blocks.
+//! `tests/vectors/udx.json` (written by `tests/js/vectors/udx.js`: a real udx-native 1.21.3
+//! transcript through a logging proxy): every captured header decodes to the fields the capture
+//! recorded and encodes back to the same bytes; the SACK payloads decode to the recorded blocks.
 
-use std::path::PathBuf;
+use serde_json::Value;
 
 use hyperdht_proto::crypto::from_hex;
 use hyperdht_proto::stream::packet::{self, Flags, Header, Packet};
+use hyperdht_tests::support::load_vector;
 
-fn vectors_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("HYPERDHT_VECTORS") {
-        return PathBuf::from(dir);
-    }
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/protocol/vectors"
-    ))
-}
-
-/// One captured packet line: `... len=N 0xTT NAME off=O id=0xI rwnd=R seq=S ack=A [payload=PB|sacks=[[a,b],..]]  hdr=HEX`.
+/// One captured UDX packet: `{dir, drop, len, flags, names, off, id, rwnd, seq, ack,
+/// [payloadLen | sacks: [[a, b], ..]], hdr}`.
 struct Line {
     len: usize,
     flags: u8,
@@ -31,49 +23,56 @@ struct Line {
     hdr: Vec<u8>,
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(&format!(" {key}="))? + key.len() + 2;
-    let rest = &line[start..];
-    Some(rest.split_whitespace().next().unwrap_or(""))
+fn num(p: &Value, key: &str) -> u64 {
+    p[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {p}"))
 }
 
-fn parse(line: &str) -> Option<Line> {
-    let hdr = from_hex(field(line, "hdr")?)?;
-    let flags_s = line
-        .split_whitespace()
-        .find(|w| w.starts_with("0x") && w.len() == 4)?;
-    let sacks = match field(line, "sacks") {
-        Some(s) => s
-            .trim_matches(|c| c == '[' || c == ']')
-            .split("],[")
+/// The packet's fields, or `None` for a non-UDX datagram (`"udx": false`).
+fn parse(p: &Value) -> Option<Line> {
+    if p["udx"] == Value::Bool(false) {
+        return None;
+    }
+    let hdr = from_hex(p["hdr"].as_str().expect("hdr")).expect("hex hdr");
+    let sacks = match &p["sacks"] {
+        Value::Array(a) => a
+            .iter()
             .map(|pair| {
-                let (a, b) = pair.split_once(',').unwrap();
-                (a.parse().unwrap(), b.parse().unwrap())
+                (
+                    pair[0].as_u64().unwrap() as u32,
+                    pair[1].as_u64().unwrap() as u32,
+                )
             })
             .collect(),
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     Some(Line {
-        len: field(line, "len")?.parse().ok()?,
-        flags: u8::from_str_radix(&flags_s[2..], 16).ok()?,
-        off: field(line, "off")?.parse().ok()?,
-        id: u32::from_str_radix(field(line, "id")?.trim_start_matches("0x"), 16).ok()?,
-        rwnd: field(line, "rwnd")?.parse().ok()?,
-        seq: field(line, "seq")?.parse().ok()?,
-        ack: field(line, "ack")?.parse().ok()?,
-        payload_len: field(line, "payload").map(|p| p.trim_end_matches('B').parse().unwrap()),
+        len: num(p, "len") as usize,
+        flags: num(p, "flags") as u8,
+        off: num(p, "off") as u8,
+        id: num(p, "id") as u32,
+        rwnd: num(p, "rwnd") as u32,
+        seq: num(p, "seq") as u32,
+        ack: num(p, "ack") as u32,
+        payload_len: p["payloadLen"].as_u64().map(|n| n as usize),
         sacks,
         hdr,
     })
 }
 
+fn packets() -> Vec<Value> {
+    load_vector("udx.json")["packets"]
+        .as_array()
+        .expect("packets")
+        .clone()
+}
+
 #[test]
 fn capture_headers_roundtrip() {
-    let text = std::fs::read_to_string(vectors_dir().join("connect-udx-capture.out.txt"))
-        .expect("connect-udx-capture.out.txt");
     let mut seen = 0u8;
     let mut lines = 0;
-    for raw in text.lines() {
+    for raw in &packets() {
         let Some(l) = parse(raw) else { continue };
         lines += 1;
         let h = Header::decode(&l.hdr).expect("captured header decodes");
@@ -114,6 +113,16 @@ fn non_udx_datagrams_from_capture_fall_through() {
     let probe = [0u8];
     let text = from_hex("6e6f74207564782c206a7573742061206468742d7270632d69736820646174616772616d")
         .unwrap();
+    let raw: Vec<Vec<u8>> = packets()
+        .iter()
+        .filter(|p| p["udx"] == Value::Bool(false))
+        .map(|p| from_hex(p["hex"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        raw,
+        [probe.to_vec(), text.clone()],
+        "the capture's non-UDX datagrams"
+    );
     assert_eq!(packet::peek_id(&probe), None);
     assert_eq!(packet::peek_id(&text), None);
     assert!(Packet::decode(&text).is_err());
@@ -121,7 +130,17 @@ fn non_udx_datagrams_from_capture_fall_through() {
 
 #[test]
 fn mtu_probe_padding_is_skipped() {
-    // From the capture's bulk phase: seq 7 was a 1204-byte UDP probe: 20 + 32 padding + 1152.
+    // From the capture's bulk phase (`mtu.probes` in udx.json): the first probe is a 1204-byte
+    // UDP datagram, 20 + 32 padding + 1152.
+    let first = &load_vector("udx.json")["mtu"]["probes"][0];
+    assert_eq!(
+        (
+            num(first, "udpLen"),
+            num(first, "padding"),
+            num(first, "data")
+        ),
+        (1204, 32, 1152)
+    );
     let h = Header {
         flags: Flags::DATA,
         id: 0x2222_2222,

@@ -24,7 +24,7 @@ fn addr(v: &Value) -> SocketAddrV4 {
 
 #[test]
 fn noise_ik_trace_and_outputs() {
-    let v = load("connect-noise-ik.out.json");
+    let v = load("noise.json");
     let i = &v["inputs"];
     let key = |k: &str| KeyPair::from_seed(&h32(&i[k]["seed"]));
     let (cs, ss, ce, se) = (
@@ -113,8 +113,8 @@ fn payload_from_json(j: &Value) -> HolepunchPayload {
 
 #[test]
 fn holepunch_payloads_envelopes_and_relay_values() {
-    let v = load("connect-holepunch.out.json");
-    let secret = h32(&load("connect-noise-ik.out.json")["results"]["holepunchSecret"]);
+    let v = load("holepunch.json");
+    let secret = h32(&load("noise.json")["results"]["holepunchSecret"]);
     let local = h32(&v["tokens"]["localSecret"]);
     let sp = SecurePayload::new(secret, local);
     for host in ["203.0.113.5", "198.51.100.7"] {
@@ -148,7 +148,7 @@ fn holepunch_payloads_envelopes_and_relay_values() {
         let bytes = hx(value);
         let decoded = Handshake::decode(&bytes).unwrap();
         assert_eq!(decoded.to_bytes(), bytes, "{name}");
-        let expected_mode = match name.split_whitespace().next().unwrap() {
+        let expected_mode = match name.split(',').next().unwrap() {
             "FROM_CLIENT" => mode::FROM_CLIENT,
             "FROM_RELAY" => mode::FROM_RELAY,
             "FROM_SECOND_RELAY" => mode::FROM_SECOND_RELAY,
@@ -175,7 +175,7 @@ fn holepunch_payloads_envelopes_and_relay_values() {
         hash(&KeyPair::from_seed(&[2; 32]).public_key()),
         "target = H(server key)"
     );
-    let value = hx(&hs["FROM_CLIENT (client -> relay node)"]);
+    let value = hx(&hs["FROM_CLIENT, client to relay node"]);
     let req = Request {
         tid: d["tid"].as_u64().unwrap() as u16,
         to: addr(&d["to"]),

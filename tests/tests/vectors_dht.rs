@@ -1,4 +1,5 @@
-//! Byte vectors produced by the real Node.js packages (`shared/protocol/vectors/dht-01..05`),
+//! Byte vectors produced by the real Node.js packages (dht-01 to dht-05 below:
+//! `tests/vectors/{compact,ids,records,wire,relay}.json`, written by `tests/js/vectors`),
 //! reproduced byte for byte by our codecs, and a live-behaviour check: a Rust [`Node`] fed the
 //! requests captured from a real persistent hyperdht node must send back the same bytes.
 //!
@@ -108,7 +109,7 @@ fn check_decoded_response(bytes: &[u8], d: &Value) {
 
 #[test]
 fn dht01_uint() {
-    let v = load("dht-01-compact-encoding.out.json");
+    let v = load("compact.json");
     let uints = v["uint"].as_object().unwrap();
     assert_eq!(uints.len(), 11);
     for (n, h) in uints {
@@ -125,7 +126,7 @@ fn dht01_uint() {
 
 #[test]
 fn dht01_fixed_width_and_buffers() {
-    let v = load("dht-01-compact-encoding.out.json");
+    let v = load("compact.json");
     assert_eq!(to_hex(&49737u16.to_le_bytes()), s(&v, "uint16_49737"));
     assert_eq!(
         Reader::new(&unhex(s(&v, "uint16_49737"))).u16().unwrap(),
@@ -183,7 +184,7 @@ fn dht01_fixed_width_and_buffers() {
 
 #[test]
 fn dht01_arrays() {
-    let v = load("dht-01-compact-encoding.out.json");
+    let v = load("compact.json");
     // array(uint): a uint count then each element.
     let write_uints = |vals: &[u64]| {
         enc(|o| {
@@ -213,7 +214,7 @@ fn dht01_arrays() {
 
 #[test]
 fn dht01_addresses() {
-    let v = load("dht-01-compact-encoding.out.json");
+    let v = load("compact.json");
     for (key, a) in [
         ("ipv4Address_127_0_0_1_49737", "127.0.0.1:49737"),
         ("ipv4Address_88_99_3_86_49737", "88.99.3.86:49737"),
@@ -275,7 +276,7 @@ fn dht01_addresses() {
 
 #[test]
 fn dht02_node_ids() {
-    let v = load("dht-02-ids-namespaces-tokens.out.json");
+    let v = load("ids.json");
     let ids = v["nodeId"].as_object().unwrap();
     assert_eq!(ids.len(), 6);
     for (a, e) in ids {
@@ -297,7 +298,7 @@ fn dht02_node_ids() {
 
 #[test]
 fn dht02_namespaces() {
-    let v = load("dht-02-ids-namespaces-tokens.out.json");
+    let v = load("ids.json");
     let base = hash(b"hyperswarm/dht");
     assert_eq!(to_hex(&base), s(&v, "namespaceBase"));
     let ns = v["NS"].as_object().unwrap();
@@ -317,7 +318,7 @@ fn dht02_namespaces() {
 
 #[test]
 fn dht02_tokens_and_rotation() {
-    let v = load("dht-02-ids-namespaces-tokens.out.json");
+    let v = load("ids.json");
     let t = &v["token"];
     let secret = hex32(s(t, "secret"));
     assert_eq!(secret, [0x42; 32]);
@@ -366,7 +367,7 @@ fn dht02_tokens_and_rotation() {
 
 #[test]
 fn dht02_targets_and_bootstrap() {
-    let v = load("dht-02-ids-namespaces-tokens.out.json");
+    let v = load("ids.json");
     assert_eq!(to_hex(&hash(&[1; 32])), s(&v, "findPeerTarget_pk_0x01"));
     assert_eq!(to_hex(&hash(b"hello")), s(&v, "immutableTarget_hello"));
     assert_eq!(v["batchEqualsConcat"], Value::Bool(true));
@@ -384,7 +385,7 @@ fn dht02_targets_and_bootstrap() {
 
 #[test]
 fn dht03_hashes_and_peer_record() {
-    let v = load("dht-03-hyperdht-messages.out.json");
+    let v = load("records.json");
     let base = hash(b"hyperswarm/dht");
     let ns = |cmd: u8| hash_parts(&[&base, &[cmd]]);
     let pk = hex32(s(&v["keyPair"], "publicKey"));
@@ -443,7 +444,7 @@ fn dht03_hashes_and_peer_record() {
 
 #[test]
 fn dht04_requests_from_js_nodes() {
-    let v = load("dht-04-wire-capture.out.json");
+    let v = load("wire.json");
     let probe = addr("127.0.0.2:40000");
 
     let a = &v["A_ping_request_from_ephemeral"];
@@ -497,7 +498,7 @@ fn dht04_requests_from_js_nodes() {
 
 #[test]
 fn dht04_internal_exchanges() {
-    let v = load("dht-04-wire-capture.out.json");
+    let v = load("wire.json");
     let n = addr("127.0.0.2:49737");
     /// (key, internal command, target, value) of a hand-encoded request.
     type Case = (&'static str, u64, Option<[u8; 32]>, Option<Vec<u8>>);
@@ -549,7 +550,7 @@ fn dht04_internal_exchanges() {
 
 #[test]
 fn dht04_hyperdht_exchanges_at_the_rpc_layer() {
-    let v = load("dht-04-wire-capture.out.json");
+    let v = load("wire.json");
     let n = addr("127.0.0.2:49737");
     let topic = hash(b"my topic");
 
@@ -613,7 +614,7 @@ fn dht04_hyperdht_exchanges_at_the_rpc_layer() {
 
 #[test]
 fn dht05_relay_capture_at_the_rpc_layer() {
-    let v = load("dht-05-relay-capture.out.json");
+    let v = load("relay.json");
     let n = addr("127.0.0.2:49737");
     let node_id = NodeId::from_addr(&n);
     let pk = hex32("8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c");
@@ -783,7 +784,7 @@ fn persistent_js_twin() -> (Node, Timestamp) {
 
 #[test]
 fn live_rust_node_answers_like_the_js_node() {
-    let v = load("dht-04-wire-capture.out.json");
+    let v = load("wire.json");
     let (mut node, now) = persistent_js_twin();
     assert_eq!(node.id().unwrap().to_hex(), s(&v, "B_node_id"));
     // As the capture script does: five table nodes 10.0.0.1-5:49737.
@@ -863,7 +864,7 @@ fn live_rust_node_answers_like_the_js_node() {
 
 #[test]
 fn live_ephemeral_node_sends_requests_like_js() {
-    let v = load("dht-04-wire-capture.out.json");
+    let v = load("wire.json");
     let mut config = Config::new(Vec::new());
     config.host = "127.0.0.2".parse().unwrap();
     config.port = 0;

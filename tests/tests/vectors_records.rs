@@ -26,7 +26,7 @@ fn peer_fixture() -> Peer {
 
 #[test]
 fn dht03_records_and_signatures() {
-    let v = load("dht-03-hyperdht-messages.out.json");
+    let v = load("records.json");
     let kp = KeyPair::from_seed(&h32(&v["keyPair"]["seed"]));
     assert_eq!(kp.public_key(), h32(&v["keyPair"]["publicKey"]));
     let peer = peer_fixture();
@@ -198,7 +198,7 @@ fn feed(node: &mut Node, now: Timestamp, from: &str, bytes: &[u8]) -> Vec<(Socke
 
 #[test]
 fn dht05_relay_capture_replayed_into_a_rust_node() {
-    let v = load("dht-05-relay-capture.out.json");
+    let v = load("relay.json");
     let (mut node, now) = js_twin();
     let kp = KeyPair::from_seed(&[1; 32]);
     let target = hash(&kp.public_key());
