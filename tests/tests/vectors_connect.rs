@@ -1,5 +1,6 @@
-//! Connection-layer byte vectors from the real packages: the whole `connect-noise-ik` trace
-//! and outputs, and every payload, envelope and relay value of `connect-holepunch`.
+//! Connection-layer byte vectors from the real packages: the whole Noise IK trace and outputs
+//! of `tests/vectors/noise.json`, and every payload, envelope and relay value of
+//! `tests/vectors/holepunch.json` (both written by `tests/js/vectors`).
 
 use std::net::SocketAddrV4;
 
