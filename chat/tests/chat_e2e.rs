@@ -341,3 +341,412 @@ fn relay_command_serves_and_stops_on_sigterm() {
     relay.signal("-TERM");
     assert!(relay.wait_exit(WAIT), "the relay exits 0 on SIGTERM");
 }
+
+// ----- the command line ----------------------------------------------------------------------
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hyperdht-chat"))
+}
+
+/// Runs the binary to completion (stdin closed); exit code, stdout, stderr.
+fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = bin()
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help_per_subcommand() {
+    let (code, out, _) = run_cli(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.trim(),
+        format!("hyperdht-chat {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, out, _) = run_cli(&["server", "-V"]);
+    assert_eq!(code, Some(0), "--version after a subcommand too");
+    assert!(
+        out.starts_with("hyperdht-chat") && out.contains(env!("CARGO_PKG_VERSION")),
+        "{out}"
+    );
+
+    // Each subcommand's help lists its own flags and not the others'.
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "server",
+            &[
+                "--local",
+                "--seed",
+                "--key-file",
+                "--bootstrap",
+                "--host",
+                "--port",
+                "--relay",
+                "--verbose",
+            ],
+            &["--persistent"],
+        ),
+        (
+            "client",
+            &["<KEY>", "--bootstrap", "--host", "--port", "--relay"],
+            &["--local", "--seed", "--key-file", "--persistent"],
+        ),
+        (
+            "node",
+            &["--host", "--port", "--bootstrap", "--persistent"],
+            &["--local", "--seed", "--relay"],
+        ),
+        (
+            "relay",
+            &["--seed", "--key-file", "--bootstrap", "--host", "--port"],
+            &["--local", "--relay <KEY>", "--persistent"],
+        ),
+    ];
+    for (cmd, has, lacks) in cases {
+        let (code, out, _) = run_cli(&[cmd, "--help"]);
+        assert_eq!(code, Some(0), "{cmd} --help");
+        assert!(
+            out.contains(&format!("Usage: hyperdht-chat {cmd}")),
+            "{out}"
+        );
+        for flag in has {
+            assert!(out.contains(flag), "{cmd} --help lacks {flag}:\n{out}");
+        }
+        for flag in lacks {
+            assert!(!out.contains(flag), "{cmd} --help shows {flag}:\n{out}");
+        }
+        let (code, short, _) = run_cli(&["help", cmd]);
+        assert_eq!(code, Some(0));
+        assert_eq!(short, out, "`help {cmd}` is `{cmd} --help`");
+    }
+    // No command: the help, and a usage-error status.
+    let (code, _, err) = run_cli(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("Usage: hyperdht-chat"), "{err}");
+}
+
+#[test]
+fn conflicting_flags_are_refused() {
+    let seed = "11".repeat(32);
+    for (args, names) in [
+        (
+            &["server", "--seed", &seed, "--key-file", "/tmp/k"][..],
+            ["--seed", "--key-file"],
+        ),
+        (
+            &["relay", "-s", &seed, "-k", "/tmp/k"],
+            ["--seed", "--key-file"],
+        ),
+        (
+            &["server", "--local", "--bootstrap=127.0.0.1:1"],
+            ["--local", "--bootstrap"],
+        ),
+    ] {
+        let (code, _, err) = run_cli(args);
+        assert_eq!(code, Some(2), "{args:?}: a usage error");
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+        for n in names {
+            assert!(err.contains(n), "{args:?} names {n}: {err}");
+        }
+    }
+    let (code, _, err) = run_cli(&["node", "--bootstrap", "none"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--host"), "{err}");
+}
+
+#[test]
+fn errors_name_what_failed() {
+    let key = "ab".repeat(32);
+    // A bootstrap host that does not resolve (.invalid never does, RFC 6761).
+    let (code, _, err) = run_cli(&["client", &key, "--bootstrap", "no-such-host.invalid:49737"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("cannot resolve host \"no-such-host.invalid\""),
+        "{err}"
+    );
+    // A busy port: held here for the duration.
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    for args in [
+        &[
+            "node",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--bootstrap",
+            "none",
+        ][..],
+        &[
+            "server",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-b",
+            "127.0.0.1:9",
+        ],
+        &[
+            "client",
+            &key,
+            "--host",
+            "127.0.0.1",
+            &format!("--port={port}"),
+            "-b",
+            "127.0.0.1:9",
+        ],
+    ] {
+        let (code, _, err) = run_cli(args);
+        assert_eq!(code, Some(1), "{args:?}");
+        assert!(
+            err.contains(&format!("cannot bind UDP port {port} on 127.0.0.1"))
+                && err.contains("in use"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("ERROR"),
+            "{args:?}: only our error line: {err}"
+        );
+    }
+    drop(held);
+    // Key files: a directory (unreadable as a file, even for root), a missing directory, junk.
+    let dir = std::env::temp_dir().join(format!("hyperdht-chat-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk-key");
+    std::fs::write(&junk, "not a seed\n").unwrap();
+    let missing = dir.join("no-such-dir").join("key");
+    for (path, why) in [
+        (dir.clone(), "cannot read key file"),
+        (missing, "cannot create key file"),
+        (junk, "a seed is 64 hex digits"),
+    ] {
+        let p = path.to_str().unwrap();
+        let (code, _, err) = run_cli(&["server", "--key-file", p, "-b", "127.0.0.1:9"]);
+        assert_eq!(code, Some(1), "{p}");
+        assert!(err.contains(why) && err.contains(p), "{p}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Values are checked while parsing, naming the flag.
+    let (code, _, err) = run_cli(&["server", "--port", "70000"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--port") && err.contains("70000"), "{err}");
+    let (code, _, err) = run_cli(&["node", "--host", "1.2.3"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--host") && err.contains("1.2.3"), "{err}");
+}
+
+/// A process whose stdout lines and stderr lines are both collected.
+struct Watched {
+    proc: Proc,
+    stderr: Receiver<String>,
+    errs: Vec<String>,
+}
+
+impl Watched {
+    fn spawn(name: &'static str, mut cmd: Command) -> Watched {
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let (etx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if etx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watched {
+            proc: Proc {
+                name,
+                stdin: child.stdin.take(),
+                child,
+                lines,
+                seen: Vec::new(),
+            },
+            stderr,
+            errs: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a stderr line containing `text`.
+    fn expect_stderr(&mut self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => {
+                    self.errs.push(l.clone());
+                    if l.contains(text) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no stderr line with {text:?} within {within:?}; saw {:?}",
+                    self.proc.name, self.errs
+                ),
+            }
+        }
+    }
+
+    /// Everything on stderr once the process has exited (bounded).
+    fn all_stderr(&mut self) -> Vec<String> {
+        assert!(self.proc.wait_exit(WAIT), "{} exits", self.proc.name);
+        while let Ok(l) = self.stderr.recv_timeout(WAIT) {
+            self.errs.push(l);
+        }
+        self.errs.clone()
+    }
+}
+
+/// Without -v or RUST_LOG a user sees the guide's lines and nothing on stderr (no INFO, and
+/// no ERROR for anything that worked); -v brings the INFO lines back.
+#[test]
+fn quiet_by_default_and_verbose_with_v() {
+    let (_dht, boot) = local_dht();
+    for verbose in [false, true] {
+        let mut args = vec!["server", "--bootstrap", &boot];
+        if verbose {
+            args.insert(0, "-v");
+        }
+        let mut cmd = bin();
+        cmd.args(&args).env_remove("RUST_LOG");
+        let mut server = Watched::spawn("server", cmd);
+        let key = server
+            .proc
+            .expect("listening on:")
+            .trim_start_matches("listening on:")
+            .trim()
+            .to_string();
+        let mut cmd = bin();
+        cmd.args(["client", &key, "-b", &boot])
+            .env_remove("RUST_LOG");
+        if verbose {
+            cmd.arg("-v");
+        }
+        let mut client = Watched::spawn("client", cmd);
+        client.proc.expect("got connection!");
+        server.proc.expect("got connection!");
+        client.proc.type_line("quiet hello");
+        assert_eq!(server.proc.expect("quiet"), "quiet hello");
+        server.proc.signal("-TERM");
+        client.proc.expect("peer left");
+        let server_err = server.all_stderr();
+        let client_err = client.all_stderr();
+        for (who, err) in [("server", &server_err), ("client", &client_err)] {
+            if verbose {
+                assert!(
+                    err.iter().any(|l| l.contains(" INFO ")),
+                    "{who} -v logs INFO lines: {err:?}"
+                );
+            } else {
+                assert!(err.is_empty(), "{who} is quiet by default: {err:?}");
+            }
+        }
+    }
+}
+
+/// A server whose bootstrap node does not answer says so within 10 s, keeps trying, and says
+/// when it got through.
+#[test]
+fn a_server_that_reaches_no_dht_node_says_so() {
+    // A port where nothing listens (bound and released here, so it is free).
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let boot = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    let mut cmd = bin();
+    cmd.args(["server", "--bootstrap", &boot])
+        .env_remove("RUST_LOG");
+    let mut server = Watched::spawn("server", cmd);
+    let warning = server.expect_stderr("no DHT node answered", Duration::from_secs(10));
+    let took = start.elapsed();
+    assert!(
+        warning.contains("WARN") && warning.contains(&boot),
+        "{warning}"
+    );
+    eprintln!("no-DHT warning after {took:.2?}: {warning}");
+    // Now a node starts there: the server gets through by its own retries.
+    let mut node = Proc::spawn(
+        "dht-0",
+        rust(&[
+            "node",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--bootstrap",
+            "none",
+        ]),
+    );
+    node.expect("node listening on");
+    let through = server.proc.expect("reached the DHT");
+    eprintln!("{through} (test time {:.2?})", start.elapsed());
+}
+
+/// Ctrl-C or SIGTERM on either side closes its connections: the other side prints that the
+/// peer left at once (not after the 15 s stream timeout) and a client exits.
+#[test]
+fn a_signal_on_either_side_is_seen_by_the_other_at_once() {
+    const BOUND: Duration = Duration::from_secs(3);
+    let (_dht, boot) = local_dht();
+    for victim in ["client", "server"] {
+        for sig in ["-INT", "-TERM"] {
+            let mut server = Proc::spawn("server", rust(&["server", "--bootstrap", &boot]));
+            let key = server
+                .expect("listening on:")
+                .trim_start_matches("listening on:")
+                .trim()
+                .to_string();
+            let mut client = Proc::spawn("client", rust(&["client", &key, "--bootstrap", &boot]));
+            client.expect("got connection!");
+            server.expect("got connection!");
+            let start = Instant::now();
+            let (gone, other) = if victim == "client" {
+                (&mut client, &mut server)
+            } else {
+                (&mut server, &mut client)
+            };
+            gone.signal(sig);
+            other.expect("peer left");
+            let seen = start.elapsed();
+            assert!(gone.wait_exit(BOUND), "the {victim} exits 0 after {sig}");
+            let gone_exit = start.elapsed();
+            let mut line = format!(
+                "{sig} to the {victim}: peer left after {seen:.2?}, {victim} exited after \
+                 {gone_exit:.2?}"
+            );
+            if victim == "server" {
+                assert!(
+                    client.wait_exit(BOUND),
+                    "the client exits 0 when the server left"
+                );
+                line += &format!(", client exited after {:.2?}", start.elapsed());
+            }
+            eprintln!("{line}");
+            assert!(seen < BOUND, "{line}");
+        }
+    }
+}
