@@ -360,3 +360,24 @@ fn connect_uses_the_default_key_pair() {
     assert_ne!(seen[0], seen[1], "two nodes got the same default key pair");
     assert!(!seen.contains(&configured.public_key()));
 }
+
+/// A node that shuts down ends its connections on the wire (UDX DESTROY before its sockets
+/// close), so the peer's reader fails at once instead of after the stream timeout (15 s).
+#[test]
+fn shutdown_tells_the_peer_at_once() {
+    use std::io::Read;
+    let pair = ConnectedPair::new(0x55);
+    let mut accepted = pair.server_conn;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        let _ = tx.send(accepted.reader.read(&mut buf).map_err(|e| e.kind()));
+    });
+    let started = std::time::Instant::now();
+    pair._nodes.3.shutdown();
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the server's reader did not hear of the client's shutdown within 5 s");
+    assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset));
+    eprintln!("the peer saw the shutdown after {:?}", started.elapsed());
+}

@@ -362,7 +362,26 @@ impl Node {
     // ----- outputs -------------------------------------------------------------------------
 
     /// Next socket to bind or close.
+    ///
+    /// A close waits until the datagrams queued on its socket before it have been taken
+    /// ([`Node::poll_transmit`]): drivers apply socket ops before transmits, and a close must
+    /// not swallow what was sent just before it (a server puncher's echo of a fast-open probe,
+    /// then a re-roll of that socket).
+    ///
+    /// The streams' ready packets count too (a shutdown's DESTROYs, made lazily by the UDX
+    /// mux): before a close they move into the queue, so the peers hear that the connections
+    /// ended instead of waiting out a stream timeout.
     pub fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        if let Some(SocketOp::Close { socket }) = self.socket_ops.front() {
+            let socket = *socket;
+            while let Some(t) = self.mux.poll_transmit(self.now) {
+                self.stats.datagrams_sent += 1;
+                self.transmits.push_back(t);
+            }
+            if self.transmits.iter().any(|t| t.socket == socket) {
+                return None;
+            }
+        }
         self.socket_ops.pop_front()
     }
 
