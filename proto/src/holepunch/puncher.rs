@@ -34,6 +34,8 @@ pub const LOW_TTL: u8 = 5;
 pub const DEFAULT_TTL: u8 = 64;
 /// Socket re-rolls when the NAT looks unstable (`MAX_REOPENS`).
 pub const MAX_REOPENS: u32 = 3;
+/// Probe sources a responder remembers (bounds memory under a flood of probes).
+const MAX_PROBED_FROM: usize = 8;
 /// Probes of the random strategies (`tries = 1750`, ~35 s).
 pub const RANDOM_PROBES: u32 = 1750;
 /// Gap between random-strategy probes.
@@ -127,6 +129,12 @@ pub struct Puncher {
     destroyed: bool,
     randomized: bool,
     reopens: u32,
+    /// A responder's sockets replaced by a re-roll: still open (and echoing probes) until
+    /// the attempt ends, so a client's fast-open probe or stream on its way there is not lost.
+    retired: Vec<SocketId>,
+    /// Where probes reached our sockets from (a responder echoes them): each proves a direct
+    /// path from that peer to a socket we still hold.
+    probed_from: Vec<SocketAddrV4>,
     strategy: Option<Strategy>,
     next_at: Option<Timestamp>,
     rng: Rng,
@@ -160,6 +168,8 @@ impl Puncher {
             destroyed: false,
             randomized: false,
             reopens: 0,
+            retired: Vec::new(),
+            probed_from: Vec::new(),
             strategy: None,
             next_at: None,
             rng,
@@ -310,6 +320,12 @@ impl Puncher {
             || fw == firewall::UNKNOWN
     }
 
+    /// Whether a probe from `from` reached one of our sockets (and was echoed): the peer
+    /// reaches us there directly, whatever our NAT analysis says.
+    pub fn was_probed_from(&self, from: SocketAddrV4) -> bool {
+        self.probed_from.contains(&from)
+    }
+
     /// Re-rolls the socket when the view is unstable (`_reset`); false when out of re-rolls.
     pub fn reopen(&mut self) -> bool {
         if self.reopens >= MAX_REOPENS || self.is_done() || self.punching {
@@ -317,7 +333,13 @@ impl Puncher {
         }
         self.reopens += 1;
         for s in self.sockets.drain(..) {
-            self.out.push_back(PunchOutput::Release(s));
+            if self.is_initiator {
+                self.out.push_back(PunchOutput::Release(s));
+            } else {
+                // The client may be fast-opening this socket right now (its probe and the
+                // relayed round race): keep it until the attempt ends.
+                self.retired.push(s);
+            }
         }
         self.nat = Nat::new(self.dht_firewalled);
         self.pings_pending = 0;
@@ -376,6 +398,12 @@ impl Puncher {
     /// A probe (datagram of at most one byte) arrived on one of our sockets.
     pub fn handle_probe(&mut self, socket: SocketId, from: SocketAddrV4) {
         if !self.is_initiator {
+            if (self.owns(socket) || self.retired.contains(&socket))
+                && !self.probed_from.contains(&from)
+                && self.probed_from.len() < MAX_PROBED_FROM
+            {
+                self.probed_from.push(from);
+            }
             self.out.push_back(PunchOutput::Probe {
                 socket,
                 to: from,
@@ -577,7 +605,7 @@ impl Puncher {
         self.punching = false;
         self.strategy = None;
         self.next_at = None;
-        for s in self.sockets.drain(..) {
+        for s in self.sockets.drain(..).chain(self.retired.drain(..)) {
             self.out.push_back(PunchOutput::Release(s));
         }
         if !self.connected {

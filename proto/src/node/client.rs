@@ -672,6 +672,17 @@ impl Node {
                         p.open_session(addr);
                     }
                 }
+                // The fast-open probe leaves before the round, as JS awaits `openSession` first:
+                // it reaches the server's puncher socket directly, ahead of the relayed round
+                // that may make the server re-roll that socket (and abort).
+                self.drain_puncher(PuncherRef::Client(id));
+                if !self
+                    .clients
+                    .get(&id)
+                    .is_some_and(|c| matches!(c.phase, Phase::ProbeSent { .. }))
+                {
+                    return;
+                }
                 if !self.send_holepunch_round(id, relay.peer_address, relay.relay_address, payload)
                 {
                     return self.fail_client(id, ConnectError::HolepunchAborted);

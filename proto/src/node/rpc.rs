@@ -418,6 +418,8 @@ impl Node {
             Owner::PuncherPing(owner) => {
                 if let Some(p) = self.puncher_mut(owner) {
                     match &outcome {
+                        // A reply to a socket a re-roll replaced says nothing of the new one.
+                        Outcome::Reply(_) if !p.owns(req.socket) => {}
                         Outcome::Reply(r) => p.handle_ping_reply(r.to, r.from),
                         Outcome::Failed(_) => p.handle_ping_failed(),
                     }

@@ -1011,7 +1011,12 @@ impl Node {
             h.pending_holepunch = Some(pending);
             return;
         }
-        if !p.remote_punching && p.is_unstable() {
+        // A client whose fast-open probe reached one of our puncher sockets (we echoed it;
+        // a re-rolled one stays open for that) is about to open its stream there: re-rolling
+        // again, or aborting, would cut a working path. An UNKNOWN NAT comes from too few DHT
+        // nodes to sample, e.g. a firewalled node on 0.0.0.0 in a small network on 127.0.0.1.
+        let probed = p.was_probed_from(pending.peer_address);
+        if !p.remote_punching && p.is_unstable() && !probed {
             if !pending.reopened && p.reopen() {
                 pending.reopened = true;
                 h.pending_holepunch = Some(pending);
