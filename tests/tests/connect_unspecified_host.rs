@@ -46,24 +46,28 @@ fn mio_peers_on_the_default_host_connect_every_time() {
     )))
     .expect("spawn the bootstrap node");
     boot_node.wait_bootstrapped().expect("bootstrap node");
-    let boot = v4(boot_node.local_addr());
+    report(&mio_connects(v4(boot_node.local_addr()), 0x0a));
+}
 
+/// A mio server on 0.0.0.0 and 20 fresh mio client nodes on 0.0.0.0, each connecting once;
+/// the failures.
+fn mio_connects(boot: SocketAddrV4, seed: u8) -> Vec<String> {
+    use hyperdht_mio::MioNode;
     let server_node = MioNode::spawn(default_host_config(boot)).expect("spawn the server node");
     server_node
         .wait_bootstrapped()
         .expect("server node bootstraps");
-    let server_key = KeyPair::from_seed(&[0x0a; 32]);
+    let server_key = KeyPair::from_seed(&[seed; 32]);
     let _server = server_node
         .listen(&server_key, ServerConfig::default())
         .expect("listen");
-
     let mut failures = Vec::new();
     for i in 0..CONNECTS {
         let client_node = MioNode::spawn(default_host_config(boot)).expect("spawn a client node");
         client_node
             .wait_bootstrapped()
             .expect("client node bootstraps");
-        let me = KeyPair::from_seed(&[i as u8 + 1; 32]);
+        let me = KeyPair::from_seed(&[seed.wrapping_add(i as u8 + 1); 32]);
         match client_node.connect_with(
             server_key.public_key(),
             ConnectOptions::default().with_key_pair(&me),
@@ -73,7 +77,24 @@ fn mio_peers_on_the_default_host_connect_every_time() {
         }
         client_node.shutdown();
     }
-    report(&failures);
+    failures
+}
+
+/// The same through a Node.js bootstrap node (on 127.0.0.1, the harness binds nothing else):
+/// the JS node relays the handshakes and the probe rounds.
+#[test]
+fn mio_peers_on_the_default_host_connect_through_a_js_bootstrap_node() {
+    use hyperdht_tests::js::{interop_enabled, JsHarness};
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().expect("harness");
+    // Two persistent, unfirewalled JS nodes: the whole network (a lone JS node keeps a random
+    // id, which Rust nodes do not take into their tables).
+    let net = h.testnet(2).expect("JS bootstrap nodes");
+    report(&mio_connects(net.bootstrap[0], 0x30));
+    h.shutdown().expect("harness shutdown");
 }
 
 /// `f`, or a panic naming `what` after 30 s (every wait is bounded; nothing sleeps).
