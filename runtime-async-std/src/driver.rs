@@ -211,6 +211,12 @@ impl Future for Driver {
                 cx.waker().wake_by_ref();
                 break false;
             }
+            // A socket bound during this round (a puncher's) starts out ready but has no
+            // waker registered with the reactor yet: read it now, or its first datagrams wait
+            // for the next timer (up to 750 ms).
+            if this.io.any_ready() {
+                continue;
+            }
             if let Some(t) = &this.io.unsent {
                 if let Some(s) = this.io.sockets.get(&t.socket) {
                     if s.io.poll_writable(cx).is_ready() {
@@ -302,6 +308,13 @@ fn drain(node: &mut Node, conn: ConnId) {
 impl Io {
     /// Reads up to [`RECV_BATCH`] datagrams from each socket that may have some; `true` if a
     /// socket still has more.
+    /// Whether a socket is marked ready to read (new, or woken since its last read).
+    fn any_ready(&self) -> bool {
+        self.sockets
+            .values()
+            .any(|s| s.wake.ready.load(Ordering::Acquire))
+    }
+
     fn receive(&mut self, st: &mut State, now: Timestamp) -> bool {
         let mut more = false;
         for (&id, s) in &self.sockets {
