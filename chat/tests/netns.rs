@@ -28,7 +28,7 @@
 //! * `inet` decrements the TTL by 8 more on the way in, so hyperdht's TTL-5 probes die in the
 //!   internet as they would on a real path instead of reaching the far NAT.
 //! * Lossy links: this kernel has no `sch_netem`, so each home's uplink runs through a wire
-//!   namespace where `tests/netns/delay_link.py` (packet sockets) holds every frame leaving the
+//!   namespace where `chat/tests/netns/delay_link.py` (packet sockets) holds every frame leaving the
 //!   home for 50 ms, and the router drops 5% of what leaves its WAN with
 //!   `iptables -m statistic`. A peer-to-peer round trip thus takes 100 ms with 5% loss each way.
 //! * iptables is Debian's default `iptables-nft` backend (nf_tables; rules are per namespace).
@@ -635,7 +635,7 @@ impl Drop for Lab {
 }
 
 fn delay_link_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/netns/delay_link.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns/delay_link.py")
 }
 
 // ----- cells -------------------------------------------------------------------------------
