@@ -704,6 +704,28 @@ fn a_server_that_reaches_no_dht_node_says_so() {
     node.expect("node listening on");
     let through = server.proc.expect("reached the DHT");
     eprintln!("{through} (test time {:.2?})", start.elapsed());
+    // And it is reachable now: a client connects through the node that came late (this
+    // failed while a server with one DHT node to sample aborted its holepunches).
+    let seen_key = server
+        .proc
+        .seen
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on:"))
+        .map(|k| k.trim().to_string());
+    let key = match seen_key {
+        Some(k) => k,
+        None => server
+            .proc
+            .expect("listening on:")
+            .trim_start_matches("listening on:")
+            .trim()
+            .to_string(),
+    };
+    let mut client = Proc::spawn("client", rust(&["client", &key, "--bootstrap", &boot]));
+    client.expect("got connection!");
+    server.proc.expect("got connection!");
+    client.type_line("late but there");
+    assert_eq!(server.proc.expect("late but"), "late but there");
 }
 
 /// Ctrl-C or SIGTERM on either side closes its connections: the other side prints that the
