@@ -21,6 +21,42 @@ struct Proc {
     seen: Vec<String>,
 }
 
+/// The lines of `out`, read on a thread of their own.
+fn line_channel(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Waits at most `within` for a line of `lines` that `matches`, keeping every line in `seen`;
+/// on timeout, gives back what was seen.
+fn wait_line<'a>(
+    lines: &Receiver<String>,
+    seen: &'a mut Vec<String>,
+    within: Duration,
+    matches: impl Fn(&str) -> bool,
+) -> Result<String, &'a [String]> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => {
+                seen.push(l.clone());
+                if matches(&l) {
+                    return Ok(l);
+                }
+            }
+            Err(_) => return Err(seen),
+        }
+    }
+}
+
 impl Proc {
     fn spawn(name: &'static str, mut cmd: Command) -> Proc {
         let mut child = cmd
@@ -29,15 +65,7 @@ impl Proc {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().unwrap());
         Proc {
             name,
             stdin: child.stdin.take(),
@@ -49,22 +77,14 @@ impl Proc {
 
     /// Waits (bounded) for a line starting with `prefix`; returns it.
     fn expect(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.starts_with(prefix) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no line starting with {prefix:?} within {WAIT:?}; saw {:?}",
-                    self.name, self.seen
-                ),
-            }
-        }
+        wait_line(&self.lines, &mut self.seen, WAIT, |l| l.starts_with(prefix)).unwrap_or_else(
+            |seen| {
+                panic!(
+                    "{}: no line starting with {prefix:?} within {WAIT:?}; saw {seen:?}",
+                    self.name
+                )
+            },
+        )
     }
 
     fn type_line(&mut self, line: &str) {
@@ -558,24 +578,8 @@ impl Watched {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let (etx, stderr) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if etx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = line_channel(child.stderr.take().unwrap());
+        let lines = line_channel(child.stdout.take().unwrap());
         Watched {
             proc: Proc {
                 name,
@@ -591,22 +595,14 @@ impl Watched {
 
     /// Waits (bounded) for a stderr line containing `text`.
     fn expect_stderr(&mut self, text: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(l) => {
-                    self.errs.push(l.clone());
-                    if l.contains(text) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no stderr line with {text:?} within {within:?}; saw {:?}",
-                    self.proc.name, self.errs
-                ),
-            }
-        }
+        wait_line(&self.stderr, &mut self.errs, within, |l| l.contains(text)).unwrap_or_else(
+            |seen| {
+                panic!(
+                    "{}: no stderr line with {text:?} within {within:?}; saw {seen:?}",
+                    self.proc.name
+                )
+            },
+        )
     }
 
     /// Everything on stderr once the process has exited (bounded).
