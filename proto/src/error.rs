@@ -61,6 +61,8 @@ pub enum ApiError {
     DelayTooLong,
     /// A server with this key pair is already listening on this node.
     AlreadyListening,
+    /// A swarm was joined with neither the server nor the client role.
+    NoRole,
 }
 
 impl fmt::Display for ApiError {
@@ -69,6 +71,7 @@ impl fmt::Display for ApiError {
             ApiError::Closed => "node is closed",
             ApiError::DelayTooLong => "delay exceeds the maximum ping delay",
             ApiError::AlreadyListening => "a server with this key pair is already listening",
+            ApiError::NoRole => "a topic must be joined as a server, a client or both",
         })
     }
 }

@@ -66,6 +66,7 @@ pub mod rpc;
 pub mod secretstream;
 pub mod stats;
 pub mod stream;
+pub mod swarm;
 pub mod time;
 pub mod wire;
 

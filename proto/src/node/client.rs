@@ -178,6 +178,9 @@ pub(super) struct ClientConn {
     held: Option<ConnectError>,
     /// Open a session to the server in the first probe round (JS `fastOpen`).
     fast_open: bool,
+    /// Relay addresses handed in (JS `relayAddresses`), tried before the FIND_PEER walk's
+    /// replies; the walk's replies from them are not tried twice.
+    preconnect: Vec<SocketAddrV4>,
 }
 
 /// `Initiator` kept as a template: each relay's reply is read with a copy, because the server
@@ -276,6 +279,7 @@ impl Node {
                 relay_through,
                 held: None,
                 fast_open: options.fast_open,
+                preconnect: Vec::new(),
             },
         );
         if self.closed || !self.is_listening() {
@@ -292,6 +296,16 @@ impl Node {
         let mut spec = QuerySpec::external(target, command::FIND_PEER, None);
         spec.retries = Some(3);
         self.start_query_with(spec, QueryKind::Connect(id), Commit::None, RecordKind::Peer);
+        let mut preconnect = options.relay_addresses;
+        preconnect.truncate(crate::dht::store::MAX_RELAY_ADDRESSES);
+        preconnect.dedup();
+        if !preconnect.is_empty() {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.queue.extend(preconnect.iter().copied());
+                c.preconnect = preconnect;
+            }
+            self.pump_handshakes(id);
+        }
         conn
     }
 
@@ -306,7 +320,7 @@ impl Node {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        if c.info.is_some() || c.phase == Phase::Done {
+        if c.info.is_some() || c.phase == Phase::Done || c.preconnect.contains(&reply.from) {
             return;
         }
         c.queue.push_back(reply.from);

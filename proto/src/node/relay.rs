@@ -29,6 +29,7 @@
 //! relay itself is `relay_server.rs`.
 
 use core::time::Duration;
+use std::net::SocketAddrV4;
 
 use super::client::ConnectError;
 use super::Node;
@@ -60,6 +61,9 @@ pub struct ConnectOptions {
     /// Open a session to the server's address in the first holepunch round, so a server on
     /// a consistent NAT can reach us at once (JS `fastOpen`, default on).
     pub fast_open: bool,
+    /// DHT nodes the server announced through (a topic lookup's `relay_addresses`, JS
+    /// `relayAddresses`): handshakes go through them at once, alongside the FIND_PEER walk.
+    pub relay_addresses: Vec<SocketAddrV4>,
 }
 
 impl Default for ConnectOptions {
@@ -68,6 +72,7 @@ impl Default for ConnectOptions {
             key_pair: None,
             relay_through: None,
             fast_open: true,
+            relay_addresses: Vec::new(),
         }
     }
 }
