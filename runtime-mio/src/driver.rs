@@ -25,6 +25,8 @@ use crate::conn::{
     read_channel, Chunk, ConnReader, ConnWriter, Connection, Outgoing, WriteTicket, CHUNK,
 };
 use crate::server::{Server, ServerEvent};
+use crate::swarm::{new_slot, Swarm, SwarmCall, SwarmConnection, SwarmSlot};
+use hyperdht_proto::swarm::SwarmConfig;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Token of the command waker; socket tokens are their `SocketId` index.
@@ -138,8 +140,17 @@ pub(crate) enum Command {
     Write(ConnId, Outgoing, WriteTicket),
     Finish(ConnId),
     Reset(ConnId),
+    /// A new swarm on the node.
+    NewSwarm(SwarmConfig, [u8; 32], Sender<NewSwarm>),
+    /// A call on a swarm (see `Swarm::call`).
+    Swarm(u64, SwarmCall),
+    /// Forget a destroyed swarm.
+    SwarmDrop(u64),
     Shutdown,
 }
+
+/// A new swarm's id and the channel of its connections.
+pub(crate) type NewSwarm = (u64, Receiver<SwarmConnection>);
 
 /// A handle to a node running on its own thread. The node stops when [`MioNode::shutdown`] is
 /// called or the handle is dropped. The handle is `Sync`: share it by reference across threads.
@@ -398,6 +409,18 @@ impl MioNode {
         rx.recv().map_err(|_| Error::Closed)?
     }
 
+    /// A swarm on this node (JS `new Hyperswarm({ dht })`), listening and dialling as
+    /// `config.key_pair`; see [`Swarm`].
+    pub fn swarm(&self, config: SwarmConfig) -> Result<Swarm, Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| Error::Io(io::Error::other(e.to_string())))?;
+        let public_key = config.key_pair.public_key();
+        let (tx, rx) = mpsc::channel();
+        self.inner.send(Command::NewSwarm(config, seed, tx))?;
+        let (id, connections) = rx.recv().map_err(|_| Error::Closed)?;
+        Ok(Swarm::new(self.inner.clone(), id, public_key, connections))
+    }
+
     /// A snapshot of the node's state.
     pub fn info(&self) -> Result<NodeInfo, Error> {
         let (tx, rx) = mpsc::channel();
@@ -492,6 +515,9 @@ struct Loop {
     /// Connections the node closed that it still holds (their reader has not had everything).
     closed_conns: std::collections::HashSet<ConnId>,
     parked_writes: HashMap<ConnId, Vec<(Outgoing, WriteTicket)>>,
+    /// Swarms on this node, by id (in creation order: node events reach them in that order).
+    swarms: std::collections::BTreeMap<u64, SwarmSlot>,
+    next_swarm: u64,
 }
 
 /// The driver's side of a reader: its channel, a chunk it could not hand over yet, a
@@ -536,6 +562,8 @@ impl Loop {
             readers: HashMap::new(),
             closed_conns: std::collections::HashSet::new(),
             parked_writes: HashMap::new(),
+            swarms: std::collections::BTreeMap::new(),
+            next_swarm: 0,
         }
     }
 
@@ -553,9 +581,9 @@ impl Loop {
                 Some(Duration::ZERO)
             } else if self.blocked.is_some() {
                 // Output waits for a writable socket: sleep until then or the next timer.
-                self.node.next_timer().map(|t| t - now)
+                earliest(self.node.next_timer(), self.swarm_timeout()).map(|t| t - now)
             } else {
-                self.node.poll_timeout().map(|t| t - now)
+                earliest(self.node.poll_timeout(), self.swarm_timeout()).map(|t| t - now)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -581,9 +609,22 @@ impl Loop {
             self.handle_commands();
             let now = self.now();
             self.node.handle_timeout(now);
+            for slot in self.swarms.values_mut() {
+                if slot.swarm.poll_timeout().is_some_and(|t| t <= now) {
+                    slot.swarm.handle_timeout(now, &mut self.node);
+                }
+            }
             self.flush();
         }
         self.fail_all();
+    }
+
+    /// The swarms' earliest deadline.
+    fn swarm_timeout(&self) -> Option<Timestamp> {
+        self.swarms
+            .values()
+            .filter_map(|s| s.swarm.poll_timeout())
+            .min()
     }
 
     fn read_sockets(&mut self) {
@@ -701,6 +742,22 @@ impl Loop {
                     let _ = self.node.conn_finish(now, conn);
                 }
                 Command::Reset(conn) => self.node.conn_reset(now, conn),
+                Command::NewSwarm(config, seed, tx) => {
+                    self.next_swarm += 1;
+                    let (slot, connections) = new_slot(config, seed);
+                    self.swarms.insert(self.next_swarm, slot);
+                    let _ = tx.send((self.next_swarm, connections));
+                }
+                Command::Swarm(id, call) => {
+                    if let Some(slot) = self.swarms.get_mut(&id) {
+                        call(slot, &mut self.node, now);
+                    }
+                }
+                Command::SwarmDrop(id) => {
+                    if let Some(mut slot) = self.swarms.remove(&id) {
+                        slot.swarm.destroy(now, &mut self.node);
+                    }
+                }
                 Command::Shutdown => {
                     self.node.shutdown(now);
                 }
@@ -720,6 +777,9 @@ impl Loop {
             while let Some(ev) = self.node.poll_event() {
                 progressed = true;
                 self.dispatch(ev);
+            }
+            for slot in self.swarms.values_mut() {
+                progressed |= slot.drain();
             }
             if !progressed {
                 break;
@@ -852,6 +912,15 @@ impl Loop {
     }
 
     fn dispatch(&mut self, ev: Event) {
+        // The swarms see every event first and keep their own.
+        let now = self.now();
+        let mut ev = ev;
+        for slot in self.swarms.values_mut() {
+            match slot.swarm.handle_event(now, &mut self.node, ev) {
+                Some(e) => ev = e,
+                None => return,
+            }
+        }
         self.pending
             .subscribers
             .retain(|s| s.send(ev.clone()).is_ok());
@@ -961,6 +1030,8 @@ impl Loop {
                     if let Some(tx) = self.pending.servers.get(&server) {
                         let _ = tx.send(ServerEvent::Connected(Box::new(c)));
                     }
+                } else if let Some(slot) = self.swarms.values_mut().find(|s| s.swarm.owns(conn)) {
+                    slot.stash(conn, c);
                 }
             }
             Event::ConnectFailed { conn, reason } => {
@@ -981,6 +1052,9 @@ impl Loop {
             Event::ConnClosed { conn, reason } => {
                 // A server's connection that never opened was never handed out.
                 self.pending.server_conns.remove(&conn);
+                for slot in self.swarms.values_mut() {
+                    slot.forget(conn);
+                }
                 self.closed_conns.insert(conn);
                 self.forward_readable(conn);
                 // A reader that already has its end gets no second one (see `forward_chunks`).
@@ -1147,6 +1221,14 @@ fn next_chunk(
         }
     }
     (!bytes.is_empty()).then_some(Chunk::Data { bytes, ends })
+}
+
+/// The earlier of two deadlines.
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn token_of(socket: SocketId) -> Token {

@@ -697,6 +697,11 @@ impl Swarm {
         self.by_key.get(public_key).copied()
     }
 
+    /// Whether `conn` is one of the swarm's (a dial or a connection it accepted).
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn) || self.incoming.contains_key(&conn)
+    }
+
     /// Peers waiting in the dial queue.
     pub fn queued(&self) -> usize {
         self.queue.len()

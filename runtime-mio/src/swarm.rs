@@ -1,0 +1,375 @@
+//! Hyperswarm on the mio driver: the blocking [`Swarm`] handle, and the loop's side of it
+//! ([`SwarmSlot`]: the proto swarm, its connections until they are handed out, and the callers
+//! waiting for flushes and leaves). Same names as `hyperdht-async-std`'s `Swarm`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyperdht_proto::swarm::{self as proto_swarm, FlushId, JoinOptions, PeerInfo, SwarmEvent};
+use hyperdht_proto::swarm::{SwarmConfig, SwarmStats};
+use hyperdht_proto::{ConnId, Node, Timestamp};
+
+use crate::conn::Connection;
+use crate::driver::{Command, Error, HandleInner};
+
+/// How long dropping a [`Swarm`] waits for its topics to be unannounced.
+const DESTROY_WAIT: Duration = Duration::from_secs(5);
+
+/// A connection the swarm keeps, with what the swarm knows of its peer.
+#[derive(Debug)]
+pub struct SwarmConnection {
+    /// The connection.
+    pub connection: Connection,
+    /// The peer (`peer.client`: we dialled it; `peer.topics`: where we found it).
+    pub peer: PeerInfo,
+}
+
+/// A snapshot of a swarm's state.
+#[derive(Clone, Debug)]
+pub struct SwarmInfo {
+    /// Open connections.
+    pub connections: usize,
+    /// Dials under way.
+    pub connecting: usize,
+    /// Peers waiting to be dialled.
+    pub queued: usize,
+    /// Peers waiting for a retry.
+    pub waiting: usize,
+    /// Every peer the swarm remembers.
+    pub peers: Vec<PeerInfo>,
+    /// The topics joined.
+    pub topics: Vec<[u8; 32]>,
+    /// Counters.
+    pub stats: SwarmStats,
+}
+
+/// The loop's side of one swarm.
+pub(crate) struct SwarmSlot {
+    pub(crate) swarm: proto_swarm::Swarm,
+    connections: Sender<SwarmConnection>,
+    /// Connections opened and not yet handed out (the swarm says which it keeps).
+    stash: HashMap<ConnId, Connection>,
+    flushed: Vec<([u8; 32], Sender<bool>)>,
+    flushes: HashMap<FlushId, Sender<bool>>,
+    leaves: Vec<([u8; 32], Sender<()>)>,
+    destroyed: Vec<Sender<()>>,
+}
+
+/// A call run on the loop thread with the swarm and the node.
+pub(crate) type SwarmCall = Box<dyn FnOnce(&mut SwarmSlot, &mut Node, Timestamp) + Send>;
+
+impl SwarmSlot {
+    pub(crate) fn new(swarm: proto_swarm::Swarm, connections: Sender<SwarmConnection>) -> Self {
+        SwarmSlot {
+            swarm,
+            connections,
+            stash: HashMap::new(),
+            flushed: Vec::new(),
+            flushes: HashMap::new(),
+            leaves: Vec::new(),
+            destroyed: Vec::new(),
+        }
+    }
+
+    /// Keeps a connection the swarm owns until the swarm says whether it keeps it.
+    pub(crate) fn stash(&mut self, conn: ConnId, c: Connection) {
+        self.stash.insert(conn, c);
+    }
+
+    /// Hands out what the swarm decided; returns whether there was anything.
+    pub(crate) fn drain(&mut self) -> bool {
+        let mut any = false;
+        while let Some(e) = self.swarm.poll_event() {
+            any = true;
+            match e {
+                SwarmEvent::Connection { conn, peer } => {
+                    if let Some(connection) = self.stash.remove(&conn) {
+                        let _ = self.connections.send(SwarmConnection { connection, peer });
+                    }
+                }
+                SwarmEvent::Dropped {
+                    conn: Some(conn), ..
+                }
+                | SwarmEvent::Disconnected { conn, .. } => {
+                    self.stash.remove(&conn);
+                }
+                SwarmEvent::TopicFlushed { topic, ok } => {
+                    self.flushed.retain(|(t, tx)| {
+                        if *t == topic {
+                            let _ = tx.send(ok);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+                SwarmEvent::Flushed { flush, ok } => {
+                    if let Some(tx) = self.flushes.remove(&flush) {
+                        let _ = tx.send(ok);
+                    }
+                }
+                SwarmEvent::Left { topic } => {
+                    self.leaves.retain(|(t, tx)| {
+                        if *t == topic {
+                            let _ = tx.send(());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+                SwarmEvent::Destroyed => {
+                    for tx in self.destroyed.drain(..) {
+                        let _ = tx.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+
+    /// A connection the node closed: one still stashed is dropped.
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        self.stash.remove(&conn);
+    }
+}
+
+/// A swarm on a [`MioNode`](crate::MioNode) (JS `new Hyperswarm({ dht })`): join topics, and
+/// take the connections it keeps with [`Swarm::accept`]. Dropping it destroys it (waiting up to
+/// 5 s for the unannounces). The handle is `Sync`.
+///
+/// ```
+/// use hyperdht_mio::{Config, JoinOptions, MioNode, SwarmConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let boot = MioNode::spawn(Config::bootstrapper("127.0.0.1:0".parse()?))?;
+/// let boot_addr = match boot.local_addr() {
+///     std::net::SocketAddr::V4(a) => a,
+///     _ => unreachable!("nodes bind IPv4"),
+/// };
+/// let (a, b) = (MioNode::spawn(Config::local(vec![boot_addr]))?, MioNode::spawn(Config::local(vec![boot_addr]))?);
+/// a.wait_bootstrapped()?;
+/// b.wait_bootstrapped()?;
+/// let topic = [7u8; 32];
+/// let swarm_a = a.swarm(SwarmConfig::from_seed(&[1; 32]))?;
+/// swarm_a.join(topic, JoinOptions::default())?;
+/// swarm_a.flushed(topic)?; // announced
+/// let swarm_b = b.swarm(SwarmConfig::from_seed(&[2; 32]))?;
+/// swarm_b.join(topic, JoinOptions::default())?;
+/// let found = swarm_b.accept().expect("b meets a");
+/// assert_eq!(found.peer.public_key, swarm_a.public_key());
+/// let met = swarm_a.accept().expect("a meets b");
+/// assert_eq!(met.connection.remote_public_key(), swarm_b.public_key());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Swarm {
+    inner: Arc<HandleInner>,
+    id: u64,
+    public_key: [u8; 32],
+    connections: Mutex<Receiver<SwarmConnection>>,
+    destroyed: AtomicBool,
+}
+
+impl fmt::Debug for Swarm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Swarm")
+            .field(
+                "public_key",
+                &hyperdht_proto::crypto::to_hex(&self.public_key),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Swarm {
+    pub(crate) fn new(
+        inner: Arc<HandleInner>,
+        id: u64,
+        public_key: [u8; 32],
+        connections: Receiver<SwarmConnection>,
+    ) -> Swarm {
+        Swarm {
+            inner,
+            id,
+            public_key,
+            connections: Mutex::new(connections),
+            destroyed: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` on the loop thread and waits for its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SwarmSlot, &mut Node, Timestamp, Sender<T>) + Send + 'static,
+    ) -> Result<Receiver<T>, Error> {
+        let (tx, rx) = mpsc::channel();
+        let call: SwarmCall = Box::new(move |slot, node, now| f(slot, node, now, tx));
+        self.inner.send(Command::Swarm(self.id, call))?;
+        Ok(rx)
+    }
+
+    /// The key pair's public key: what peers see.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    /// Joins `topic` (JS `swarm.join(topic, { server, client })`) and returns at once; the
+    /// announce and lookups go on in the background ([`Swarm::flushed`] waits for them).
+    pub fn join(&self, topic: [u8; 32], options: JoinOptions) -> Result<(), Error> {
+        self.call(move |slot, node, now, tx| {
+            let _ = tx.send(slot.swarm.join(now, node, topic, options));
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)?
+        .map_err(Error::Api)
+    }
+
+    /// Waits until `topic`'s refresh under way finished (JS `discovery.flushed()`): as a
+    /// server, the topic is announced. `Ok(false)`: the refresh's query failed.
+    pub fn flushed(&self, topic: [u8; 32]) -> Result<bool, Error> {
+        self.call(move |slot, _, _, tx| {
+            if slot.swarm.is_flushed(&topic) {
+                let _ = tx.send(true);
+            } else {
+                slot.flushed.push((topic, tx));
+            }
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Waits until every topic is flushed and every peer found so far was tried (JS
+    /// `swarm.flush()`). `Ok(false)`: the swarm was destroyed first.
+    pub fn flush(&self) -> Result<bool, Error> {
+        self.call(move |slot, _, _, tx| {
+            let id = slot.swarm.flush();
+            slot.flushes.insert(id, tx);
+            // Done at once if nothing is pending.
+            slot.drain();
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Leaves `topic` and waits until its announce is removed (JS `await swarm.leave(topic)`).
+    /// Open connections stay open.
+    pub fn leave(&self, topic: [u8; 32]) -> Result<(), Error> {
+        self.call(move |slot, node, now, tx| {
+            if !slot.swarm.topics().any(|t| *t == topic) {
+                let _ = tx.send(());
+                return;
+            }
+            slot.leaves.push((topic, tx));
+            slot.swarm.leave(now, node, &topic);
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Keeps a connection to `public_key` whatever the topics (JS `swarm.joinPeer`).
+    pub fn join_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
+        self.call(move |slot, node, now, tx| {
+            slot.swarm.join_peer(now, node, public_key);
+            let _ = tx.send(());
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Stops keeping a connection to `public_key` (JS `swarm.leavePeer`).
+    pub fn leave_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
+        self.call(move |slot, _, _, tx| {
+            slot.swarm.leave_peer(&public_key);
+            let _ = tx.send(());
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Bans `public_key` (or lifts the ban).
+    pub fn ban(&self, public_key: [u8; 32], banned: bool) -> Result<(), Error> {
+        self.call(move |slot, _, _, tx| {
+            slot.swarm.ban(public_key, banned);
+            let _ = tx.send(());
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Blocks until the swarm keeps a new connection; `None` once the swarm or the node is
+    /// gone.
+    pub fn accept(&self) -> Option<SwarmConnection> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv()
+            .ok()
+    }
+
+    /// Like [`Swarm::accept`], waiting at most `timeout`.
+    pub fn accept_timeout(&self, timeout: Duration) -> Option<SwarmConnection> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv_timeout(timeout)
+            .ok()
+    }
+
+    /// A snapshot of the swarm's state.
+    pub fn info(&self) -> Result<SwarmInfo, Error> {
+        self.call(move |slot, _, _, tx| {
+            let s = &slot.swarm;
+            let _ = tx.send(SwarmInfo {
+                connections: s.connections(),
+                connecting: s.connecting(),
+                queued: s.queued(),
+                waiting: s.waiting(),
+                peers: s.peers().cloned().collect(),
+                topics: s.topics().copied().collect(),
+                stats: s.stats(),
+            });
+        })?
+        .recv()
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Destroys the swarm (JS `swarm.destroy()`): leaves every topic, closes its server and
+    /// connections, and waits (at most 5 s) for the unannounces.
+    pub fn destroy(&self) {
+        if self.destroyed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let rx = self.call(move |slot, node, now, tx| {
+            slot.destroyed.push(tx);
+            slot.swarm.destroy(now, node);
+        });
+        if let Ok(rx) = rx {
+            let _ = rx.recv_timeout(DESTROY_WAIT);
+        }
+        let _ = self.inner.send(Command::SwarmDrop(self.id));
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// Makes the loop's side of a swarm: the proto swarm and the channel of its connections.
+pub(crate) fn new_slot(
+    config: SwarmConfig,
+    seed: [u8; 32],
+) -> (SwarmSlot, Receiver<SwarmConnection>) {
+    let (tx, rx) = mpsc::channel();
+    (
+        SwarmSlot::new(proto_swarm::Swarm::new(config, seed), tx),
+        rx,
+    )
+}
