@@ -62,7 +62,9 @@ struct Io {
 /// node's deadline, a readable socket, or a call from a handle; applies the inputs with one
 /// `now` (datagrams in bounded batches, then timers); then binds and closes sockets, sends
 /// datagrams until the kernel would block (keeping the one unsent datagram until its socket is
-/// writable), and dispatches events to the calls and connections waiting for them.
+/// writable), and dispatches events to the calls and connections waiting for them. The node's
+/// swarms ([`crate::Swarm`]) see each event first, their timers count towards the wake-up, and
+/// their events are handed out after the node's.
 ///
 /// It completes once the node has shut down ([`crate::AsyncNode::shutdown`], or every handle
 /// dropped). Dropping it stops the node at once: pending calls fail with
@@ -102,6 +104,7 @@ impl Driver {
             closed: false,
             pending: Pending::default(),
             conns: Default::default(),
+            swarms: Default::default(),
             done: Some(done_tx),
         };
         let waker = Arc::new(DriverWaker::default());
@@ -144,6 +147,7 @@ impl Driver {
         let mut st = self.shared.lock();
         st.closed = true;
         let pending = std::mem::take(&mut st.pending);
+        let swarms = std::mem::take(&mut st.swarms);
         let done = st.done.take();
         for slot in st.conns.values_mut() {
             self.wakes.extend(slot.read_waker.take());
@@ -152,6 +156,7 @@ impl Driver {
         drop(st);
         // Dropping the senders fails the calls waiting on them.
         drop(pending);
+        drop(swarms);
         drop(done);
         self.io.sockets.clear();
         self.io.unsent = None;
@@ -195,9 +200,11 @@ impl Future for Driver {
             }
             let more = this.io.receive(&mut st, now);
             st.node.handle_timeout(now);
+            let State { node, swarms, .. } = &mut *st;
+            swarms.handle_timeout(now, node);
             this.io.flush(&this.shared, &mut st, &mut this.wakes);
             let closed = st.node_closed;
-            let deadline = st.node.poll_timeout();
+            let deadline = earliest(st.node.poll_timeout(), st.swarms.poll_timeout());
             let start = st.start;
             drop(st);
             for w in this.wakes.drain(..) {
@@ -292,6 +299,15 @@ fn apply_deferred(st: &mut State, now: Timestamp, d: Deferred) {
                 st.node.cancel_connect(now, conn);
             }
         }
+        Deferred::DropSwarm(id) => st.swarms.drop_swarm(now, &mut st.node, id),
+    }
+}
+
+/// The earlier of two deadlines.
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -384,6 +400,7 @@ impl Io {
                 progressed = true;
                 dispatch(shared, st, ev, wakes);
             }
+            progressed |= st.swarms.drain();
             if !progressed {
                 break;
             }
@@ -476,8 +493,12 @@ fn grow_recv_buffer(socket: &UdpSocket) {
     }
 }
 
-/// Hands one event to whoever waits for it.
+/// Hands one event to whoever waits for it (the swarms see it first and keep their own).
 fn dispatch(shared: &Arc<Shared>, st: &mut State, ev: Event, wakes: &mut Vec<Waker>) {
+    let now = st.now();
+    let Some(ev) = st.swarms.handle_event(now, &mut st.node, ev) else {
+        return;
+    };
     match ev {
         Event::Listening { server, .. } => st.listening = Some(server),
         Event::BindFailed { socket } => {
@@ -581,6 +602,9 @@ fn dispatch(shared: &Arc<Shared>, st: &mut State, ev: Event, wakes: &mut Vec<Wak
                         }
                     }
                 }
+            } else {
+                // A swarm's: kept until the swarm says whether it hands it out.
+                st.swarms.stash(conn, c);
             }
         }
         Event::ConnectFailed { conn, reason } => {
@@ -605,6 +629,7 @@ fn dispatch(shared: &Arc<Shared>, st: &mut State, ev: Event, wakes: &mut Vec<Wak
         }
         Event::ConnClosed { conn, reason } => {
             st.pending.server_conns.remove(&conn);
+            st.swarms.forget(conn);
             match st.conns.get_mut(&conn) {
                 Some(slot) if !slot.dropped => {
                     slot.closed = Some(reason);

@@ -54,6 +54,12 @@
 //! # }
 //! ```
 //!
+//! ## Hyperswarm
+//!
+//! [`AsyncNode::swarm`] starts a [`Swarm`] (JS `new Hyperswarm({ dht })`) on the node: join
+//! topics with [`Swarm::join`] and take the one connection it keeps per peer from the swarm, a
+//! stream of [`SwarmConnection`]s (see [`Swarm`] for an example).
+//!
 //! ## Runtimes
 //!
 //! The driver and every handle are plain futures over `async-io` (which runs its own reactor
@@ -103,12 +109,15 @@ mod conn;
 mod driver;
 mod node;
 mod shared;
+mod swarm;
 
 pub use conn::Connection;
 pub use driver::Driver;
 pub use hyperdht_proto::dht::KeyPair;
+pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig};
 pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
 pub use node::{bind, bind_with_seed, AsyncNode, Error, NodeInfo, QueryOutcome, Records, Server};
+pub use swarm::{Swarm, SwarmConnection, SwarmInfo};
 
 /// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
 /// seed, [`KeyPair::from_seed`].

@@ -23,6 +23,8 @@ use hyperdht_proto::{
 use crate::conn::Connection;
 use crate::driver::Driver;
 use crate::shared::{Deferred, HandleRef, QuerySink, RecordItem, State};
+use crate::swarm::Swarm;
+use hyperdht_proto::swarm::SwarmConfig;
 
 /// How long [`Server::close`] waits for the server's relays to confirm the unannounce.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -435,6 +437,12 @@ impl AsyncNode {
         })
     }
 
+    /// A swarm on this node (JS `new Hyperswarm({ dht })`), listening and dialling as
+    /// `config.key_pair`; see [`Swarm`]. Resolves at once: joining a topic starts the work.
+    pub async fn swarm(&self, config: SwarmConfig) -> Result<Swarm, Error> {
+        Swarm::start(&self.shared, config)
+    }
+
     /// Connects to the server with `remote_public_key` as the node's default key pair
     /// ([`Config::key_pair`](hyperdht_proto::Config::key_pair), JS `dht.connect(publicKey)`);
     /// resolves once the path is open and the peer answered on it, or the attempt failed.
@@ -640,4 +648,5 @@ fn assert_send_futures(n: &AsyncNode, k: &KeyPair) {
     send(n.listen(k, ServerConfig::default()));
     send(n.lookup([0; 32]));
     send(n.shutdown());
+    send(n.swarm(SwarmConfig::new(k.clone())));
 }

@@ -1,5 +1,5 @@
-//! The state the driver shares with its handles: the [`Node`] behind one lock, the driver's
-//! waker, and the queue of work that `Drop` impls leave for the driver.
+//! The state the driver shares with its handles: the [`Node`] (and its swarms) behind one lock,
+//! the driver's waker, and the queue of work that `Drop` impls leave for the driver.
 //!
 //! Lock discipline: the state lock is taken by handle calls, connection reads/writes and the
 //! driver, never across an `.await`. No `Drop` impl of this crate takes it (a value may be
@@ -21,6 +21,7 @@ use hyperdht_proto::{
 
 use crate::conn::Connection;
 use crate::node::{Error, QueryOutcome};
+use crate::swarm::Swarms;
 
 /// Locks a mutex, ignoring poisoning (every critical section leaves the data consistent).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,6 +80,8 @@ pub(crate) enum Deferred {
     CloseServer(ServerId),
     /// A `connect` future was dropped before it resolved.
     CancelConnect(ConnId),
+    /// A swarm handle was dropped without `destroy`.
+    DropSwarm(u64),
 }
 
 /// Where a query's findings go.
@@ -141,6 +144,8 @@ pub(crate) struct State {
     pub(crate) closed: bool,
     pub(crate) pending: Pending,
     pub(crate) conns: HashMap<ConnId, ConnSlot>,
+    /// The swarms on this node.
+    pub(crate) swarms: Swarms,
     /// Dropped when the driver finishes: `shutdown` waits on its receivers.
     pub(crate) done: Option<Sender<()>>,
 }

@@ -1,0 +1,506 @@
+//! Hyperswarm on the async driver: the [`Swarm`] handle (a [`Stream`] of the connections the
+//! swarm keeps), and the driver's side of it ([`Swarms`]: each proto swarm, its connections
+//! until they are handed out, and the calls waiting for flushes, leaves and the destroy). Same
+//! names as `hyperdht-mio`'s `Swarm`.
+//!
+//! The proto swarms live in the driver's state, behind the same lock as the node: a handle call
+//! runs on the swarm at once; the driver hands every node event to the swarms first, runs their
+//! timers, and drains their events after the node's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use futures_lite::Stream;
+use hyperdht_proto::swarm::{self as proto_swarm, FlushId, JoinOptions, PeerInfo, SwarmEvent};
+use hyperdht_proto::swarm::{SwarmConfig, SwarmStats};
+use hyperdht_proto::{ConnId, Event, Node, Timestamp};
+
+use crate::conn::Connection;
+use crate::node::Error;
+use crate::shared::{Deferred, HandleRef};
+
+/// How long [`Swarm::destroy`] waits for its topics to be unannounced.
+const DESTROY_WAIT: Duration = Duration::from_secs(5);
+
+/// A connection the swarm keeps, with what the swarm knows of its peer.
+#[derive(Debug)]
+pub struct SwarmConnection {
+    /// The connection.
+    pub connection: Connection,
+    /// The peer (`peer.client`: we dialled it; `peer.topics`: where we found it).
+    pub peer: PeerInfo,
+}
+
+/// A snapshot of a swarm's state.
+#[derive(Clone, Debug)]
+pub struct SwarmInfo {
+    /// Open connections.
+    pub connections: usize,
+    /// Dials under way.
+    pub connecting: usize,
+    /// Peers waiting to be dialled.
+    pub queued: usize,
+    /// Peers waiting for a retry.
+    pub waiting: usize,
+    /// Every peer the swarm remembers.
+    pub peers: Vec<PeerInfo>,
+    /// The topics joined.
+    pub topics: Vec<[u8; 32]>,
+    /// Counters.
+    pub stats: SwarmStats,
+}
+
+/// The driver's side of one swarm.
+pub(crate) struct SwarmSlot {
+    swarm: proto_swarm::Swarm,
+    /// Unbounded: the swarm keeps what it hands out, so a connection is never turned away
+    /// here (the swarm's `max_peers` bounds them).
+    connections: Sender<SwarmConnection>,
+    /// Connections opened and not yet handed out (the swarm says which it keeps).
+    stash: HashMap<ConnId, Connection>,
+    flushed: Vec<([u8; 32], Sender<bool>)>,
+    flushes: HashMap<FlushId, Sender<bool>>,
+    leaves: Vec<([u8; 32], Sender<()>)>,
+    destroyed: Vec<Sender<()>>,
+    /// Forget the slot once the swarm reports `Destroyed` (its handle is gone or destroying).
+    remove_when_destroyed: bool,
+    /// The swarm reported `Destroyed`.
+    finished: bool,
+}
+
+impl SwarmSlot {
+    fn new(swarm: proto_swarm::Swarm, connections: Sender<SwarmConnection>) -> Self {
+        SwarmSlot {
+            swarm,
+            connections,
+            stash: HashMap::new(),
+            flushed: Vec::new(),
+            flushes: HashMap::new(),
+            leaves: Vec::new(),
+            destroyed: Vec::new(),
+            remove_when_destroyed: false,
+            finished: false,
+        }
+    }
+
+    /// Answers the `flushed` calls waiting for `topic`.
+    fn answer_flushed(&mut self, topic: Option<[u8; 32]>, ok: bool) {
+        self.flushed.retain(|(t, tx)| {
+            if topic.is_none_or(|topic| *t == topic) {
+                let _ = tx.try_send(ok);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Hands out what the swarm decided; returns whether there was anything.
+    fn drain(&mut self) -> bool {
+        let mut any = false;
+        while let Some(e) = self.swarm.poll_event() {
+            any = true;
+            match e {
+                SwarmEvent::Connection { conn, peer } => {
+                    if let Some(connection) = self.stash.remove(&conn) {
+                        // A dropped handle no longer takes connections: this one is dropped
+                        // and its `Drop` defers the cleanup.
+                        let _ = self
+                            .connections
+                            .try_send(SwarmConnection { connection, peer });
+                    }
+                }
+                SwarmEvent::Dropped {
+                    conn: Some(conn), ..
+                }
+                | SwarmEvent::Disconnected { conn, .. } => {
+                    self.stash.remove(&conn);
+                }
+                SwarmEvent::TopicFlushed { topic, ok } => self.answer_flushed(Some(topic), ok),
+                SwarmEvent::Flushed { flush, ok } => {
+                    if let Some(tx) = self.flushes.remove(&flush) {
+                        let _ = tx.try_send(ok);
+                    }
+                }
+                SwarmEvent::Left { topic } => {
+                    // A topic left is never flushed: its waiters hear `false`.
+                    self.answer_flushed(Some(topic), false);
+                    self.leaves.retain(|(t, tx)| {
+                        if *t == topic {
+                            let _ = tx.try_send(());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+                SwarmEvent::Destroyed => {
+                    self.finished = true;
+                    self.answer_flushed(None, false);
+                    for tx in self.destroyed.drain(..) {
+                        let _ = tx.try_send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+}
+
+/// The swarms on one node, by id (in creation order: node events reach them in that order).
+#[derive(Default)]
+pub(crate) struct Swarms {
+    slots: BTreeMap<u64, SwarmSlot>,
+    next: u64,
+}
+
+impl Swarms {
+    /// A new swarm; its id and the channel of its connections.
+    fn add(&mut self, config: SwarmConfig, seed: [u8; 32]) -> (u64, Receiver<SwarmConnection>) {
+        let (tx, rx) = async_channel::unbounded();
+        self.next += 1;
+        let slot = SwarmSlot::new(proto_swarm::Swarm::new(config, seed), tx);
+        self.slots.insert(self.next, slot);
+        (self.next, rx)
+    }
+
+    /// Hands `ev` to each swarm in turn; `None` if one kept it.
+    pub(crate) fn handle_event(
+        &mut self,
+        now: Timestamp,
+        node: &mut Node,
+        ev: Event,
+    ) -> Option<Event> {
+        let mut ev = ev;
+        for slot in self.slots.values_mut() {
+            ev = slot.swarm.handle_event(now, node, ev)?;
+        }
+        Some(ev)
+    }
+
+    /// The swarms' earliest deadline.
+    pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
+        self.slots
+            .values()
+            .filter_map(|s| s.swarm.poll_timeout())
+            .min()
+    }
+
+    /// Runs the timers that are due.
+    pub(crate) fn handle_timeout(&mut self, now: Timestamp, node: &mut Node) {
+        for slot in self.slots.values_mut() {
+            if slot.swarm.poll_timeout().is_some_and(|t| t <= now) {
+                slot.swarm.handle_timeout(now, node);
+            }
+        }
+    }
+
+    /// Drains every swarm's events (after the node's); returns whether there were any.
+    pub(crate) fn drain(&mut self) -> bool {
+        let mut any = false;
+        for slot in self.slots.values_mut() {
+            any |= slot.drain();
+        }
+        self.slots
+            .retain(|_, s| !(s.finished && s.remove_when_destroyed));
+        any
+    }
+
+    /// An opened connection no call or server waits for: the swarm that owns it keeps it until
+    /// it says whether it hands it out. Nobody's: dropped (its `Drop` defers the cleanup).
+    pub(crate) fn stash(&mut self, conn: ConnId, c: Connection) {
+        if let Some(slot) = self.slots.values_mut().find(|s| s.swarm.owns(conn)) {
+            slot.stash.insert(conn, c);
+        }
+    }
+
+    /// A connection the node closed: one still stashed is dropped.
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        for slot in self.slots.values_mut() {
+            slot.stash.remove(&conn);
+        }
+    }
+
+    /// A handle was dropped: destroy its swarm in the background and forget it once done.
+    pub(crate) fn drop_swarm(&mut self, now: Timestamp, node: &mut Node, id: u64) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.remove_when_destroyed = true;
+            slot.swarm.destroy(now, node);
+        }
+    }
+}
+
+/// A swarm on an [`AsyncNode`](crate::AsyncNode) (JS `new Hyperswarm({ dht })`): join topics,
+/// and take the connections it keeps as a [`Stream`] (or with [`Swarm::accept`]). Dropping it
+/// destroys it in the background; [`Swarm::destroy`] waits for the unannounces. It keeps the
+/// node running while it is alive.
+///
+/// ```
+/// use futures_lite::StreamExt;
+/// use hyperdht_async_std::{Config, JoinOptions, SwarmConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// async_std::task::block_on(async {
+///     let (boot, driver) = hyperdht_async_std::bind(Config::bootstrapper("127.0.0.1:0".parse()?)).await?;
+///     async_std::task::spawn(driver);
+///     let std::net::SocketAddr::V4(boot_addr) = boot.local_addr() else { unreachable!() };
+///     let (a, driver) = hyperdht_async_std::bind(Config::local(vec![boot_addr])).await?;
+///     async_std::task::spawn(driver);
+///     let (b, driver) = hyperdht_async_std::bind(Config::local(vec![boot_addr])).await?;
+///     async_std::task::spawn(driver);
+///     a.wait_bootstrapped().await?;
+///     b.wait_bootstrapped().await?;
+///
+///     let topic = [7u8; 32];
+///     let swarm_a = a.swarm(SwarmConfig::from_seed(&[1; 32])).await?;
+///     swarm_a.join(topic, JoinOptions::default())?;
+///     swarm_a.flushed(topic).await?; // announced
+///     let mut swarm_b = b.swarm(SwarmConfig::from_seed(&[2; 32])).await?;
+///     swarm_b.join(topic, JoinOptions::default())?;
+///     let found = swarm_b.next().await.expect("b meets a");
+///     assert_eq!(found.peer.public_key, swarm_a.public_key());
+///     let met = swarm_a.accept().await.expect("a meets b");
+///     assert_eq!(met.connection.remote_public_key(), swarm_b.public_key());
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub struct Swarm {
+    shared: HandleRef,
+    id: u64,
+    public_key: [u8; 32],
+    connections: Pin<Box<Receiver<SwarmConnection>>>,
+    destroyed: AtomicBool,
+}
+
+impl fmt::Debug for Swarm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Swarm")
+            .field(
+                "public_key",
+                &hyperdht_proto::crypto::to_hex(&self.public_key),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Swarm {
+    /// A new swarm on the node behind `shared` (see [`crate::AsyncNode::swarm`]).
+    pub(crate) fn start(shared: &HandleRef, config: SwarmConfig) -> Result<Swarm, Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| Error::Io(io::Error::other(e.to_string())))?;
+        let public_key = config.key_pair.public_key();
+        let (id, connections) = {
+            let mut st = shared.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            st.swarms.add(config, seed)
+        };
+        Ok(Swarm {
+            shared: shared.clone(),
+            id,
+            public_key,
+            connections: Box::pin(connections),
+            destroyed: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `f` on the swarm and the node under the lock, then wakes the driver to send what
+    /// they queued and hand out their events.
+    fn call<T>(
+        &self,
+        f: impl FnOnce(&mut SwarmSlot, &mut Node, Timestamp) -> T,
+    ) -> Result<T, Error> {
+        let r = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            let now = st.now();
+            let st = &mut *st;
+            let slot = st.swarms.slots.get_mut(&self.id).ok_or(Error::Closed)?;
+            f(slot, &mut st.node, now)
+        };
+        self.shared.waker.wake();
+        Ok(r)
+    }
+
+    /// The key pair's public key: what peers see.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    /// Joins `topic` (JS `swarm.join(topic, { server, client })`) and returns at once; the
+    /// announce and lookups go on in the background ([`Swarm::flushed`] waits for them).
+    pub fn join(&self, topic: [u8; 32], options: JoinOptions) -> Result<(), Error> {
+        self.call(|slot, node, now| slot.swarm.join(now, node, topic, options))?
+            .map_err(Error::Api)
+    }
+
+    /// Waits until `topic`'s refresh under way finished (JS `discovery.flushed()`): as a
+    /// server, the topic is announced. `Ok(false)`: the refresh's query failed, or the topic
+    /// is not joined (or was left, or the swarm destroyed, before the refresh finished).
+    pub async fn flushed(&self, topic: [u8; 32]) -> Result<bool, Error> {
+        let (tx, rx) = async_channel::bounded(1);
+        let at_once = self.call(|slot, _, _| {
+            if slot.swarm.is_flushed(&topic) {
+                return Some(true);
+            }
+            if !slot.swarm.topics().any(|t| *t == topic) {
+                return Some(false);
+            }
+            // Calls given up on leave their sender behind; forget those.
+            slot.flushed.retain(|(_, tx)| !tx.is_closed());
+            slot.flushed.push((topic, tx));
+            None
+        })?;
+        match at_once {
+            Some(ok) => Ok(ok),
+            None => rx.recv().await.map_err(|_| Error::Closed),
+        }
+    }
+
+    /// Waits until every topic is flushed and every peer found so far was tried (JS
+    /// `swarm.flush()`). `Ok(false)`: the swarm was destroyed first.
+    pub async fn flush(&self) -> Result<bool, Error> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.call(|slot, _, _| {
+            // Done at once if nothing is pending: the driver hands the answer out.
+            let id = slot.swarm.flush();
+            slot.flushes.insert(id, tx);
+        })?;
+        rx.recv().await.map_err(|_| Error::Closed)
+    }
+
+    /// Leaves `topic` and waits until its announce is removed (JS `await swarm.leave(topic)`).
+    /// Open connections stay open.
+    pub async fn leave(&self, topic: [u8; 32]) -> Result<(), Error> {
+        let (tx, rx) = async_channel::bounded(1);
+        let joined = self.call(|slot, node, now| {
+            if !slot.swarm.topics().any(|t| *t == topic) {
+                return false;
+            }
+            slot.leaves.push((topic, tx));
+            slot.swarm.leave(now, node, &topic);
+            true
+        })?;
+        if !joined {
+            return Ok(());
+        }
+        rx.recv().await.map_err(|_| Error::Closed)
+    }
+
+    /// Keeps a connection to `public_key` whatever the topics (JS `swarm.joinPeer`).
+    pub fn join_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
+        self.call(|slot, node, now| slot.swarm.join_peer(now, node, public_key))
+    }
+
+    /// Stops keeping a connection to `public_key` (JS `swarm.leavePeer`).
+    pub fn leave_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
+        self.call(|slot, _, _| slot.swarm.leave_peer(&public_key))
+    }
+
+    /// Bans `public_key` (or lifts the ban).
+    pub fn ban(&self, public_key: [u8; 32], banned: bool) -> Result<(), Error> {
+        self.call(|slot, _, _| slot.swarm.ban(public_key, banned))
+    }
+
+    /// The next connection the swarm keeps; `None` once the swarm is destroyed or the node is
+    /// gone. The swarm is also a [`Stream`] of them.
+    pub async fn accept(&self) -> Option<SwarmConnection> {
+        self.connections.recv().await.ok()
+    }
+
+    /// A snapshot of the swarm's state; fails once the swarm is destroyed or the node shut
+    /// down.
+    pub fn info(&self) -> Result<SwarmInfo, Error> {
+        self.call(|slot, _, _| {
+            let s = &slot.swarm;
+            SwarmInfo {
+                connections: s.connections(),
+                connecting: s.connecting(),
+                queued: s.queued(),
+                waiting: s.waiting(),
+                peers: s.peers().cloned().collect(),
+                topics: s.topics().copied().collect(),
+                stats: s.stats(),
+            }
+        })
+    }
+
+    /// Destroys the swarm (JS `swarm.destroy()`): leaves every topic, closes its server and
+    /// connections, and waits (at most 5 s) for the unannounces. Afterwards
+    /// [`Swarm::accept`] returns what was handed out already, then `None`.
+    pub async fn destroy(&self) {
+        if self.destroyed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (tx, rx) = async_channel::bounded(1);
+        let started = self.call(|slot, node, now| {
+            slot.destroyed.push(tx);
+            // Given up on (the future dropped), the slot still goes once destroyed.
+            slot.remove_when_destroyed = true;
+            slot.swarm.destroy(now, node);
+        });
+        if started.is_err() {
+            return;
+        }
+        let _ = timeout(DESTROY_WAIT, rx.recv()).await;
+        // Gone now even if the unannounces did not finish in time (as `hyperdht-mio` does).
+        let slot = {
+            let mut st = self.shared.lock();
+            st.swarms.slots.remove(&self.id)
+        };
+        // Dropped outside the lock: it may hold connections and wakes the accepting task.
+        drop(slot);
+        self.shared.waker.wake();
+    }
+}
+
+/// `f`, or `None` after `d`.
+async fn timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        async_io::Timer::after(d).await;
+        None
+    })
+    .await
+}
+
+impl Stream for Swarm {
+    type Item = SwarmConnection;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SwarmConnection>> {
+        self.connections.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        // Never lock the state here (see `shared`): the driver destroys it.
+        if !self.destroyed.load(Ordering::SeqCst) {
+            self.shared.defer(Deferred::DropSwarm(self.id));
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send(s: &Swarm) {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Swarm>();
+    send_sync::<SwarmConnection>();
+    fn send<F: Future + Send>(_: F) {}
+    send(s.flushed([0; 32]));
+    send(s.flush());
+    send(s.leave([0; 32]));
+    send(s.accept());
+    send(s.destroy());
+}
