@@ -43,6 +43,8 @@ pub struct SwarmConnection {
 pub struct SwarmInfo {
     /// Open connections.
     pub connections: usize,
+    /// The peers of the open connections, each with whether we dialled it.
+    pub connected: Vec<([u8; 32], bool)>,
     /// Dials under way.
     pub connecting: usize,
     /// Peers waiting to be dialled.
@@ -427,6 +429,7 @@ impl Swarm {
             let s = &slot.swarm;
             SwarmInfo {
                 connections: s.connections(),
+                connected: s.open_connections().map(|(k, _, client)| (k, client)).collect(),
                 connecting: s.connecting(),
                 queued: s.queued(),
                 waiting: s.waiting(),

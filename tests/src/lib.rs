@@ -8,4 +8,5 @@ pub mod bench_util;
 pub mod js;
 pub mod sim;
 pub mod support;
+pub mod swarm_peers;
 pub mod udx_driver;

@@ -42,6 +42,11 @@ impl Swarm {
                 continue;
             };
             p.waiting = false;
+            tracing::trace!(peer = %crate::crypto::to_hex(&key), connected, "swarm retry due");
+            if connected && !p.queued && p.update_priority() {
+                p.retry_after_close = true;
+                continue;
+            }
             if !p.update_priority() || connected || p.queued {
                 // JS keeps such a peer until something else forgets it; here it goes now.
                 self.maybe_forget_peer(&key);
@@ -231,17 +236,41 @@ impl Swarm {
             if let Some(p) = self.peers.get_mut(&c.remote) {
                 p.waiting = waiting;
             }
+            tracing::trace!(peer = %crate::crypto::to_hex(&c.remote), opened = c.opened, retry, waiting, "swarm dial ended");
             self.maybe_forget_peer(&c.remote);
             if !c.opened && c.queued {
                 self.flush_maybe(c.remote);
             }
         } else {
+            tracing::trace!(peer = %crate::crypto::to_hex(&c.remote), "swarm server connection ended");
             self.server_connections = self.server_connections.saturating_sub(1);
             self.stats.server_closed += 1;
             self.maybe_forget_peer(&c.remote);
         }
+        self.retry_held(now, node, c.remote);
         self.attempt_client_connections(now, node);
         self.update();
+    }
+
+    /// A peer whose retry waited for its connection to end is queued now (see
+    /// `PeerInfo::retry_after_close`).
+    fn retry_held(&mut self, now: Timestamp, node: &mut Node, key: [u8; 32]) {
+        if self.by_key.contains_key(&key) {
+            return;
+        }
+        let retry = self.should_requeue(&key);
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.retry_after_close {
+            return;
+        }
+        p.retry_after_close = false;
+        if retry && p.update_priority() {
+            self.enqueue(now, node, key);
+        } else {
+            self.maybe_forget_peer(&key);
+        }
     }
 
     /// Closes one of the swarm's connections and forgets it at once (its close event from
@@ -257,10 +286,11 @@ impl Swarm {
             return;
         };
         if c.client && !c.opened {
+            // The node may have opened it already (its `Connected` not handled yet): then
+            // the cancel finds nothing and the reset closes it.
             node.cancel_connect(now, conn);
-        } else {
-            node.conn_reset(now, conn);
         }
+        node.conn_reset(now, conn);
         self.push_dropped(c.remote, Some(conn), reason);
         self.on_conn_gone(now, node, conn);
     }

@@ -687,6 +687,14 @@ impl Swarm {
         self.by_key.len()
     }
 
+    /// The open connections: remote key, connection, and whether we dialled it.
+    pub fn open_connections(&self) -> impl Iterator<Item = ([u8; 32], ConnId, bool)> + '_ {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.opened)
+            .map(|(id, c)| (c.remote, *id, c.client))
+    }
+
     /// Dials under way (JS `swarm.connecting`).
     pub fn connecting(&self) -> usize {
         self.connecting

@@ -68,6 +68,10 @@ pub struct PeerInfo {
     pub queued: bool,
     /// Sitting in a retry timer.
     pub waiting: bool,
+    /// A retry came due while a connection to it was still open (the two ends of a
+    /// simultaneous dial each closed the other's connection): it is dialled once that
+    /// connection ends. JS drops such a retry, and the pair then never reconnects.
+    pub(crate) retry_after_close: bool,
     /// When its current connection opened.
     pub(crate) connected_at: Option<Timestamp>,
     /// When its last connection ended (or its last dial failed).
@@ -92,6 +96,7 @@ impl PeerInfo {
             reconnecting: true,
             queued: false,
             waiting: false,
+            retry_after_close: false,
             connected_at: None,
             disconnected_at: None,
             flush_tick: 0,
@@ -165,7 +170,7 @@ impl PeerInfo {
 
     /// Whether nothing holds the peer any more, so it can be forgotten (JS `shouldGC`).
     pub(crate) fn collectable(&self) -> bool {
-        !(self.banned || self.queued || self.explicit || self.waiting)
+        !(self.banned || self.queued || self.explicit || self.waiting || self.retry_after_close)
     }
 
     /// Milliseconds since its last disconnect, if any.
