@@ -21,6 +21,7 @@ Synopsis:
   hyperdht-chat client <KEY> [--bootstrap LIST] [--host IP] [--port PORT] [--relay KEY]
   hyperdht-chat node [--host IP] [--port PORT] [--bootstrap LIST|none] [--persistent]
   hyperdht-chat relay [--seed HEX | --key-file PATH] [--bootstrap LIST] [--host IP] [--port PORT]
+  hyperdht-chat swarm [TOPIC] [--seed HEX] [--bootstrap LIST] [--host IP] [--port PORT]
 
 Chat text and status lines go to stdout, warnings and logs to stderr. EOF on stdin ends our
 side of the streams (a half-close: the peer reads the end, what it sends is still printed).
@@ -81,6 +82,17 @@ pub enum Command {
     /// Prints `relay listening on: <KEY>`; peers that cannot punch through their NATs meet
     /// there (`--relay KEY`).
     Relay(RelayArgs),
+    /// Meet every peer of a topic (Hyperswarm)
+    ///
+    /// Joins TOPIC (or a new random one) as server and client, prints `joined topic: <TOPIC>`
+    /// once it is announced, `* got a connection from: <KEY> *` per peer met and
+    /// `<KEY>: <text>` for what a peer sends. Lines typed go to every peer.
+    #[command(
+        after_help = "Ctrl-C or SIGTERM leaves the topic (unannounced), closes the \
+                            connections and exits. With --seed the key pair is the one JS \
+                            `new Hyperswarm({ seed })` derives from the same seed."
+    )]
+    Swarm(SwarmArgs),
 }
 
 /// Where a chat peer's own DHT node runs and which network it joins.
@@ -159,6 +171,19 @@ pub struct NodeArgs {
     /// instead of after ~20 stable minutes
     #[arg(long)]
     pub persistent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// The topic: 64 hex digits [default: a new random topic]
+    #[arg(value_name = "TOPIC", value_parser = parse_seed)]
+    pub topic: Option<[u8; 32]>,
+    /// Key pair from this 32-byte seed (64 hex digits), as JS `new Hyperswarm({ seed })`
+    /// [default: a fresh random key pair]
+    #[arg(short, long, value_name = "HEX", value_parser = parse_seed)]
+    pub seed: Option<[u8; 32]>,
+    #[command(flatten)]
+    pub peer: PeerArgs,
 }
 
 #[derive(Debug, Args)]

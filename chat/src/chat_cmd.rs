@@ -17,7 +17,7 @@ use crate::keys::server_key;
 use crate::peer::{port_is_free, say, spawn_node, watch_dht, Ended, Peers, Stop};
 
 /// The node config for chat peers: the given bootstrap list (or the public one).
-fn node_config(
+pub(crate) fn node_config(
     peer: &PeerArgs,
     bootstrap_override: Option<SocketAddrV4>,
 ) -> Result<Config, String> {

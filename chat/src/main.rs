@@ -6,6 +6,7 @@ mod chat_cmd;
 mod keys;
 mod node_cmd;
 mod peer;
+mod swarm_cmd;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Command::Server(a) => chat_cmd::server(a),
         Command::Client(a) => chat_cmd::client(a),
         Command::Relay(a) => chat_cmd::relay(a),
+        Command::Swarm(a) => swarm_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

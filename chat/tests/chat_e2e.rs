@@ -8,6 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use hyperdht_proto::crypto::to_hex;
 use hyperdht_tests::js::{interop_enabled, js_dir};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -766,5 +767,118 @@ fn a_signal_on_either_side_is_seen_by_the_other_at_once() {
             eprintln!("{line}");
             assert!(seen < BOUND, "{line}");
         }
+    }
+}
+
+/// The topic peers of the Hyperswarm guide page, ours and the Node.js one, in one topic: the
+/// first (Rust, random topic) prints the topic, a JS peer and a second Rust peer (with a seed
+/// that JS derives the same key from) join it; each meets the other two, and a line typed by
+/// one is printed by the other two with its sender's key.
+#[test]
+fn swarm_peers_rust_and_js_meet_by_topic() {
+    if !interop_enabled() {
+        return;
+    }
+    let (_dht, boot) = local_dht();
+    let mut first = Proc::spawn("rust-swarm-1", rust(&["swarm", "--bootstrap", &boot]));
+    let topic = first
+        .expect("joined topic:")
+        .trim_start_matches("joined topic:")
+        .trim()
+        .to_string();
+    assert_eq!(topic.len(), 64, "hex topic: {topic}");
+    let seed = "5e".repeat(32);
+    let mut js_cmd = js("chat-swarm.js", &[&topic], &boot);
+    js_cmd.env("CHAT_SEED", &seed);
+    let mut js_peer = Proc::spawn("js-swarm", js_cmd);
+    js_peer.expect("joined topic:");
+    let mut second = Proc::spawn(
+        "rust-swarm-2",
+        rust(&[
+            "swarm",
+            &topic,
+            "--seed",
+            &"a7".repeat(32),
+            "--bootstrap",
+            &boot,
+        ]),
+    );
+    second.expect("joined topic:");
+    // Each peer meets the other two, once.
+    let mut keys = Vec::new();
+    for p in [&mut first, &mut js_peer, &mut second] {
+        let mut met: Vec<String> = seen_lines(p, "* got a connection from:", 2)
+            .iter()
+            .map(|l| {
+                l.trim_start_matches("* got a connection from:")
+                    .trim_end_matches('*')
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        met.sort();
+        met.dedup();
+        assert_eq!(met.len(), 2, "{}: two different peers: {met:?}", p.name);
+        keys.push(met);
+    }
+    // The key of each peer, as the others name it.
+    let js_key = keys[0]
+        .iter()
+        .find(|k| keys[2].contains(k))
+        .unwrap()
+        .clone();
+    let second_key = keys[0].iter().find(|k| **k != js_key).unwrap().clone();
+    let first_key = keys[1].iter().find(|k| **k != second_key).unwrap().clone();
+    // `--seed` and JS `new Hyperswarm({ seed })` derive the same key pair.
+    let derived = |b: u8| to_hex(&hyperdht_proto::dht::KeyPair::from_seed(&[b; 32]).public_key());
+    assert_eq!(js_key, derived(0x5e), "the JS peer's key from its seed");
+    assert_eq!(second_key, derived(0xa7), "the Rust peer's key from --seed");
+    for (p, from) in [
+        (&mut first, "rust one"),
+        (&mut js_peer, "node one"),
+        (&mut second, "rust two"),
+    ] {
+        p.type_line(&format!("hello from {from}"));
+    }
+    for (p, want) in [
+        (
+            &mut first,
+            [(&js_key, "node one"), (&second_key, "rust two")],
+        ),
+        (
+            &mut js_peer,
+            [(&first_key, "rust one"), (&second_key, "rust two")],
+        ),
+        (
+            &mut second,
+            [(&first_key, "rust one"), (&js_key, "node one")],
+        ),
+    ] {
+        for (key, from) in want {
+            let lines = seen_lines(p, &format!("{key}: hello from"), 1);
+            assert_eq!(
+                lines,
+                vec![format!("{key}: hello from {from}")],
+                "{}",
+                p.name
+            );
+        }
+    }
+}
+
+/// The lines starting with `prefix` a process printed so far, waiting (bounded) until there
+/// are `n` (lines from several peers come in any order).
+fn seen_lines(p: &mut Proc, prefix: &str, n: usize) -> Vec<String> {
+    loop {
+        let lines: Vec<String> = p
+            .seen
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        p.expect(prefix);
     }
 }

@@ -429,7 +429,10 @@ impl Swarm {
             let s = &slot.swarm;
             SwarmInfo {
                 connections: s.connections(),
-                connected: s.open_connections().map(|(k, _, client)| (k, client)).collect(),
+                connected: s
+                    .open_connections()
+                    .map(|(k, _, client)| (k, client))
+                    .collect(),
                 connecting: s.connecting(),
                 queued: s.queued(),
                 waiting: s.waiting(),

@@ -398,11 +398,7 @@ impl RustSwarmPeer {
 }
 
 /// Accepts the swarm's connections, reads each on its own thread, and reports.
-fn accept_loop(
-    swarm: Arc<Swarm>,
-    tx: Sender<PeerEvent>,
-    writers: Writers,
-) {
+fn accept_loop(swarm: Arc<Swarm>, tx: Sender<PeerEvent>, writers: Writers) {
     std::thread::spawn(move || {
         while let Some(c) = swarm.accept() {
             let remote = c.connection.remote_public_key();
