@@ -277,6 +277,21 @@ impl Proc {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `n` lines starting with `prefix`, those already passed over first, in any order.
+    fn collect(&mut self, prefix: &str, n: usize, wait: Duration) -> Vec<String> {
+        let mut got: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect();
+        self.seen.retain(|l| !l.starts_with(prefix));
+        while got.len() < n {
+            got.push(self.expect(prefix, wait));
+        }
+        got
+    }
+
     fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{line}").expect("write to stdin");
@@ -743,6 +758,83 @@ fn consistent_nats_rust_and_js() {
         ("p3", Impl::Rust),
         WAIT,
     );
+}
+
+/// The Hyperswarm guide's topic peers: one in each NATed home (Rust in home 1, the Node.js
+/// peer in home 2, or Rust without Node.js) and one on the open internet join one topic; each
+/// meets the other two, and a line from each reaches the other two.
+#[test]
+fn swarm_peers_in_two_homes_and_on_the_internet_meet_by_topic() {
+    if !netns_enabled() {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new("s", false);
+    lab.set_nats(Nat::Consistent, Nat::Consistent);
+    let swarm = |host: &str, flags: &[&str]| {
+        let mut c = lab.command(host, BIN);
+        c.args(["swarm"])
+            .args(flags)
+            .args(["--bootstrap", &lab.boot])
+            .env("RUST_LOG", "info");
+        c
+    };
+    let open_host = RELAY_HOSTS[1];
+    let mut open = Proc::spawn(
+        "Rust swarm on the internet",
+        &mut swarm("inet", &["--host", open_host]),
+    );
+    let topic = open
+        .expect("joined topic:", WAIT)
+        .trim_start_matches("joined topic:")
+        .trim()
+        .to_string();
+    let mut home1 = Proc::spawn("Rust swarm in home 1", &mut swarm("p1", &[&topic]));
+    let mut home2 = if rust_and_js() {
+        Proc::spawn(
+            "JS swarm in home 2",
+            &mut lab.js("p2", "chat-swarm.js", &[&topic]),
+        )
+    } else {
+        Proc::spawn("Rust swarm in home 2", &mut swarm("p2", &[&topic]))
+    };
+    home1.expect("joined topic:", WAIT);
+    home2.expect("joined topic:", WAIT);
+    let mut names = Vec::new();
+    for p in [&mut open, &mut home1, &mut home2] {
+        let mut met: Vec<String> = p
+            .collect("* got a connection from:", 2, WAIT)
+            .iter()
+            .map(|l| {
+                l.trim_start_matches("* got a connection from:")
+                    .trim_end_matches('*')
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        met.sort();
+        met.dedup();
+        assert_eq!(met.len(), 2, "{} meets two peers: {met:?}", p.name);
+        names.push(met);
+    }
+    for (i, p) in [&mut open, &mut home1, &mut home2].into_iter().enumerate() {
+        p.type_line(&format!("hello from peer {i}"));
+    }
+    // Each peer hears a line from each peer it met, once.
+    let mut heard = Vec::new();
+    for (i, p) in [&mut open, &mut home1, &mut home2].into_iter().enumerate() {
+        let mut from = Vec::new();
+        for name in &names[i] {
+            let lines = p.collect(&format!("{name}: hello from peer"), 1, WAIT);
+            assert_eq!(lines.len(), 1, "{}: one line from {name}", p.name);
+            from.push(lines[0].rsplit(' ').next().unwrap_or_default().to_string());
+        }
+        from.sort();
+        let want: Vec<String> = (0..3).filter(|j| *j != i).map(|j| j.to_string()).collect();
+        assert_eq!(from, want, "{} hears the other two", p.name);
+        heard.push(from);
+    }
+    eprintln!("swarm: three peers across two NATed homes and the internet met: {heard:?}");
 }
 
 #[test]

@@ -115,6 +115,12 @@ impl SwarmSlot {
                     }
                 }
                 SwarmEvent::Left { topic } => {
+                    self.flushed.retain(|(t, tx)| {
+                        if *t == topic {
+                            let _ = tx.send(false);
+                        }
+                        *t != topic
+                    });
                     self.leaves.retain(|(t, tx)| {
                         if *t == topic {
                             let _ = tx.send(());
@@ -233,11 +239,15 @@ impl Swarm {
     }
 
     /// Waits until `topic`'s refresh under way finished (JS `discovery.flushed()`): as a
-    /// server, the topic is announced. `Ok(false)`: the refresh's query failed.
+    /// server, the topic is announced. `Ok(false)`: the refresh's query failed, or the topic
+    /// is not joined (or was left first).
     pub fn flushed(&self, topic: [u8; 32]) -> Result<bool, Error> {
         self.call(move |slot, _, _, tx| {
             if slot.swarm.is_flushed(&topic) {
                 let _ = tx.send(true);
+            } else if !slot.swarm.topics().any(|t| *t == topic) {
+                // Not joined (or left): nothing will flush it.
+                let _ = tx.send(false);
             } else {
                 slot.flushed.push((topic, tx));
             }

@@ -62,6 +62,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use hyperdht_proto::rng::Rng;
+use hyperdht_proto::swarm::{Swarm, SwarmEvent};
 use hyperdht_proto::{
     Config, Event, Node, NodeId, QueryError, QueryId, Reply, SocketId, SocketOp, Timestamp,
 };
@@ -186,6 +187,9 @@ struct SimNode {
     /// Bound sockets.
     sockets: BTreeMap<SocketId, SocketAddrV4>,
     events: Vec<(Timestamp, Event)>,
+    /// A swarm driven with the node ([`Sim::attach_swarm`]), and its events.
+    swarm: Option<Swarm>,
+    swarm_events: Vec<(Timestamp, SwarmEvent)>,
     /// Busy-loop detection: the instant of the last `handle_timeout` and how many there were.
     last_wakeup: Timestamp,
     wakeups_at_instant: u32,
@@ -382,6 +386,8 @@ impl Sim {
             deadline: None,
             sockets: BTreeMap::new(),
             events: Vec::new(),
+            swarm: None,
+            swarm_events: Vec::new(),
             last_wakeup: Timestamp::ZERO,
             wakeups_at_instant: 0,
         });
@@ -476,6 +482,40 @@ impl Sim {
     /// output and reschedules it; after using this, call [`Sim::poke`].
     pub fn node_mut(&mut self, idx: NodeIdx) -> &mut Node {
         &mut self.nodes[idx.0].node
+    }
+
+    /// Drives `swarm` with node `idx` from now on: node events pass through it, its timers
+    /// run, and its events are kept ([`Sim::swarm_events`]).
+    pub fn attach_swarm(&mut self, idx: NodeIdx, swarm: Swarm) {
+        self.nodes[idx.0].swarm = Some(swarm);
+        self.poke(idx);
+    }
+
+    /// Node `idx`'s swarm.
+    pub fn swarm(&self, idx: NodeIdx) -> &Swarm {
+        self.nodes[idx.0]
+            .swarm
+            .as_ref()
+            .expect("a swarm is attached")
+    }
+
+    /// Runs `f` on node `idx`'s swarm (with its node and the current time), then drains.
+    pub fn swarm_command<R>(
+        &mut self,
+        idx: NodeIdx,
+        f: impl FnOnce(&mut Swarm, &mut Node, Timestamp) -> R,
+    ) -> R {
+        let now = self.now;
+        let n = &mut self.nodes[idx.0];
+        let sw = n.swarm.as_mut().expect("a swarm is attached");
+        let r = f(sw, &mut n.node, now);
+        self.after_input(idx.0);
+        r
+    }
+
+    /// What node `idx`'s swarm reported so far.
+    pub fn swarm_events(&self, idx: NodeIdx) -> &[(Timestamp, SwarmEvent)] {
+        &self.nodes[idx.0].swarm_events
     }
 
     /// Drains `idx`'s output and reschedules its next wake-up (after [`Sim::node_mut`]).
@@ -809,6 +849,11 @@ impl Sim {
         }
         self.stats.timer_wakeups += 1;
         n.node.handle_timeout(now);
+        if let Some(sw) = n.swarm.as_mut() {
+            if sw.poll_timeout().is_some_and(|t| t <= now) {
+                sw.handle_timeout(now, &mut n.node);
+            }
+        }
         self.after_input(idx);
     }
 
@@ -833,6 +878,15 @@ impl Sim {
             }
             while let Some(e) = self.nodes[idx].node.poll_event() {
                 progressed = true;
+                // A swarm sees every event first and keeps its own.
+                let n = &mut self.nodes[idx];
+                let e = match n.swarm.as_mut() {
+                    Some(sw) => match sw.handle_event(now, &mut n.node, e) {
+                        Some(e) => e,
+                        None => continue,
+                    },
+                    None => e,
+                };
                 self.stats.events += 1;
                 let line = format!("{} node {idx} {e:?}", fmt_time(now));
                 self.transcript.mix(line.as_bytes());
@@ -844,6 +898,18 @@ impl Sim {
                 }
                 self.nodes[idx].events.push((now, e));
             }
+            let n = &mut self.nodes[idx];
+            if let Some(sw) = n.swarm.as_mut() {
+                while let Some(e) = sw.poll_event() {
+                    progressed = true;
+                    let line = format!("{} swarm {idx} {e:?}", fmt_time(now));
+                    self.transcript.mix(line.as_bytes());
+                    if let Some(lines) = &mut self.transcript.lines {
+                        lines.push(line);
+                    }
+                    n.swarm_events.push((now, e));
+                }
+            }
             if !progressed {
                 break;
             }
@@ -852,7 +918,12 @@ impl Sim {
         if let Some(d) = n.deadline.take() {
             self.timers.remove(&(d, idx));
         }
-        if let Some(t) = n.node.poll_timeout() {
+        let swarm_due = n.swarm.as_ref().and_then(Swarm::poll_timeout);
+        let due = match (n.node.poll_timeout(), swarm_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = due {
             let t = t.max(now);
             n.deadline = Some(t);
             self.timers.insert((t, idx));

@@ -326,8 +326,8 @@ pub struct Swarm {
     events: VecDeque<SwarmEvent>,
     stats: SwarmStats,
     destroyed: bool,
-    /// Destroy waits for the server to close.
-    server_closing: bool,
+    /// Destroy waits for this server (ours) to close.
+    server_closing: Option<ServerId>,
     destroy_reported: bool,
 }
 
@@ -373,7 +373,7 @@ impl Swarm {
             events: VecDeque::new(),
             stats: SwarmStats::default(),
             destroyed: false,
-            server_closing: false,
+            server_closing: None,
             destroy_reported: false,
         }
     }
@@ -511,7 +511,7 @@ impl Swarm {
         }
         if let Some(server) = self.server.take() {
             node.close_server(now, server);
-            self.server_closing = true;
+            self.server_closing = Some(server);
         }
         for f in self.flushes.drain(..) {
             self.events.push_back(SwarmEvent::Flushed {
@@ -563,9 +563,8 @@ impl Swarm {
                 self.on_listening(now, node);
                 None
             }
-            Event::ServerClosed { server } if self.server_closing && self.server.is_none() => {
-                let _ = server;
-                self.server_closing = false;
+            Event::ServerClosed { server } if self.server_closing == Some(*server) => {
+                self.server_closing = None;
                 self.check_destroyed();
                 None
             }
@@ -822,7 +821,7 @@ impl Swarm {
             .queries
             .values()
             .any(|q| matches!(q, QueryOwner::Leave(_)));
-        if self.destroyed && !self.destroy_reported && !leaving && !self.server_closing {
+        if self.destroyed && !self.destroy_reported && !leaving && self.server_closing.is_none() {
             self.destroy_reported = true;
             self.events.push_back(SwarmEvent::Destroyed);
         }

@@ -103,3 +103,150 @@ fn the_firewall_refuses_dials_and_bans() {
     assert!(!swarm.gate.lock().check_incoming(&[9; 32]));
     assert!(swarm.gate.lock().check_incoming(&[8; 32]));
 }
+
+/// The lookup query a topic's refresh runs, for feeding it replies.
+fn refresh_query(swarm: &Swarm, topic: &[u8; 32]) -> QueryId {
+    swarm.discoveries[topic].query.expect("a refresh runs").0
+}
+
+fn junk_peer(i: u32) -> crate::wire::hyperdht::Peer {
+    let mut key = [0u8; 32];
+    key[..4].copy_from_slice(&i.to_le_bytes());
+    key[31] = 0xee;
+    crate::wire::hyperdht::Peer {
+        public_key: key,
+        relay_addresses: vec!["10.0.0.1:49737".parse().unwrap(); 5],
+    }
+}
+
+/// A topic flooded with 10,000 announced peers (and replies listing far more than a storing
+/// node keeps): the swarm remembers at most `max_known_peers`, dials `max_parallel` at once,
+/// keeps at most 3 relay addresses per peer, and counts every peer it did not take.
+#[test]
+fn a_flooded_topic_is_bounded_and_counted() {
+    let mut node = node();
+    let mut config = SwarmConfig::from_seed(&[2; 32]);
+    config.max_known_peers = 500;
+    let mut swarm = Swarm::new(config, [3; 32]);
+    let topic = [4; 32];
+    swarm
+        .join(
+            Timestamp::ZERO,
+            &mut node,
+            topic,
+            JoinOptions::client_only(),
+        )
+        .unwrap();
+    let q = refresh_query(&swarm, &topic);
+    let from: std::net::SocketAddrV4 = "10.0.0.2:49737".parse().unwrap();
+    // 400 replies of 25 peers each: 10,000 peers, 5 over the per-reply cap in each reply.
+    let mut next = 0u32;
+    for _ in 0..400 {
+        let peers: Vec<_> = (0..25).map(|k| junk_peer(next + k)).collect();
+        next += 25;
+        let ev = Event::RecordFound {
+            id: q,
+            from,
+            record: crate::event::Record::Lookup { peers, bump: 0 },
+        };
+        assert!(swarm.handle_event(Timestamp::ZERO, &mut node, ev).is_none());
+    }
+    let stats = swarm.stats();
+    assert_eq!(stats.peers_cut, 400 * 5, "5 of each 25 cut");
+    assert_eq!(
+        swarm.peers().count(),
+        500,
+        "no more than max_known_peers remembered"
+    );
+    assert_eq!(
+        stats.peers_not_stored,
+        400 * 20 - 500,
+        "every peer not stored is counted"
+    );
+    assert_eq!(swarm.connecting(), MAX_PARALLEL, "three dials at once");
+    assert!(swarm.queued() <= 500);
+    assert!(swarm
+        .peers()
+        .all(|p| p.relay_addresses.len() <= crate::dht::store::MAX_RELAY_ADDRESSES));
+    // The events queued meanwhile are few: dials are not events, updates are merged.
+    let events = std::iter::from_fn(|| swarm.poll_event()).count();
+    assert!(events <= 2, "{events} events");
+}
+
+fn connected(conn: ConnId, remote: [u8; 32]) -> Event {
+    Event::Connected {
+        conn,
+        socket: crate::SocketId::SERVER,
+        remote: "10.0.0.3:50000".parse().unwrap(),
+        handshake: Box::new(crate::noise::HandshakeOutput {
+            tx: [0; 32],
+            rx: [0; 32],
+            hash: [0; 64],
+            remote_public_key: remote,
+            is_initiator: false,
+        }),
+        local_udx_id: 1,
+        remote_udx_id: 2,
+    }
+}
+
+/// A peer that connects over and over: each new connection replaces the one before (JS
+/// keeps the newer when the older carried data, else the one the higher key opened); the
+/// swarm holds one connection and one peer record for it, and counts each duplicate.
+#[test]
+fn a_peer_that_reconnects_over_and_over_holds_one_connection() {
+    let mut node = node();
+    let mut swarm = Swarm::new(SwarmConfig::from_seed(&[2; 32]), [3; 32]);
+    swarm
+        .join(
+            Timestamp::ZERO,
+            &mut node,
+            [4; 32],
+            JoinOptions::server_only(),
+        )
+        .unwrap();
+    let server = swarm.server.expect("the swarm listens");
+    // A key above ours keeps the connections it opens: every new one replaces the last.
+    let remote = [0xff; 32];
+    assert!(remote > swarm.public_key());
+    for i in 0..1000u64 {
+        let conn = ConnId(1_000_000 + i);
+        let incoming = Event::Incoming {
+            server,
+            conn,
+            remote_public_key: remote,
+        };
+        assert!(swarm
+            .handle_event(Timestamp::ZERO, &mut node, incoming)
+            .is_none());
+        assert!(swarm
+            .handle_event(Timestamp::ZERO, &mut node, connected(conn, remote))
+            .is_some());
+    }
+    assert_eq!(swarm.connections(), 1);
+    assert_eq!(swarm.connection_to(&remote), Some(ConnId(1_000_999)));
+    assert_eq!(swarm.stats().duplicates, 999);
+    assert_eq!(swarm.peers().count(), 1);
+    assert_eq!(
+        swarm.conns.len(),
+        1,
+        "no state left for the replaced connections"
+    );
+    // A key below ours: we keep the connection we have, the new ones are refused.
+    let low = [0x00; 32];
+    for i in 0..10u64 {
+        let conn = ConnId(2_000_000 + i);
+        let incoming = Event::Incoming {
+            server,
+            conn,
+            remote_public_key: low,
+        };
+        swarm.handle_event(Timestamp::ZERO, &mut node, incoming);
+        let kept = swarm
+            .handle_event(Timestamp::ZERO, &mut node, connected(conn, low))
+            .is_some();
+        assert_eq!(kept, i == 0, "only the first is kept");
+    }
+    assert_eq!(swarm.connection_to(&low), Some(ConnId(2_000_000)));
+    assert!(swarm.incoming.is_empty());
+}
