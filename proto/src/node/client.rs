@@ -181,6 +181,9 @@ pub(super) struct ClientConn {
     /// Relay addresses handed in (JS `relayAddresses`), tried before the FIND_PEER walk's
     /// replies; the walk's replies from them are not tried twice.
     preconnect: Vec<SocketAddrV4>,
+    /// The FIND_PEER walk, while it runs: stopped once a handshake succeeds (JS leaves its
+    /// `for await` over the query, which destroys it), so it sends no more requests.
+    find_query: Option<u64>,
 }
 
 /// `Initiator` kept as a template: each relay's reply is read with a copy, because the server
@@ -280,6 +283,7 @@ impl Node {
                 held: None,
                 fast_open: options.fast_open,
                 preconnect: Vec::new(),
+                find_query: None,
             },
         );
         if self.closed || !self.is_listening() {
@@ -293,13 +297,15 @@ impl Node {
             }
         }
         tracing::debug!(server = %to_hex(remote_public_key), "connecting");
-        let mut spec = QuerySpec::external(target, command::FIND_PEER, None);
-        spec.retries = Some(3);
-        self.start_query_with(spec, QueryKind::Connect(id), Commit::None, RecordKind::Peer);
         let mut preconnect = options.relay_addresses;
         preconnect.truncate(crate::dht::store::MAX_RELAY_ADDRESSES);
         preconnect.dedup();
-        if !preconnect.is_empty() {
+        if preconnect.is_empty() {
+            self.start_find_peer(id);
+        } else {
+            // The relay addresses first; the FIND_PEER walk only if none of them gets the
+            // handshake through (JS walks at once too, and stops once connected: on a busy
+            // node those requests fill the congestion window that everything else shares).
             if let Some(c) = self.clients.get_mut(&id) {
                 c.queue.extend(preconnect.iter().copied());
                 c.preconnect = preconnect;
@@ -307,6 +313,23 @@ impl Node {
             self.pump_handshakes(id);
         }
         conn
+    }
+
+    /// Starts the FIND_PEER walk of a connect (once).
+    fn start_find_peer(&mut self, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.find_query.is_some() || c.query_done {
+            return;
+        }
+        let mut spec = QuerySpec::external(c.target, command::FIND_PEER, None);
+        spec.retries = Some(3);
+        let query =
+            self.start_query_with(spec, QueryKind::Connect(id), Commit::None, RecordKind::Peer);
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.find_query = Some(query);
+        }
     }
 
     /// A FIND_PEER reply with a record: try a handshake through that node.
@@ -331,6 +354,7 @@ impl Node {
     pub(super) fn on_connect_query_done(&mut self, id: u64) {
         if let Some(c) = self.clients.get_mut(&id) {
             c.query_done = true;
+            c.find_query = None;
         }
         self.pump_handshakes(id);
     }
@@ -354,6 +378,13 @@ impl Node {
                 return;
             }
             let Some(relay) = c.queue.pop_front() else {
+                if c.find_query.is_none() && !c.query_done {
+                    // The relay addresses did not get us through: walk.
+                    if c.in_flight == 0 {
+                        self.start_find_peer(id);
+                    }
+                    return;
+                }
                 if c.query_done && c.in_flight == 0 {
                     let reason = if c.attempts > 0 {
                         ConnectError::PeerConnectionFailed
@@ -476,6 +507,10 @@ impl Node {
         };
         tracing::debug!(relayed = info.relayed, server = %info.server_address, "handshake complete");
         c.info = Some(info.clone());
+        if let Some(q) = c.find_query.take() {
+            // Its replies and timeouts find no query and are dropped.
+            self.queries.remove(&q);
+        }
         let (conn, local_udx_id, stream, early) = (c.conn, c.local_udx_id, c.stream, c.early_path);
         let remote_udx_id = info.payload.udx.map_or(0, |u| u.id as u32);
         if let Some(s) = stream {
@@ -942,6 +977,9 @@ impl Node {
         };
         if c.phase == Phase::Done {
             return;
+        }
+        if let Some(q) = c.find_query.take() {
+            self.queries.remove(&q);
         }
         if let Some(s) = c.stream {
             if self.pending_streams.remove(&s).is_some() {

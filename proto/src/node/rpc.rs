@@ -268,6 +268,11 @@ impl Node {
 
     fn send_or_block(&mut self, tid: u16, force: bool) {
         if !force && self.congestion.is_full() {
+            tracing::trace!(
+                tid,
+                blocked = self.requests.blocked.len() + 1,
+                "request waits for the congestion window"
+            );
             self.requests.blocked.push_back(tid);
             return;
         }
@@ -343,6 +348,7 @@ impl Node {
                 }
             } else {
                 self.stats.retries += 1;
+                tracing::trace!(tid, "request retransmitted");
                 self.send_or_block(tid, false);
             }
         }
