@@ -882,3 +882,29 @@ fn seen_lines(p: &mut Proc, prefix: &str, n: usize) -> Vec<String> {
         p.expect(prefix);
     }
 }
+
+/// SIGTERM and Ctrl-C (SIGINT) end a swarm peer cleanly and soon: it leaves the topic
+/// (unannounced), closes its connections and exits with success.
+#[test]
+fn a_swarm_peer_leaves_on_sigterm_and_ctrl_c() {
+    let (_dht, boot) = local_dht();
+    let mut first = Proc::spawn("rust-swarm-1", rust(&["swarm", "--bootstrap", &boot]));
+    let topic = first
+        .expect("joined topic:")
+        .trim_start_matches("joined topic:")
+        .trim()
+        .to_string();
+    for sig in ["-TERM", "-INT"] {
+        let mut peer = Proc::spawn(
+            "rust-swarm-2",
+            rust(&["swarm", &topic, "--bootstrap", &boot]),
+        );
+        peer.expect("joined topic:");
+        seen_lines(&mut peer, "* got a connection from:", 1);
+        peer.signal(sig);
+        assert!(
+            peer.wait_exit(Duration::from_secs(10)),
+            "{sig}: a clean exit"
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! Hyperswarm between Rust ([`hyperdht_mio::Swarm`]) and the real Node.js hyperswarm 4.17.2
 //! (`tests/js/swarm-peer.js`) on a local testnet of JS DHT nodes on 127.0.0.1: a mixed full
 //! mesh where every line reaches every peer once, simultaneous dials that leave one
-//! connection (the same one at both ends), the firewall in both directions, `max_peers`, and
-//! a peer that leaves (given up on) and comes back (reconnected by all).
+//! connection (the same one at both ends), the firewall in both directions, `max_peers`,
+//! server-only and client-only joins, and a peer that leaves (given up on) and comes back
+//! (reconnected by all).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -382,6 +383,66 @@ fn a_peer_that_leaves_is_given_up_and_one_that_returns_is_reconnected() {
         peers.insert(leaving, back);
     }
     for p in peers {
+        p.destroy();
+    }
+}
+
+/// Server-only and client-only joins, Rust and JS: each client connects to every server, no
+/// two clients connect (nobody announces them), and no two servers (nobody looks them up).
+#[test]
+fn server_only_and_client_only_joins_behave_as_in_js() {
+    logs();
+    if !interop_enabled() {
+        return;
+    }
+    let h = JsHarness::new().unwrap();
+    let net = h.testnet(5).unwrap();
+    let topic = [0x55; 32];
+    let mut servers = Vec::new();
+    for (i, make) in [rust as fn(&PeerSpec) -> Box<dyn SwarmPeer>, js]
+        .into_iter()
+        .enumerate()
+    {
+        let mut spec = PeerSpec::new(&net.bootstrap, [0xb0 + i as u8; 32], topic);
+        spec.join = Some(JoinOptions::server_only());
+        let p = make(&spec);
+        wait_flushed(p.as_ref());
+        servers.push(p);
+    }
+    let server_keys: BTreeSet<[u8; 32]> = servers.iter().map(|p| p.public_key()).collect();
+    let mut clients = Vec::new();
+    for (i, make) in [rust as fn(&PeerSpec) -> Box<dyn SwarmPeer>, js]
+        .into_iter()
+        .enumerate()
+    {
+        let mut spec = PeerSpec::new(&net.bootstrap, [0xc0 + i as u8; 32], topic);
+        spec.join = Some(JoinOptions::client_only());
+        let p = make(&spec);
+        wait_connected_to(p.as_ref(), &server_keys);
+        clients.push(p);
+    }
+    let client_keys: BTreeSet<[u8; 32]> = clients.iter().map(|p| p.public_key()).collect();
+    for p in &servers {
+        wait_connected_to(p.as_ref(), &client_keys);
+    }
+    for p in clients.iter().chain(&servers) {
+        p.flush();
+    }
+    for c in &clients {
+        let have: BTreeSet<[u8; 32]> = c.connections().keys().copied().collect();
+        assert_eq!(have, server_keys, "{} client: the servers only", c.kind());
+        assert!(
+            c.connections().values().all(|dialled| *dialled),
+            "{} client dialled",
+            c.kind()
+        );
+    }
+    for s in &servers {
+        let have: BTreeSet<[u8; 32]> = s.connections().keys().copied().collect();
+        assert_eq!(have, client_keys, "{} server: the clients only", s.kind());
+        assert_eq!(s.attempted(), 0, "{} server dials nobody", s.kind());
+    }
+    for p in clients.into_iter().chain(servers) {
         p.destroy();
     }
 }

@@ -809,7 +809,16 @@ impl Swarm {
 
     /// Bans the keys the server's firewall refused since the last call.
     fn take_refusals(&mut self) {
-        let refused = self.gate.lock().take_refused();
+        let (refused, unqueued) = {
+            let mut gate = self.gate.lock();
+            (
+                gate.take_refused(),
+                std::mem::take(&mut gate.refusals_unqueued),
+            )
+        };
+        // Refusals past the gate's queue are counted, their keys not banned (the firewall
+        // refuses them anyway).
+        self.stats.refused += unqueued;
         for key in refused {
             self.stats.refused += 1;
             self.ban_peer(key, DropReason::Firewalled);
