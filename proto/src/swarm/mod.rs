@@ -64,9 +64,10 @@ pub const MAX_KNOWN_PEERS: usize = 2048;
 /// Peers taken from one lookup reply (a storing node keeps at most 20 per topic; a reply
 /// that lists more is cut and counted).
 pub const MAX_PEERS_PER_REPLY: usize = 20;
-/// Swarm events queued before the oldest `Update`s are merged (other events are never lost;
-/// a driver that stops polling stops the swarm's dialling with it).
-const MAX_QUEUED_UPDATES: usize = 1;
+/// `Dropped` events queued at most: past it, drops a remote peer causes (refused or duplicate
+/// connections) are only counted ([`SwarmStats::events_not_queued`]), so a driver that polls
+/// late never holds an unbounded queue. Other events are bounded by the connections.
+pub const MAX_QUEUED_DROPS: usize = 1024;
 
 /// How a swarm behaves (JS `new Hyperswarm(opts)`).
 #[derive(Clone)]
@@ -266,6 +267,8 @@ pub struct SwarmStats {
     pub peers_not_stored: u64,
     /// Peers cut from lookup replies that listed more than [`MAX_PEERS_PER_REPLY`].
     pub peers_cut: u64,
+    /// `Dropped` events not queued because [`MAX_QUEUED_DROPS`] were.
+    pub events_not_queued: u64,
 }
 
 /// What the swarm knows of one connection.
@@ -324,6 +327,8 @@ pub struct Swarm {
     flush_tick: u64,
     next_flush: u64,
     events: VecDeque<SwarmEvent>,
+    /// `Dropped` events in `events`.
+    queued_drops: usize,
     stats: SwarmStats,
     destroyed: bool,
     /// Destroy waits for this server (ours) to close.
@@ -371,6 +376,7 @@ impl Swarm {
             flush_tick: 0,
             next_flush: 0,
             events: VecDeque::new(),
+            queued_drops: 0,
             stats: SwarmStats::default(),
             destroyed: false,
             server_closing: None,
@@ -641,7 +647,11 @@ impl Swarm {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<SwarmEvent> {
-        self.events.pop_front()
+        let e = self.events.pop_front()?;
+        if matches!(e, SwarmEvent::Dropped { .. }) {
+            self.queued_drops -= 1;
+        }
+        Some(e)
     }
 
     // ----- accessors ------------------------------------------------------------------------
@@ -734,19 +744,19 @@ impl Swarm {
     /// Raises an `update`, merged with one already queued.
     fn update(&mut self) {
         self.stats.updates += 1;
-        let queued = self
-            .events
-            .iter()
-            .rev()
-            .take(MAX_QUEUED_UPDATES)
-            .any(|e| *e == SwarmEvent::Update);
-        if !queued {
+        // An update right after another says nothing new: merged.
+        if self.events.back() != Some(&SwarmEvent::Update) {
             self.events.push_back(SwarmEvent::Update);
         }
     }
 
     fn push_dropped(&mut self, remote: [u8; 32], conn: Option<ConnId>, reason: DropReason) {
         tracing::debug!(peer = %crate::crypto::to_hex(&remote), %reason, "swarm dropped a peer");
+        if self.queued_drops >= MAX_QUEUED_DROPS {
+            self.stats.events_not_queued += 1;
+            return;
+        }
+        self.queued_drops += 1;
         self.events.push_back(SwarmEvent::Dropped {
             remote_public_key: remote,
             conn,

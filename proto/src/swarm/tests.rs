@@ -250,3 +250,55 @@ fn a_peer_that_reconnects_over_and_over_holds_one_connection() {
     assert_eq!(swarm.connection_to(&low), Some(ConnId(2_000_000)));
     assert!(swarm.incoming.is_empty());
 }
+
+/// A driver that polls late holds a bounded queue: past [`MAX_QUEUED_DROPS`], drops caused by
+/// remote peers are only counted.
+#[test]
+fn the_drop_events_a_peer_can_cause_are_bounded() {
+    let mut node = node();
+    let mut swarm = Swarm::new(SwarmConfig::from_seed(&[2; 32]), [3; 32]);
+    swarm
+        .join(
+            Timestamp::ZERO,
+            &mut node,
+            [4; 32],
+            JoinOptions::server_only(),
+        )
+        .unwrap();
+    let server = swarm.server.expect("the swarm listens");
+    let low = [0x00; 32];
+    for i in 0..3000u64 {
+        let conn = ConnId(3_000_000 + i);
+        let incoming = Event::Incoming {
+            server,
+            conn,
+            remote_public_key: low,
+        };
+        swarm.handle_event(Timestamp::ZERO, &mut node, incoming);
+        swarm.handle_event(Timestamp::ZERO, &mut node, connected(conn, low));
+    }
+    let drops = std::iter::from_fn(|| swarm.poll_event())
+        .filter(|e| matches!(e, SwarmEvent::Dropped { .. }))
+        .count();
+    assert_eq!(drops, MAX_QUEUED_DROPS);
+    assert_eq!(
+        swarm.stats().events_not_queued,
+        2999 - MAX_QUEUED_DROPS as u64
+    );
+    // Polled, the queue takes drops again.
+    let conn = ConnId(4_000_000);
+    swarm.handle_event(
+        Timestamp::ZERO,
+        &mut node,
+        Event::Incoming {
+            server,
+            conn,
+            remote_public_key: low,
+        },
+    );
+    swarm.handle_event(Timestamp::ZERO, &mut node, connected(conn, low));
+    assert!(matches!(
+        swarm.poll_event(),
+        Some(SwarmEvent::Dropped { .. })
+    ));
+}
