@@ -227,7 +227,7 @@ impl Swarm {
             if let Some(p) = self.peers.get_mut(&c.remote) {
                 p.on_disconnected(now);
             }
-            let retry = self.should_requeue(&c.remote);
+            let retry = !self.destroyed && self.should_requeue(&c.remote);
             let waiting = match self.peers.get(&c.remote) {
                 Some(p) if retry && !p.waiting => self.retry.add(now, p),
                 Some(p) => p.waiting && retry,
