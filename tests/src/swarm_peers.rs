@@ -2,6 +2,7 @@
 //! happens as [`PeerEvent`]s on a channel and takes `send`, `flush`, `leave` and `stats`.
 //! The JS peer is `tests/js/swarm-peer.js` on the real hyperswarm 4.17.2; the Rust peer is a
 //! [`hyperdht_mio::Swarm`] with a thread that accepts its connections and reads them.
+//! `SWARM_PEER_DEBUG=1` echoes the JS peer's output and logs its dials (to stderr).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

@@ -475,6 +475,19 @@ impl Stream {
         self.probe = Probe::None;
     }
 
+    /// Whether the peer ended and we read its whole stream, and the only packets it has not
+    /// acknowledged carry nothing but our END.
+    fn only_our_end_unacknowledged(&self) -> bool {
+        self.eof_notified
+            && self.finish_requested
+            && !self.end_pending
+            && self.write_queue.is_empty()
+            && self
+                .sent
+                .iter()
+                .all(|(_, p)| p.sacked || (p.payload.is_empty() && p.flags.contains(Flags::END)))
+    }
+
     /// Checks end-of-stream and clean close; called after input and after sending ACKs.
     fn update_state(&mut self, now: Timestamp, events: &mut VecDeque<StreamEvent>) {
         if self.life != Life::Open {
@@ -995,6 +1008,18 @@ impl Stream {
             seq = seq.wrapping_add(1);
         }
         if timed_out {
+            if self.only_our_end_unacknowledged() {
+                // Every byte went both ways and the peer ended its side; only the ACK of our
+                // END never came. udx-native closes its stream (and the JS peer its socket)
+                // once both sides are done, so an ACK lost then is never repeated: what was
+                // sent was delivered, and the stream finished.
+                tracing::debug!("peer gone after our END; stream finished");
+                self.local_ended = true;
+                self.update_state(now, events);
+                if self.closed_reason.is_some() {
+                    return;
+                }
+            }
             self.close(CloseReason::TimedOut, events);
             return;
         }

@@ -18,6 +18,8 @@ struct Link {
     dup: f64,
     rng: Rng,
     sent: u64,
+    /// Drop everything b sends (b is gone).
+    b_gone: bool,
 }
 
 impl Link {
@@ -35,6 +37,7 @@ impl Link {
             dup: 0.0,
             rng: Rng::from_seed([seed; 32]),
             sent: 0,
+            b_gone: false,
         }
     }
 
@@ -62,7 +65,7 @@ impl Link {
                     break;
                 }
                 self.sent += 1;
-                if self.rng.unit() < self.loss {
+                if self.rng.unit() < self.loss || (!to_b && self.b_gone) {
                     continue;
                 }
                 let copies = if self.rng.unit() < self.dup { 2 } else { 1 };
@@ -212,6 +215,38 @@ fn destroy_resets_peer() {
     }));
     let mut buf = [0u8; 4];
     assert_eq!(link.b.read(sb, &mut buf), Ok(1));
+}
+
+/// The peer ended its side, took every byte and our END, and closed before its ACK of our
+/// END reached us (udx-native closes once both sides are done; that ACK was lost): we finish,
+/// not time out, since both directions were delivered whole.
+#[test]
+fn a_peer_that_closed_after_our_end_finishes_the_stream() {
+    let mut link = Link::new(5, 0.0, 6);
+    let (sa, sb) = link.pair();
+    link.a.write(link.now, sa, b"hello").unwrap();
+    link.b.finish(link.now, sb).unwrap();
+    // b's END and a's bytes are through and acknowledged.
+    for _ in 0..20 {
+        link.step();
+    }
+    let mut buf = [0u8; 8];
+    assert_eq!(link.b.read(sb, &mut buf), Ok(5));
+    // a ends; b takes the END, and everything b sends from now on is lost.
+    link.a.finish(link.now, sa).unwrap();
+    link.b_gone = true;
+    let mut closed = None;
+    while link.step() {
+        while let Some(e) = link.a.poll_event() {
+            if let StreamEvent::Closed { reason, .. } = e {
+                closed = Some(reason);
+            }
+        }
+        if closed.is_some() || link.now.as_millis() > 60_000 {
+            break;
+        }
+    }
+    assert_eq!(closed, Some(CloseReason::Finished));
 }
 
 #[test]
