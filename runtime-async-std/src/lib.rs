@@ -114,10 +114,10 @@ mod swarm;
 pub use conn::Connection;
 pub use driver::Driver;
 pub use hyperdht_proto::dht::KeyPair;
-pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig};
+pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig, SwarmInfo};
 pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
 pub use node::{bind, bind_with_seed, AsyncNode, Error, NodeInfo, QueryOutcome, Records, Server};
-pub use swarm::{Swarm, SwarmConnection, SwarmInfo};
+pub use swarm::{Swarm, SwarmConnection};
 
 /// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
 /// seed, [`KeyPair::from_seed`].

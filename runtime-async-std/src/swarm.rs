@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_channel::{Receiver, Sender};
 use futures_lite::Stream;
 use hyperdht_proto::swarm::{self as proto_swarm, FlushId, JoinOptions, PeerInfo, SwarmEvent};
-use hyperdht_proto::swarm::{SwarmConfig, SwarmStats};
+use hyperdht_proto::swarm::{SwarmConfig, SwarmInfo};
 use hyperdht_proto::{ConnId, Event, Node, Timestamp};
 
 use crate::conn::Connection;
@@ -36,27 +36,6 @@ pub struct SwarmConnection {
     pub connection: Connection,
     /// The peer (`peer.client`: we dialled it; `peer.topics`: where we found it).
     pub peer: PeerInfo,
-}
-
-/// A snapshot of a swarm's state.
-#[derive(Clone, Debug)]
-pub struct SwarmInfo {
-    /// Open connections.
-    pub connections: usize,
-    /// The peers of the open connections, each with whether we dialled it.
-    pub connected: Vec<([u8; 32], bool)>,
-    /// Dials under way.
-    pub connecting: usize,
-    /// Peers waiting to be dialled.
-    pub queued: usize,
-    /// Peers waiting for a retry.
-    pub waiting: usize,
-    /// Every peer the swarm remembers.
-    pub peers: Vec<PeerInfo>,
-    /// The topics joined.
-    pub topics: Vec<[u8; 32]>,
-    /// Counters.
-    pub stats: SwarmStats,
 }
 
 /// The driver's side of one swarm.
@@ -425,22 +404,7 @@ impl Swarm {
     /// A snapshot of the swarm's state; fails once the swarm is destroyed or the node shut
     /// down.
     pub fn info(&self) -> Result<SwarmInfo, Error> {
-        self.call(|slot, _, _| {
-            let s = &slot.swarm;
-            SwarmInfo {
-                connections: s.connections(),
-                connected: s
-                    .open_connections()
-                    .map(|(k, _, client)| (k, client))
-                    .collect(),
-                connecting: s.connecting(),
-                queued: s.queued(),
-                waiting: s.waiting(),
-                peers: s.peers().cloned().collect(),
-                topics: s.topics().copied().collect(),
-                stats: s.stats(),
-            }
-        })
+        self.call(|slot, _, _| slot.swarm.info())
     }
 
     /// Destroys the swarm (JS `swarm.destroy()`): leaves every topic, closes its server and

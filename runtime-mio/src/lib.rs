@@ -69,11 +69,11 @@ mod swarm;
 pub use conn::{ConnReader, ConnWriter, Connection};
 pub use driver::{Error, MioNode, NodeInfo, QueryOutcome};
 pub use hyperdht_proto::dht::KeyPair;
-pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig};
+pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig, SwarmInfo};
 pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
 pub use resolve::{parse_bootstrap_list, resolve_bootstrap};
 pub use server::{Server, ServerEvent};
-pub use swarm::{Swarm, SwarmConnection, SwarmInfo};
+pub use swarm::{Swarm, SwarmConnection};
 
 /// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
 /// seed, [`KeyPair::from_seed`].

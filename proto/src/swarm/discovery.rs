@@ -83,8 +83,6 @@ pub struct Discovery {
     pub refresh_timer: Option<(Timestamp, Timestamp, Duration)>,
     /// Refreshes that finished.
     pub refreshes_done: u64,
-    /// Peers this topic's lookups handed to the swarm.
-    pub peers_found: u64,
 }
 
 impl Discovery {
@@ -99,7 +97,6 @@ impl Discovery {
             needs_unannounce: false,
             refresh_timer: None,
             refreshes_done: 0,
-            peers_found: 0,
         }
     }
 

@@ -271,6 +271,27 @@ pub struct SwarmStats {
     pub events_not_queued: u64,
 }
 
+/// A snapshot of a swarm's state ([`Swarm::info`]), what the drivers' `info()` returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwarmInfo {
+    /// Open connections.
+    pub connections: usize,
+    /// The peers of the open connections, each with whether we dialled it.
+    pub connected: Vec<([u8; 32], bool)>,
+    /// Dials under way.
+    pub connecting: usize,
+    /// Peers waiting to be dialled.
+    pub queued: usize,
+    /// Peers waiting for a retry.
+    pub waiting: usize,
+    /// Every peer the swarm remembers.
+    pub peers: Vec<PeerInfo>,
+    /// The topics joined.
+    pub topics: Vec<[u8; 32]>,
+    /// Counters.
+    pub stats: SwarmStats,
+}
+
 /// What the swarm knows of one connection.
 #[derive(Clone, Copy, Debug)]
 struct SwarmConn {
@@ -732,6 +753,23 @@ impl Swarm {
     /// Counters.
     pub fn stats(&self) -> SwarmStats {
         self.stats
+    }
+
+    /// A snapshot of all of the above.
+    pub fn info(&self) -> SwarmInfo {
+        SwarmInfo {
+            connections: self.connections(),
+            connected: self
+                .open_connections()
+                .map(|(k, _, client)| (k, client))
+                .collect(),
+            connecting: self.connecting(),
+            queued: self.queued(),
+            waiting: self.waiting(),
+            peers: self.peers().cloned().collect(),
+            topics: self.topics().copied().collect(),
+            stats: self.stats(),
+        }
     }
 
     /// Whether [`Swarm::destroy`] was called.

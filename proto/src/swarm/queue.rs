@@ -29,17 +29,6 @@ impl PeerQueue {
         None
     }
 
-    /// Removes `key` wherever it waits; returns whether it was there.
-    pub fn remove(&mut self, key: &[u8; 32]) -> bool {
-        for bucket in &mut self.buckets {
-            if let Some(i) = bucket.iter().position(|k| k == key) {
-                bucket.swap_remove(i);
-                return true;
-            }
-        }
-        false
-    }
-
     /// Peers waiting.
     pub fn len(&self) -> usize {
         self.buckets.iter().map(Vec::len).sum()

@@ -132,7 +132,7 @@ impl Swarm {
         query: QueryId,
         peers: &[Peer],
     ) {
-        let Some(d) = self.discoveries.get_mut(&topic) else {
+        let Some(d) = self.discoveries.get(&topic) else {
             return;
         };
         if d.query.map(|(q, _)| q) != Some(query) || !d.running.client || self.destroyed {
@@ -141,9 +141,7 @@ impl Swarm {
         if peers.len() > MAX_PEERS_PER_REPLY {
             self.stats.peers_cut += (peers.len() - MAX_PEERS_PER_REPLY) as u64;
         }
-        let take = peers.len().min(MAX_PEERS_PER_REPLY);
-        d.peers_found += take as u64;
-        for peer in &peers[..take] {
+        for peer in peers.iter().take(MAX_PEERS_PER_REPLY) {
             self.on_peer(now, node, peer, topic);
         }
     }

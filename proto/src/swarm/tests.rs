@@ -190,6 +190,23 @@ fn connected(conn: ConnId, remote: [u8; 32]) -> Event {
     }
 }
 
+/// A peer's connection through the swarm's server: the accepted handshake (kept by the swarm),
+/// then the open path. Returns whether the swarm keeps the connection (passes `Connected` on).
+fn accept_from(swarm: &mut Swarm, node: &mut Node, conn: ConnId, remote: [u8; 32]) -> bool {
+    let server = swarm.server.expect("the swarm listens");
+    let incoming = Event::Incoming {
+        server,
+        conn,
+        remote_public_key: remote,
+    };
+    assert!(swarm
+        .handle_event(Timestamp::ZERO, node, incoming)
+        .is_none());
+    swarm
+        .handle_event(Timestamp::ZERO, node, connected(conn, remote))
+        .is_some()
+}
+
 /// A peer that connects over and over: each new connection replaces the one before (JS
 /// keeps the newer when the older carried data, else the one the higher key opened); the
 /// swarm holds one connection and one peer record for it, and counts each duplicate.
@@ -205,23 +222,16 @@ fn a_peer_that_reconnects_over_and_over_holds_one_connection() {
             JoinOptions::server_only(),
         )
         .unwrap();
-    let server = swarm.server.expect("the swarm listens");
     // A key above ours keeps the connections it opens: every new one replaces the last.
     let remote = [0xff; 32];
     assert!(remote > swarm.public_key());
     for i in 0..1000u64 {
-        let conn = ConnId(1_000_000 + i);
-        let incoming = Event::Incoming {
-            server,
-            conn,
-            remote_public_key: remote,
-        };
-        assert!(swarm
-            .handle_event(Timestamp::ZERO, &mut node, incoming)
-            .is_none());
-        assert!(swarm
-            .handle_event(Timestamp::ZERO, &mut node, connected(conn, remote))
-            .is_some());
+        assert!(accept_from(
+            &mut swarm,
+            &mut node,
+            ConnId(1_000_000 + i),
+            remote
+        ));
     }
     assert_eq!(swarm.connections(), 1);
     assert_eq!(swarm.connection_to(&remote), Some(ConnId(1_000_999)));
@@ -235,16 +245,7 @@ fn a_peer_that_reconnects_over_and_over_holds_one_connection() {
     // A key below ours: we keep the connection we have, the new ones are refused.
     let low = [0x00; 32];
     for i in 0..10u64 {
-        let conn = ConnId(2_000_000 + i);
-        let incoming = Event::Incoming {
-            server,
-            conn,
-            remote_public_key: low,
-        };
-        swarm.handle_event(Timestamp::ZERO, &mut node, incoming);
-        let kept = swarm
-            .handle_event(Timestamp::ZERO, &mut node, connected(conn, low))
-            .is_some();
+        let kept = accept_from(&mut swarm, &mut node, ConnId(2_000_000 + i), low);
         assert_eq!(kept, i == 0, "only the first is kept");
     }
     assert_eq!(swarm.connection_to(&low), Some(ConnId(2_000_000)));
@@ -265,17 +266,9 @@ fn the_drop_events_a_peer_can_cause_are_bounded() {
             JoinOptions::server_only(),
         )
         .unwrap();
-    let server = swarm.server.expect("the swarm listens");
     let low = [0x00; 32];
     for i in 0..3000u64 {
-        let conn = ConnId(3_000_000 + i);
-        let incoming = Event::Incoming {
-            server,
-            conn,
-            remote_public_key: low,
-        };
-        swarm.handle_event(Timestamp::ZERO, &mut node, incoming);
-        swarm.handle_event(Timestamp::ZERO, &mut node, connected(conn, low));
+        accept_from(&mut swarm, &mut node, ConnId(3_000_000 + i), low);
     }
     let drops = std::iter::from_fn(|| swarm.poll_event())
         .filter(|e| matches!(e, SwarmEvent::Dropped { .. }))
@@ -286,17 +279,7 @@ fn the_drop_events_a_peer_can_cause_are_bounded() {
         2999 - MAX_QUEUED_DROPS as u64
     );
     // Polled, the queue takes drops again.
-    let conn = ConnId(4_000_000);
-    swarm.handle_event(
-        Timestamp::ZERO,
-        &mut node,
-        Event::Incoming {
-            server,
-            conn,
-            remote_public_key: low,
-        },
-    );
-    swarm.handle_event(Timestamp::ZERO, &mut node, connected(conn, low));
+    accept_from(&mut swarm, &mut node, ConnId(4_000_000), low);
     assert!(matches!(
         swarm.poll_event(),
         Some(SwarmEvent::Dropped { .. })
