@@ -16,23 +16,19 @@
 //! `finish`; `flush` waits until the node has taken everything written.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 
+use hyperdht_kit::ConnMeta;
 use hyperdht_proto::{ConnCloseReason, ConnError, ConnId};
 
-use crate::driver::{Command, HandleInner};
+use crate::handle::{Command, HandleInner};
 
 /// An established connection: the peer is authenticated, the path carries data. Read with
 /// [`Connection::reader`], write with [`Connection::writer`] (each can move to its own thread).
 #[derive(Debug)]
 pub struct Connection {
-    id: ConnId,
-    remote_public_key: [u8; 32],
-    local_addr: Option<SocketAddr>,
-    remote_addr: SocketAddr,
-    is_initiator: bool,
+    meta: ConnMeta,
     /// Decrypted bytes from the peer.
     pub reader: ConnReader,
     /// Bytes to the peer.
@@ -40,50 +36,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(
-        id: ConnId,
-        remote_public_key: [u8; 32],
-        local_addr: Option<SocketAddr>,
-        remote_addr: SocketAddr,
-        is_initiator: bool,
-        reader: ConnReader,
-        writer: ConnWriter,
-    ) -> Connection {
+    pub(crate) fn new(meta: ConnMeta, reader: ConnReader, writer: ConnWriter) -> Connection {
         Connection {
-            id,
-            remote_public_key,
-            local_addr,
-            remote_addr,
-            is_initiator,
+            meta,
             reader,
             writer,
         }
     }
 
-    /// Its id in the node.
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
-    /// The peer's public key (authenticated by the handshake).
-    pub fn remote_public_key(&self) -> [u8; 32] {
-        self.remote_public_key
-    }
-
-    /// Whether we opened the connection (the client side; JS `isInitiator`).
-    pub fn is_initiator(&self) -> bool {
-        self.is_initiator
-    }
-
-    /// The peer's address on the path the connection took.
-    pub fn remote_addr(&self) -> SocketAddr {
-        self.remote_addr
-    }
-
-    /// Our socket's local address on that path.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
-    }
+    hyperdht_kit::connection_accessors!(meta);
 }
 
 /// Chunks buffered between the driver and a reader.

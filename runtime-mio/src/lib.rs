@@ -10,7 +10,9 @@
 //! and dispatch events. The handle's methods block the calling thread until the node answers;
 //! connection writes are pipelined (see [`ConnWriter`]).
 //!
-//! No protocol logic lives here.
+//! No protocol logic lives here, and only the reactor and the channel glue: the error type,
+//! the completions, the flush loop, the batched socket I/O and the swarm glue are
+//! `hyperdht-kit`'s, shared with `hyperdht-async-std`.
 //!
 //! ## Example: a server and a client by key
 //!
@@ -59,26 +61,22 @@
 
 #![warn(missing_docs)]
 
-pub mod batch;
 mod conn;
+mod conns;
 mod driver;
+mod handle;
 mod resolve;
 mod server;
 mod swarm;
 
 pub use conn::{ConnReader, ConnWriter, Connection};
-pub use driver::{Error, MioNode, NodeInfo, QueryOutcome};
+pub use handle::MioNode;
+/// Batched UDP I/O (`recvmmsg`/`sendmmsg` on Linux), from `hyperdht-kit`.
+pub use hyperdht_kit::batch;
+pub use hyperdht_kit::{random_key_pair, Error, NodeInfo, QueryOutcome};
 pub use hyperdht_proto::dht::KeyPair;
 pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig, SwarmInfo};
 pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
 pub use resolve::{parse_bootstrap_list, resolve_bootstrap};
 pub use server::{Server, ServerEvent};
 pub use swarm::{Swarm, SwarmConnection};
-
-/// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
-/// seed, [`KeyPair::from_seed`].
-pub fn random_key_pair() -> Result<KeyPair, Error> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    Ok(KeyPair::from_seed(&seed))
-}

@@ -2,16 +2,16 @@
 //! closing it (also on drop), with the same names as `hyperdht-async-std`'s `Server`.
 
 use std::fmt;
-use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hyperdht_proto::{ConnId, ServerId};
+use hyperdht_kit::ServerMeta;
+use hyperdht_proto::ConnId;
 
 use crate::conn::Connection;
-use crate::driver::{Command, HandleInner};
+use crate::handle::{Command, HandleInner};
 
 /// How long [`Server::close`] waits for the unannounce from the server's relays.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -37,9 +37,7 @@ pub enum ServerEvent {
 /// accepting thread then gets `None`).
 pub struct Server {
     inner: Arc<HandleInner>,
-    id: ServerId,
-    public_key: [u8; 32],
-    relay_addresses: Vec<SocketAddrV4>,
+    meta: ServerMeta,
     events: Mutex<Receiver<ServerEvent>>,
     closed: AtomicBool,
 }
@@ -47,8 +45,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("id", &self.id)
-            .field("relay_addresses", &self.relay_addresses)
+            .field("meta", &self.meta)
             .finish_non_exhaustive()
     }
 }
@@ -56,35 +53,18 @@ impl fmt::Debug for Server {
 impl Server {
     pub(crate) fn new(
         inner: Arc<HandleInner>,
-        id: ServerId,
-        public_key: [u8; 32],
-        relay_addresses: Vec<SocketAddrV4>,
+        meta: ServerMeta,
         events: Receiver<ServerEvent>,
     ) -> Server {
         Server {
             inner,
-            id,
-            public_key,
-            relay_addresses,
+            meta,
             events: Mutex::new(events),
             closed: AtomicBool::new(false),
         }
     }
 
-    /// Its id in the node.
-    pub fn id(&self) -> ServerId {
-        self.id
-    }
-
-    /// The public key clients connect to.
-    pub fn public_key(&self) -> [u8; 32] {
-        self.public_key
-    }
-
-    /// The DHT nodes the first announce went to.
-    pub fn relay_addresses(&self) -> &[SocketAddrV4] {
-        &self.relay_addresses
-    }
+    hyperdht_kit::server_accessors!(meta);
 
     /// Blocks until the next connection is open; `None` once the server or the node is closed.
     pub fn accept(&self) -> Option<Connection> {
@@ -113,7 +93,7 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         if self
             .inner
-            .send(Command::CloseServer(self.id, Some(tx)))
+            .send(Command::CloseServer(self.meta.id, Some(tx)))
             .is_ok()
         {
             let _ = rx.recv_timeout(CLOSE_WAIT);
@@ -124,7 +104,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst) {
-            let _ = self.inner.send(Command::CloseServer(self.id, None));
+            let _ = self.inner.send(Command::CloseServer(self.meta.id, None));
         }
     }
 }

@@ -1,130 +1,29 @@
-//! Hyperswarm on the mio driver: the blocking [`Swarm`] handle, and the loop's side of it
-//! ([`SwarmSlot`]: the proto swarm, its connections until they are handed out, and the callers
-//! waiting for flushes and leaves). Same names as `hyperdht-async-std`'s `Swarm`.
+//! Hyperswarm on the mio driver: the blocking [`Swarm`] handle. The loop's side of it (the
+//! proto swarm, its connections until they are handed out, the callers waiting for flushes and
+//! leaves) is `hyperdht-kit`'s [`SwarmSlot`](hyperdht_kit::SwarmSlot). Same names as
+//! `hyperdht-async-std`'s `Swarm`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyperdht_proto::swarm::{self as proto_swarm, FlushId, JoinOptions, PeerInfo, SwarmEvent};
-use hyperdht_proto::swarm::{SwarmConfig, SwarmInfo};
-use hyperdht_proto::{ConnId, Node, Timestamp};
+use hyperdht_kit::SwarmSlot;
+use hyperdht_proto::swarm::{JoinOptions, SwarmInfo};
+use hyperdht_proto::{Node, Timestamp};
 
 use crate::conn::Connection;
-use crate::driver::{Command, Error, HandleInner};
+use crate::driver::Std;
+use crate::handle::{Command, HandleInner, SwarmCall};
+use hyperdht_kit::Error;
 
 /// How long dropping a [`Swarm`] waits for its topics to be unannounced.
 const DESTROY_WAIT: Duration = Duration::from_secs(5);
 
-/// A connection the swarm keeps, with what the swarm knows of its peer.
-#[derive(Debug)]
-pub struct SwarmConnection {
-    /// The connection.
-    pub connection: Connection,
-    /// The peer (`peer.client`: we dialled it; `peer.topics`: where we found it).
-    pub peer: PeerInfo,
-}
-
-/// The loop's side of one swarm.
-pub(crate) struct SwarmSlot {
-    pub(crate) swarm: proto_swarm::Swarm,
-    connections: Sender<SwarmConnection>,
-    /// Connections opened and not yet handed out (the swarm says which it keeps).
-    stash: HashMap<ConnId, Connection>,
-    flushed: Vec<([u8; 32], Sender<bool>)>,
-    flushes: HashMap<FlushId, Sender<bool>>,
-    leaves: Vec<([u8; 32], Sender<()>)>,
-    destroyed: Vec<Sender<()>>,
-}
-
-/// A call run on the loop thread with the swarm and the node.
-pub(crate) type SwarmCall = Box<dyn FnOnce(&mut SwarmSlot, &mut Node, Timestamp) + Send>;
-
-impl SwarmSlot {
-    pub(crate) fn new(swarm: proto_swarm::Swarm, connections: Sender<SwarmConnection>) -> Self {
-        SwarmSlot {
-            swarm,
-            connections,
-            stash: HashMap::new(),
-            flushed: Vec::new(),
-            flushes: HashMap::new(),
-            leaves: Vec::new(),
-            destroyed: Vec::new(),
-        }
-    }
-
-    /// Keeps a connection the swarm owns until the swarm says whether it keeps it.
-    pub(crate) fn stash(&mut self, conn: ConnId, c: Connection) {
-        self.stash.insert(conn, c);
-    }
-
-    /// Hands out what the swarm decided; returns whether there was anything.
-    pub(crate) fn drain(&mut self) -> bool {
-        let mut any = false;
-        while let Some(e) = self.swarm.poll_event() {
-            any = true;
-            match e {
-                SwarmEvent::Connection { conn, peer } => {
-                    if let Some(connection) = self.stash.remove(&conn) {
-                        let _ = self.connections.send(SwarmConnection { connection, peer });
-                    }
-                }
-                SwarmEvent::Dropped {
-                    conn: Some(conn), ..
-                }
-                | SwarmEvent::Disconnected { conn, .. } => {
-                    self.stash.remove(&conn);
-                }
-                SwarmEvent::TopicFlushed { topic, ok } => {
-                    self.flushed.retain(|(t, tx)| {
-                        if *t == topic {
-                            let _ = tx.send(ok);
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                }
-                SwarmEvent::Flushed { flush, ok } => {
-                    if let Some(tx) = self.flushes.remove(&flush) {
-                        let _ = tx.send(ok);
-                    }
-                }
-                SwarmEvent::Left { topic } => {
-                    self.flushed.retain(|(t, tx)| {
-                        if *t == topic {
-                            let _ = tx.send(false);
-                        }
-                        *t != topic
-                    });
-                    self.leaves.retain(|(t, tx)| {
-                        if *t == topic {
-                            let _ = tx.send(());
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                }
-                SwarmEvent::Destroyed => {
-                    for tx in self.destroyed.drain(..) {
-                        let _ = tx.send(());
-                    }
-                }
-                _ => {}
-            }
-        }
-        any
-    }
-
-    /// A connection the node closed: one still stashed is dropped.
-    pub(crate) fn forget(&mut self, conn: ConnId) {
-        self.stash.remove(&conn);
-    }
-}
+/// A connection the swarm keeps, with what the swarm knows of its peer (`peer.client`: we
+/// dialled it; `peer.topics`: where we found it).
+pub type SwarmConnection = hyperdht_kit::SwarmConnection<Connection>;
 
 /// A swarm on a [`MioNode`](crate::MioNode) (JS `new Hyperswarm({ dht })`): join topics, and
 /// take the connections it keeps with [`Swarm::accept`]. Dropping it destroys it (waiting up to
@@ -193,7 +92,7 @@ impl Swarm {
     /// Runs `f` on the loop thread and waits for its answer.
     fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut SwarmSlot, &mut Node, Timestamp, Sender<T>) + Send + 'static,
+        f: impl FnOnce(&mut SwarmSlot<Std>, &mut Node, Timestamp, Sender<T>) + Send + 'static,
     ) -> Result<Receiver<T>, Error> {
         let (tx, rx) = mpsc::channel();
         let call: SwarmCall = Box::new(move |slot, node, now| f(slot, node, now, tx));
@@ -210,7 +109,7 @@ impl Swarm {
     /// announce and lookups go on in the background ([`Swarm::flushed`] waits for them).
     pub fn join(&self, topic: [u8; 32], options: JoinOptions) -> Result<(), Error> {
         self.call(move |slot, node, now, tx| {
-            let _ = tx.send(slot.swarm.join(now, node, topic, options));
+            let _ = tx.send(slot.swarm().join(now, node, topic, options));
         })?
         .recv()
         .map_err(|_| Error::Closed)?
@@ -221,52 +120,31 @@ impl Swarm {
     /// server, the topic is announced. `Ok(false)`: the refresh's query failed, or the topic
     /// is not joined (or was left first).
     pub fn flushed(&self, topic: [u8; 32]) -> Result<bool, Error> {
-        self.call(move |slot, _, _, tx| {
-            if slot.swarm.is_flushed(&topic) {
-                let _ = tx.send(true);
-            } else if !slot.swarm.topics().any(|t| *t == topic) {
-                // Not joined (or left): nothing will flush it.
-                let _ = tx.send(false);
-            } else {
-                slot.flushed.push((topic, tx));
-            }
-        })?
-        .recv()
-        .map_err(|_| Error::Closed)
+        self.call(move |slot, _, _, tx| slot.wait_flushed(topic, tx))?
+            .recv()
+            .map_err(|_| Error::Closed)
     }
 
     /// Waits until every topic is flushed and every peer found so far was tried (JS
     /// `swarm.flush()`). `Ok(false)`: the swarm was destroyed first.
     pub fn flush(&self) -> Result<bool, Error> {
-        self.call(move |slot, _, _, tx| {
-            let id = slot.swarm.flush();
-            slot.flushes.insert(id, tx);
-            // Done at once if nothing is pending.
-            slot.drain();
-        })?
-        .recv()
-        .map_err(|_| Error::Closed)
+        self.call(move |slot, _, _, tx| slot.flush(tx))?
+            .recv()
+            .map_err(|_| Error::Closed)
     }
 
     /// Leaves `topic` and waits until its announce is removed (JS `await swarm.leave(topic)`).
     /// Open connections stay open.
     pub fn leave(&self, topic: [u8; 32]) -> Result<(), Error> {
-        self.call(move |slot, node, now, tx| {
-            if !slot.swarm.topics().any(|t| *t == topic) {
-                let _ = tx.send(());
-                return;
-            }
-            slot.leaves.push((topic, tx));
-            slot.swarm.leave(now, node, &topic);
-        })?
-        .recv()
-        .map_err(|_| Error::Closed)
+        self.call(move |slot, node, now, tx| slot.leave(now, node, topic, tx))?
+            .recv()
+            .map_err(|_| Error::Closed)
     }
 
     /// Keeps a connection to `public_key` whatever the topics (JS `swarm.joinPeer`).
     pub fn join_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
         self.call(move |slot, node, now, tx| {
-            slot.swarm.join_peer(now, node, public_key);
+            slot.swarm().join_peer(now, node, public_key);
             let _ = tx.send(());
         })?
         .recv()
@@ -276,7 +154,7 @@ impl Swarm {
     /// Stops keeping a connection to `public_key` (JS `swarm.leavePeer`).
     pub fn leave_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
         self.call(move |slot, _, _, tx| {
-            slot.swarm.leave_peer(&public_key);
+            slot.swarm().leave_peer(&public_key);
             let _ = tx.send(());
         })?
         .recv()
@@ -286,7 +164,7 @@ impl Swarm {
     /// Bans `public_key` (or lifts the ban).
     pub fn ban(&self, public_key: [u8; 32], banned: bool) -> Result<(), Error> {
         self.call(move |slot, _, _, tx| {
-            slot.swarm.ban(public_key, banned);
+            slot.swarm().ban(public_key, banned);
             let _ = tx.send(());
         })?
         .recv()
@@ -315,7 +193,7 @@ impl Swarm {
     /// A snapshot of the swarm's state.
     pub fn info(&self) -> Result<SwarmInfo, Error> {
         self.call(move |slot, _, _, tx| {
-            let _ = tx.send(slot.swarm.info());
+            let _ = tx.send(slot.swarm().info());
         })?
         .recv()
         .map_err(|_| Error::Closed)
@@ -327,10 +205,7 @@ impl Swarm {
         if self.destroyed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let rx = self.call(move |slot, node, now, tx| {
-            slot.destroyed.push(tx);
-            slot.swarm.destroy(now, node);
-        });
+        let rx = self.call(move |slot, node, now, tx| slot.destroy(now, node, tx));
         if let Ok(rx) = rx {
             let _ = rx.recv_timeout(DESTROY_WAIT);
         }
@@ -342,16 +217,4 @@ impl Drop for Swarm {
     fn drop(&mut self) {
         self.destroy();
     }
-}
-
-/// Makes the loop's side of a swarm: the proto swarm and the channel of its connections.
-pub(crate) fn new_slot(
-    config: SwarmConfig,
-    seed: [u8; 32],
-) -> (SwarmSlot, Receiver<SwarmConnection>) {
-    let (tx, rx) = mpsc::channel();
-    (
-        SwarmSlot::new(proto_swarm::Swarm::new(config, seed), tx),
-        rx,
-    )
 }

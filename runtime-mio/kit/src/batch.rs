@@ -7,6 +7,9 @@
 //! spends besides the per-datagram copy and delivery. Elsewhere both fall back to one
 //! `recv_from` / `send_to` per datagram with the same interface.
 //!
+//! Both work on any [`UdpIo`] socket: std's (the async driver's, under `async-io`), and mio's
+//! with the `mio` feature.
+//!
 //! This module owns the only `unsafe` code of the crate: building the `mmsghdr` arrays that point
 //! into our buffers, and reading the addresses the kernel wrote. Every pointer handed to the
 //! kernel points into memory that lives, unmoved and exclusively borrowed, for the whole call.
@@ -14,7 +17,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use mio::net::UdpSocket;
+use crate::udp::UdpIo;
 
 /// Datagrams per system call. libudx reads 20 per `recvmmsg` (`UDX_RECVMMSG_BATCH_SIZE` in
 /// libudx `src/io_posix.c`); 32 amortises the call a little further and keeps the buffers at
@@ -73,7 +76,7 @@ impl RecvBatch {
     /// Receives up to [`BATCH`] datagrams from `socket` without blocking and returns how many.
     /// `Err(WouldBlock)` when none is queued; other errors as the kernel reports them (on Linux,
     /// ICMP errors of earlier sends surface here).
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub fn recv<S: UdpIo + ?Sized>(&mut self, socket: &S) -> io::Result<usize> {
         self.count = 0;
         let n = sys::recv(socket, &mut self.buf, &mut self.meta)?;
         self.count = n;
@@ -102,7 +105,10 @@ impl RecvBatch {
 /// returns how many the kernel took, counted from the front. `Ok(k)` with `k < len` means the
 /// datagram at `k` failed after others were sent; sending it alone then reports why. `Err` means
 /// the first datagram failed (`WouldBlock` when the socket buffer is full).
-pub fn send_batch(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+pub fn send_batch<S: UdpIo + ?Sized>(
+    socket: &S,
+    datagrams: &[(&[u8], SocketAddr)],
+) -> io::Result<usize> {
     if datagrams.is_empty() {
         return Ok(0);
     }
@@ -113,14 +119,10 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> io::
 mod sys {
     //! `recvmmsg(2)` / `sendmmsg(2)`.
 
+    use super::{UdpIo, BATCH, SLOT};
     use std::io;
     use std::mem::{size_of, zeroed};
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    use std::os::fd::AsRawFd;
-
-    use mio::net::UdpSocket;
-
-    use super::{BATCH, SLOT};
 
     /// Retries a call interrupted by a signal.
     fn retry(mut call: impl FnMut() -> libc::c_int) -> io::Result<usize> {
@@ -136,8 +138,8 @@ mod sys {
         }
     }
 
-    pub(super) fn recv(
-        socket: &UdpSocket,
+    pub(super) fn recv<S: UdpIo + ?Sized>(
+        socket: &S,
         buf: &mut [u8],
         meta: &mut [(usize, Option<SocketAddr>, bool); BATCH],
     ) -> io::Result<usize> {
@@ -180,7 +182,10 @@ mod sys {
         Ok(n.min(BATCH))
     }
 
-    pub(super) fn send(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+    pub(super) fn send<S: UdpIo + ?Sized>(
+        socket: &S,
+        datagrams: &[(&[u8], SocketAddr)],
+    ) -> io::Result<usize> {
         let n = datagrams.len().min(BATCH);
         // SAFETY: as in `recv`, all-zero bytes are valid for these C structs.
         let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
@@ -279,20 +284,23 @@ mod sys {
     use std::io;
     use std::net::SocketAddr;
 
-    use mio::net::UdpSocket;
+    use super::{UdpIo, BATCH, SLOT};
 
-    use super::{BATCH, SLOT};
-
-    pub(super) fn recv(
-        socket: &UdpSocket,
+    pub(super) fn recv<S: UdpIo + ?Sized>(
+        socket: &S,
         buf: &mut [u8],
         meta: &mut [(usize, Option<SocketAddr>, bool); BATCH],
     ) -> io::Result<usize> {
+        // One byte more than a slot: a datagram that fills it is too large (marked truncated,
+        // as MSG_TRUNC marks it on Linux).
+        let mut scratch = [0u8; SLOT + 1];
         let mut n = 0;
         for chunk in buf.chunks_exact_mut(SLOT) {
-            match socket.recv_from(chunk) {
+            match socket.recv_from(&mut scratch) {
                 Ok((len, from)) => {
-                    meta[n] = (len.min(SLOT), Some(from), false);
+                    let kept = len.min(SLOT);
+                    chunk[..kept].copy_from_slice(&scratch[..kept]);
+                    meta[n] = (kept, Some(from), len > SLOT);
                     n += 1;
                 }
                 Err(e) if n == 0 => return Err(e),
@@ -302,7 +310,10 @@ mod sys {
         Ok(n)
     }
 
-    pub(super) fn send(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+    pub(super) fn send<S: UdpIo + ?Sized>(
+        socket: &S,
+        datagrams: &[(&[u8], SocketAddr)],
+    ) -> io::Result<usize> {
         for (i, (payload, dst)) in datagrams.iter().enumerate() {
             if let Err(e) = socket.send_to(payload, *dst) {
                 return if i == 0 { Err(e) } else { Ok(i) };
@@ -315,39 +326,38 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+    use std::time::{Duration, Instant};
 
     fn socket() -> UdpSocket {
-        UdpSocket::bind(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))).unwrap()
+        let s = UdpSocket::bind(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
     }
 
     /// Receives one batch from `socket`, waiting (at most 5 s) until something is queued.
-    fn recv_some(batch: &mut RecvBatch, socket: &mut UdpSocket) -> usize {
-        let mut poll = mio::Poll::new().unwrap();
-        let mut events = mio::Events::with_capacity(4);
-        poll.registry()
-            .register(socket, mio::Token(0), mio::Interest::READABLE)
-            .unwrap();
-        let n = loop {
+    fn recv_some(batch: &mut RecvBatch, socket: &UdpSocket) -> usize {
+        let start = Instant::now();
+        loop {
             match batch.recv(socket) {
-                Ok(n) => break n,
+                Ok(n) => return n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    poll.poll(&mut events, Some(std::time::Duration::from_secs(5)))
-                        .unwrap();
-                    assert!(!events.is_empty(), "nothing arrived within 5 s");
+                    assert!(
+                        start.elapsed() < Duration::from_secs(5),
+                        "nothing arrived within 5 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(e) => panic!("recv: {e}"),
             }
-        };
-        poll.registry().deregister(socket).unwrap();
-        n
+        }
     }
 
     /// Datagrams of different sizes to two destinations go out in one call and come back in
     /// order, each with its sender; an empty socket reports `WouldBlock`.
     #[test]
     fn batch_round_trip() {
-        let (a, mut b, c) = (socket(), socket(), socket());
+        let (a, b, c) = (socket(), socket(), socket());
         let (b_addr, c_addr) = (b.local_addr().unwrap(), c.local_addr().unwrap());
         let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + i as usize * 37]).collect();
         let datagrams: Vec<(&[u8], SocketAddr)> = payloads
@@ -362,7 +372,7 @@ mod tests {
         let mut batch = RecvBatch::new();
         let mut got_b = Vec::new();
         while got_b.len() < 20 {
-            recv_some(&mut batch, &mut b);
+            recv_some(&mut batch, &b);
             got_b.extend(batch.iter().map(|r| {
                 assert_eq!(r.from, a.local_addr().unwrap());
                 assert!(!r.truncated);
@@ -381,11 +391,11 @@ mod tests {
     /// A datagram larger than a slot is reported as truncated, not as a shorter datagram.
     #[test]
     fn oversized_datagram_is_marked_truncated() {
-        let (a, mut b) = (socket(), socket());
+        let (a, b) = (socket(), socket());
         let big = vec![7u8; SLOT + 100];
         a.send_to(&big, b.local_addr().unwrap()).unwrap();
         let mut batch = RecvBatch::new();
-        assert_eq!(recv_some(&mut batch, &mut b), 1);
+        assert_eq!(recv_some(&mut batch, &b), 1);
         let r = batch.iter().next().unwrap();
         assert!(r.truncated);
         assert_eq!(r.data.len(), SLOT);
