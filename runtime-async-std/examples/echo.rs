@@ -105,15 +105,10 @@ async fn serve(mut server: Server) {
 }
 
 async fn server(args: &[String]) -> Res<()> {
-    let seed = match option(args, "--seed") {
-        Some(hex) => key32(hex)?,
-        None => {
-            let mut s = [0; 32];
-            getrandom::fill(&mut s).map_err(|e| e.to_string())?;
-            s
-        }
+    let key = match option(args, "--seed") {
+        Some(hex) => KeyPair::from_seed(&key32(hex)?),
+        None => hyperdht_async_std::random_key_pair().map_err(|e| e.to_string())?,
     };
-    let key = KeyPair::from_seed(&seed);
     let node = start(Config::new(bootstrap(args)?)).await?;
     let server = node.listen(&key, ServerConfig::default()).await?;
     println!("{}", to_hex(&key.public_key()));

@@ -3,13 +3,12 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use hyperdht_proto::noise::HandshakeOutput;
+use hyperdht_kit::ConnMeta;
 use hyperdht_proto::{ConnCloseReason, ConnError, ConnId, Timestamp};
 
 use crate::shared::{Deferred, HandleRef};
@@ -31,19 +30,13 @@ const MAX_WRITE: usize = 64 * 1024;
 /// [`Connection::reset`] to abort at once.
 pub struct Connection {
     shared: HandleRef,
-    id: ConnId,
-    remote: SocketAddr,
-    local_addr: Option<SocketAddr>,
-    remote_public_key: [u8; 32],
-    is_initiator: bool,
+    meta: ConnMeta,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("id", &self.id)
-            .field("remote", &self.remote)
-            .field("local_addr", &self.local_addr)
+            .field("meta", &self.meta)
             .finish_non_exhaustive()
     }
 }
@@ -64,55 +57,18 @@ fn park(slot: &mut Option<Waker>, cx: &Context<'_>) {
 }
 
 impl Connection {
-    pub(crate) fn new(
-        shared: HandleRef,
-        id: ConnId,
-        remote: SocketAddr,
-        local_addr: Option<SocketAddr>,
-        handshake: &HandshakeOutput,
-    ) -> Connection {
-        Connection {
-            shared,
-            id,
-            remote,
-            local_addr,
-            remote_public_key: handshake.remote_public_key,
-            is_initiator: handshake.is_initiator,
-        }
+    pub(crate) fn new(shared: HandleRef, meta: ConnMeta) -> Connection {
+        Connection { shared, meta }
     }
 
-    /// The connection's id in the node.
-    pub fn id(&self) -> ConnId {
-        self.id
-    }
-
-    /// The peer's static public key (authenticated by the handshake).
-    pub fn remote_public_key(&self) -> [u8; 32] {
-        self.remote_public_key
-    }
-
-    /// Whether we opened the connection (the client side; JS `isInitiator`).
-    pub fn is_initiator(&self) -> bool {
-        self.is_initiator
-    }
-
-    /// The peer's address on the path in use.
-    pub fn remote_addr(&self) -> SocketAddr {
-        self.remote
-    }
-
-    /// Our socket's local address on the path, when it is one of the node's two DHT sockets
-    /// (`None` for a holepunch socket).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
-    }
+    hyperdht_kit::connection_accessors!(meta);
 
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<ConnCloseReason> {
         self.shared
             .lock()
             .conns
-            .get(&self.id)
+            .get(&self.meta.id)
             .and_then(|s| s.closed)
     }
 
@@ -121,8 +77,8 @@ impl Connection {
     pub fn reset(&self) {
         {
             let mut st = self.shared.lock();
-            let now = st.now();
-            st.node.conn_reset(now, self.id);
+            let now = st.core.now();
+            st.core.node.conn_reset(now, self.meta.id);
         }
         self.shared.waker.wake();
     }
@@ -166,13 +122,13 @@ impl Connection {
         read: impl FnOnce(&mut hyperdht_proto::Node, ConnId) -> Result<T, ConnError>,
     ) -> Poll<io::Result<Option<T>>> {
         let mut st = self.shared.lock();
-        match read(&mut st.node, self.id) {
+        match read(&mut st.core.node, self.meta.id) {
             Ok(v) => Poll::Ready(Ok(Some(v))),
             Err(ConnError::Blocked) => {
                 if st.closed {
                     return Poll::Ready(Err(node_gone()));
                 }
-                if let Some(slot) = st.conns.get_mut(&self.id) {
+                if let Some(slot) = st.conns.get_mut(&self.meta.id) {
                     park(&mut slot.read_waker, cx);
                 }
                 Poll::Pending
@@ -194,16 +150,16 @@ impl Connection {
         if st.closed {
             return Poll::Ready(Err(node_gone()));
         }
-        let now = st.now();
-        match write(&mut st.node, now, self.id) {
+        let now = st.core.now();
+        match write(&mut st.core.node, now, self.meta.id) {
             Ok(v) => {
                 drop(st);
                 self.shared.waker.wake();
                 Poll::Ready(Ok(v))
             }
             Err(ConnError::Blocked) => {
-                tracing::trace!(conn = ?self.id, "write blocked");
-                if let Some(slot) = st.conns.get_mut(&self.id) {
+                tracing::trace!(conn = ?self.meta.id, "write blocked");
+                if let Some(slot) = st.conns.get_mut(&self.meta.id) {
                     park(&mut slot.write_waker, cx);
                 }
                 Poll::Pending
@@ -230,16 +186,16 @@ impl Connection {
 
     fn close_inner(&self) -> Poll<io::Result<()>> {
         let mut st = self.shared.lock();
-        if st.conns.get(&self.id).is_some_and(|s| s.finished) {
+        if st.conns.get(&self.meta.id).is_some_and(|s| s.finished) {
             return Poll::Ready(Ok(()));
         }
         if st.closed {
             return Poll::Ready(Err(node_gone()));
         }
-        let now = st.now();
-        match st.node.conn_finish(now, self.id) {
+        let now = st.core.now();
+        match st.core.node.conn_finish(now, self.meta.id) {
             Ok(()) => {
-                if let Some(s) = st.conns.get_mut(&self.id) {
+                if let Some(s) = st.conns.get_mut(&self.meta.id) {
                     s.finished = true;
                 }
                 drop(st);
@@ -263,7 +219,7 @@ fn write_error(e: ConnError) -> io::Error {
 impl Drop for Connection {
     fn drop(&mut self) {
         // Never lock the state here (see `shared`): the driver does the work.
-        self.shared.defer(Deferred::DropConn(self.id));
+        self.shared.defer(Deferred::DropConn(self.meta.id));
     }
 }
 

@@ -76,9 +76,11 @@
 //! applies the inputs with one `now` (a monotonic clock since the node was created), reading at
 //! most 256 datagrams per socket before other tasks get a turn; then binds and closes the
 //! sockets the node asks for (holepunch sockets included), sends datagrams until the kernel
-//! would block (keeping the one unsent datagram until its socket is writable), with the IP TTL
-//! a datagram asks for, and dispatches events to the calls and connections waiting for them.
-//! No protocol logic lives here.
+//! would block (keeping the unsent ones until their socket is writable), with the IP TTL a
+//! datagram asks for, and dispatches events to the calls and connections waiting for them.
+//! No protocol logic lives here, and only the reactor and the future glue: the error type, the
+//! completions, the flush loop, the batched socket I/O (`recvmmsg`/`sendmmsg` on Linux) and
+//! the swarm glue are `hyperdht-kit`'s, shared with `hyperdht-mio`.
 //!
 //! The node lives behind one lock shared by the driver and the handles: a call applies its
 //! command at once and waits for the answer on a channel; a connection reads and writes the
@@ -113,16 +115,9 @@ mod swarm;
 
 pub use conn::Connection;
 pub use driver::Driver;
+pub use hyperdht_kit::{random_key_pair, Error, NodeInfo, QueryOutcome};
 pub use hyperdht_proto::dht::KeyPair;
 pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig, SwarmInfo};
 pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
-pub use node::{bind, bind_with_seed, AsyncNode, Error, NodeInfo, QueryOutcome, Records, Server};
+pub use node::{bind, bind_with_seed, AsyncNode, Records, Server};
 pub use swarm::{Swarm, SwarmConnection};
-
-/// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
-/// seed, [`KeyPair::from_seed`].
-pub fn random_key_pair() -> Result<KeyPair, Error> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    Ok(KeyPair::from_seed(&seed))
-}

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,121 +11,23 @@ use std::time::Duration;
 
 use async_channel::Receiver;
 use futures_lite::Stream;
+use hyperdht_kit::{random_seed, Error, NodeInfo, QueryOutcome, RecordItem, ServerMeta};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::event::Record;
 use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    ApiError, Config, ConnectError, ConnectOptions, Node, NodeId, QueryError, QueryId, QuerySpec,
-    Reply, RequestError, RequestSpec, ServerConfig, ServerId, SocketId, Stats, Timestamp,
+    Config, ConnectOptions, Node, NodeId, QueryId, QuerySpec, Reply, RequestSpec, ServerConfig,
+    Timestamp,
 };
 
 use crate::conn::Connection;
 use crate::driver::Driver;
-use crate::shared::{Deferred, HandleRef, QuerySink, RecordItem, State};
+use crate::shared::{Deferred, HandleRef, State};
 use crate::swarm::Swarm;
 use hyperdht_proto::swarm::SwarmConfig;
 
 /// How long [`Server::close`] waits for the server's relays to confirm the unannounce.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
-/// Why a call failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// A socket operation failed.
-    Io(io::Error),
-    /// The node could not bind its sockets.
-    BindFailed,
-    /// A request got no reply.
-    Request(RequestError),
-    /// A query failed.
-    Query(QueryError),
-    /// The node has shut down (or its driver was dropped).
-    Closed,
-    /// A connection attempt failed.
-    Connect(ConnectError),
-    /// The node refused the call.
-    Api(ApiError),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(e) => write!(f, "I/O error: {e}"),
-            Error::BindFailed => f.write_str("could not bind the DHT sockets"),
-            Error::Request(e) => write!(f, "request failed: {e}"),
-            Error::Query(e) => write!(f, "query failed: {e}"),
-            Error::Closed => f.write_str("node is shut down"),
-            Error::Connect(e) => write!(f, "connect failed: {e}"),
-            Error::Api(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::Io(e)
-    }
-}
-
-impl From<Error> for io::Error {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Io(e) => e,
-            e => io::Error::other(e),
-        }
-    }
-}
-
-/// A snapshot of the node's state.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct NodeInfo {
-    /// Our id as others see it (`None` while ephemeral).
-    pub id: Option<NodeId>,
-    /// The routing table's centre.
-    pub table_id: NodeId,
-    /// Whether the node is ephemeral.
-    pub ephemeral: bool,
-    /// Whether the node believes it is firewalled.
-    pub firewalled: bool,
-    /// Whether bootstrap finished.
-    pub bootstrapped: bool,
-    /// The server socket's local address.
-    pub server_addr: Option<SocketAddr>,
-    /// The client socket's local address.
-    pub client_addr: Option<SocketAddr>,
-    /// The routing table's nodes.
-    pub table: Vec<(NodeId, SocketAddrV4)>,
-    /// Connections the node holds (closed ones are forgotten once their handle is gone).
-    pub connections: usize,
-    /// Counters.
-    pub stats: Stats,
-}
-
-/// The result of a query: every reply without error, the records found, the commit replies,
-/// and the closest nodes.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct QueryOutcome {
-    /// Replies in arrival order.
-    pub replies: Vec<Reply>,
-    /// Valid records found (record queries), with the node that stored each.
-    pub records: Vec<(SocketAddrV4, Record)>,
-    /// Replies to commit requests (announce, unannounce, puts).
-    pub commits: Vec<Reply>,
-    /// The k closest replies, closest first.
-    pub closest: Vec<Reply>,
-}
 
 /// Binds a node with `config`, seeded from the OS, and returns its handle and its driver.
 ///
@@ -135,28 +36,14 @@ pub struct QueryOutcome {
 /// `smol::spawn(driver).detach()`), then use the handle. Bootstrap goes on in the background
 /// (see [`AsyncNode::wait_bootstrapped`]).
 pub async fn bind(config: Config) -> Result<(AsyncNode, Driver), Error> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::Io(io::Error::other(e.to_string())))?;
-    bind_with_seed(config, seed).await
+    bind_with_seed(config, random_seed()?).await
 }
 
 /// Like [`bind`] with a fixed seed (reproducible ids and transaction ids, for tests).
 ///
 /// Fills in [`Config::local_addresses`] (the interface of the default route) and
 /// [`Config::unix_ms_at_zero`] (the wall clock) when they are unset.
-pub async fn bind_with_seed(
-    mut config: Config,
-    seed: [u8; 32],
-) -> Result<(AsyncNode, Driver), Error> {
-    if config.local_addresses.is_empty() {
-        config.local_addresses = crate::driver::primary_ipv4().into_iter().collect();
-    }
-    if config.unix_ms_at_zero.is_none() {
-        config.unix_ms_at_zero = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_millis() as u64);
-    }
+pub async fn bind_with_seed(config: Config, seed: [u8; 32]) -> Result<(AsyncNode, Driver), Error> {
     let (driver, local_addr) = Driver::start(config, seed)?;
     let node = AsyncNode {
         shared: driver.handle(),
@@ -193,7 +80,7 @@ impl AsyncNode {
             if st.closed {
                 return Err(Error::Closed);
             }
-            let now = st.now();
+            let now = st.core.now();
             f(&mut st, now)
         };
         self.shared.waker.wake();
@@ -211,19 +98,7 @@ impl AsyncNode {
         if st.closed {
             return Err(Error::Closed);
         }
-        let n = &st.node;
-        Ok(NodeInfo {
-            id: n.id(),
-            table_id: *n.table().id(),
-            ephemeral: n.is_ephemeral(),
-            firewalled: n.is_firewalled(),
-            bootstrapped: n.is_bootstrapped(),
-            server_addr: n.local_addr(SocketId::SERVER),
-            client_addr: n.local_addr(SocketId::CLIENT),
-            table: n.table().iter().map(|t| (t.id, t.addr)).collect(),
-            connections: n.conn_count(),
-            stats: n.stats(),
-        })
+        Ok(st.core.info())
     }
 
     /// Runs `f` with the node itself, under the driver's lock, for what this handle does not
@@ -231,33 +106,20 @@ impl AsyncNode {
     /// outputs (`poll_*`): the driver sends and dispatches them when `f` returns. Events of
     /// queries or requests started here are not reported to anyone.
     pub fn with_node<T>(&self, f: impl FnOnce(&mut Node, Timestamp) -> T) -> Result<T, Error> {
-        self.call(|st, now| f(&mut st.node, now))
+        self.call(|st, now| f(&mut st.core.node, now))
     }
 
     /// Waits until bootstrap has finished.
     pub async fn wait_bootstrapped(&self) -> Result<(), Error> {
         let (tx, rx) = async_channel::bounded(1);
-        let done = self.call(|st, _| {
-            if st.bootstrapped {
-                true
-            } else {
-                st.pending.bootstrapped.push(tx);
-                false
-            }
-        })?;
-        if done {
-            return Ok(());
-        }
+        self.call(|st, _| st.core.calls.wait_bootstrapped(tx))?;
         rx.recv().await.map_err(|_| Error::Closed)
     }
 
     /// Sends one request and waits for its reply.
     pub async fn request(&self, to: SocketAddrV4, spec: RequestSpec) -> Result<Reply, Error> {
         let (tx, rx) = async_channel::bounded(1);
-        self.call(|st, now| {
-            let id = st.node.request(now, to, spec);
-            st.pending.requests.insert(id, tx);
-        })?;
+        self.call(|st, now| st.core.request(now, to, spec, tx))?;
         rx.recv().await.map_err(|_| Error::Closed)?
     }
 
@@ -272,12 +134,7 @@ impl AsyncNode {
         start: impl FnOnce(&mut Node, Timestamp) -> QueryId,
     ) -> Result<QueryOutcome, Error> {
         let (tx, rx) = async_channel::bounded(1);
-        self.call(|st, now| {
-            let id = start(&mut st.node, now);
-            st.pending
-                .queries
-                .insert(id, QuerySink::Collect(QueryOutcome::default(), tx));
-        })?;
+        self.call(|st, now| st.core.query(now, start, tx))?;
         rx.recv().await.map_err(|_| Error::Closed)?
     }
 
@@ -307,8 +164,8 @@ impl AsyncNode {
     pub fn lookup_stream(&self, topic: [u8; 32]) -> Result<Records, Error> {
         let (tx, rx) = async_channel::unbounded();
         self.call(|st, now| {
-            let id = st.node.lookup(now, &topic);
-            st.pending.queries.insert(id, QuerySink::Records(tx));
+            st.core
+                .record_stream(now, |n, now| n.lookup(now, &topic), tx)
         })?;
         Ok(Records {
             _handle: self.shared.clone(),
@@ -353,10 +210,7 @@ impl AsyncNode {
         let out = self
             .run_query(|n, now| n.immutable_get(now, &target))
             .await?;
-        Ok(out.records.into_iter().find_map(|(_, r)| match r {
-            Record::Immutable(v) => Some(v),
-            _ => None,
-        }))
+        Ok(out.first_immutable())
     }
 
     /// Stores `value` signed by `key` with sequence number `seq`; the outcome's `commits` hold
@@ -381,14 +235,7 @@ impl AsyncNode {
         let out = self
             .run_query(|n, now| n.mutable_get(now, &public_key, seq))
             .await?;
-        Ok(out
-            .records
-            .into_iter()
-            .filter_map(|(_, r)| match r {
-                Record::Mutable(m) => Some(m),
-                _ => None,
-            })
-            .max_by_key(|m| m.seq))
+        Ok(out.highest_mutable())
     }
 
     /// Starts a server for `key` and waits for its first announce. The [`Server`] is a stream
@@ -412,26 +259,21 @@ impl AsyncNode {
         config: Option<ServerConfig>,
     ) -> Result<Server, Error> {
         let (tx, rx) = async_channel::bounded(1);
-        let id = self.call(|st, now| {
-            let id = match config {
-                Some(config) => st.node.listen(now, key, config),
-                None => st.node.serve_blind_relay(now, key),
-            }
+        let (incoming_tx, incoming) = async_channel::bounded(crate::driver::ACCEPT_BACKLOG);
+        let id = self
+            .call(|st, now| st.core.listen(now, key, config, tx, incoming_tx))?
             .map_err(Error::Api)?;
-            let (ctx, crx) = async_channel::bounded(crate::driver::ACCEPT_BACKLOG);
-            st.pending.servers.insert(id, ctx);
-            st.pending.listens.insert(id, (tx, crx));
-            Ok::<_, Error>(id)
-        })??;
         // Dropped before the first announce: the driver closes the server.
         let guard = Guard::new(&self.shared, Deferred::CloseServer(id));
-        let (relay_addresses, incoming) = rx.recv().await.map_err(|_| Error::Closed)??;
+        let (_, relay_addresses) = rx.recv().await.map_err(|_| Error::Closed)??;
         guard.disarm();
         Ok(Server {
             shared: self.shared.clone(),
-            id,
-            public_key: key.public_key(),
-            relay_addresses,
+            meta: ServerMeta {
+                id,
+                public_key: key.public_key(),
+                relay_addresses,
+            },
             incoming: Box::pin(incoming),
             closed: AtomicBool::new(false),
         })
@@ -461,11 +303,7 @@ impl AsyncNode {
         options: ConnectOptions,
     ) -> Result<Connection, Error> {
         let (tx, rx) = async_channel::bounded(1);
-        let id = self.call(|st, now| {
-            let id = st.node.connect_with(now, &remote_public_key, options);
-            st.pending.connects.insert(id, tx);
-            id
-        })?;
+        let id = self.call(|st, now| st.core.connect(now, &remote_public_key, options, tx))?;
         let guard = Guard::new(&self.shared, Deferred::CancelConnect(id));
         let r = rx.recv().await.map_err(|_| Error::Closed)?;
         guard.disarm();
@@ -476,12 +314,7 @@ impl AsyncNode {
     /// connections stop moving) and waits until the driver has finished (the driver must be
     /// running).
     pub async fn shutdown(&self) {
-        let _ = self.call(|st, now| {
-            if !st.shutting_down {
-                st.shutting_down = true;
-                st.node.shutdown(now);
-            }
-        });
+        let _ = self.call(|st, now| st.core.shutdown(now));
         let done = self.shared.done.clone();
         let _ = done.recv().await;
     }
@@ -527,9 +360,7 @@ impl Drop for Guard<'_> {
 /// the unannounce.
 pub struct Server {
     shared: HandleRef,
-    id: ServerId,
-    public_key: [u8; 32],
-    relay_addresses: Vec<SocketAddrV4>,
+    meta: ServerMeta,
     incoming: Pin<Box<Receiver<Connection>>>,
     closed: AtomicBool,
 }
@@ -537,27 +368,13 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("id", &self.id)
-            .field("relay_addresses", &self.relay_addresses)
+            .field("meta", &self.meta)
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// Its id in the node.
-    pub fn id(&self) -> ServerId {
-        self.id
-    }
-
-    /// The public key clients connect to.
-    pub fn public_key(&self) -> [u8; 32] {
-        self.public_key
-    }
-
-    /// The DHT nodes the first announce went to.
-    pub fn relay_addresses(&self) -> &[SocketAddrV4] {
-        &self.relay_addresses
-    }
+    hyperdht_kit::server_accessors!(meta);
 
     /// The next incoming connection; `None` once the server or the node is closed.
     pub async fn accept(&self) -> Option<Connection> {
@@ -571,17 +388,13 @@ impl Server {
             return;
         }
         let (tx, rx) = async_channel::bounded(1);
-        let id = self.id;
         let r = {
             let mut st = self.shared.lock();
             if st.closed {
                 None
             } else {
-                let now = st.now();
-                let sender = st.pending.servers.remove(&id);
-                st.pending.closing.insert(id, tx);
-                st.node.close_server(now, id);
-                Some(sender)
+                let now = st.core.now();
+                st.core.close_server(now, self.meta.id, Some(tx))
             }
         };
         // The incoming sender is dropped outside the lock.
@@ -606,7 +419,7 @@ impl Stream for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst) {
-            self.shared.defer(Deferred::CloseServer(self.id));
+            self.shared.defer(Deferred::CloseServer(self.meta.id));
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The state the driver shares with its handles: the [`Node`] (and its swarms) behind one lock,
+//! The state the driver shares with its handles: the kit's [`Core`] (the node, its calls and
+//! swarms) behind one lock,
 //! the driver's waker, and the queue of work that `Drop` impls leave for the driver.
 //!
 //! Lock discipline: the state lock is taken by handle calls, connection reads/writes and the
@@ -7,21 +8,15 @@
 //! drops push a [`Deferred`] instead, which only takes the small `deferred` and waker locks.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Wake, Waker};
-use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
-use hyperdht_proto::event::Record;
-use hyperdht_proto::{
-    ConnCloseReason, ConnId, Node, QueryId, Reply, RequestId, ServerId, Timestamp,
-};
+use hyperdht_kit::{Core, Glue};
+use hyperdht_proto::{ConnCloseReason, ConnId, ServerId};
 
 use crate::conn::Connection;
-use crate::node::{Error, QueryOutcome};
-use crate::swarm::Swarms;
 
 /// Locks a mutex, ignoring poisoning (every critical section leaves the data consistent).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,35 +79,30 @@ pub(crate) enum Deferred {
     DropSwarm(u64),
 }
 
-/// Where a query's findings go.
-pub(crate) enum QuerySink {
-    /// Collect everything, answer once at the end.
-    Collect(QueryOutcome, Sender<Result<QueryOutcome, Error>>),
-    /// Forward each record as it is found; an error ends the stream.
-    Records(Sender<RecordItem>),
-}
+/// The async driver's glue: `async-channel` senders answer the calls (never blocking: a full
+/// or closed channel counts as gone); a server's connections go to its bounded accept queue.
+pub(crate) struct Chan;
 
-/// One item of a record stream.
-pub(crate) type RecordItem = Result<(SocketAddrV4, Record), Error>;
+impl Glue for Chan {
+    type Tx<T: Send + 'static> = Sender<T>;
+    type Connection = Connection;
+    type ServerTx = Sender<Connection>;
 
-/// What a listen call gets once the first announce is done.
-pub(crate) type ListenReply = Result<(Vec<SocketAddrV4>, Receiver<Connection>), Error>;
+    fn send<T: Send + 'static>(tx: &Sender<T>, value: T) -> bool {
+        tx.try_send(value).is_ok()
+    }
 
-/// Calls waiting for the node.
-#[derive(Default)]
-pub(crate) struct Pending {
-    pub(crate) requests: HashMap<RequestId, Sender<Result<Reply, Error>>>,
-    pub(crate) queries: HashMap<QueryId, QuerySink>,
-    pub(crate) bootstrapped: Vec<Sender<()>>,
-    /// Listen calls waiting for their first announce, with the server's incoming channel.
-    pub(crate) listens: HashMap<ServerId, (Sender<ListenReply>, Receiver<Connection>)>,
-    /// Open servers and where their connections go.
-    pub(crate) servers: HashMap<ServerId, Sender<Connection>>,
-    /// Server-side connections between `Incoming` and `Connected`.
-    pub(crate) server_conns: HashMap<ConnId, ServerId>,
-    pub(crate) connects: HashMap<ConnId, Sender<Result<Connection, Error>>>,
-    /// Closing servers and who waits for their unannounce.
-    pub(crate) closing: HashMap<ServerId, Sender<()>>,
+    fn is_closed<T: Send + 'static>(tx: &Sender<T>) -> bool {
+        tx.is_closed()
+    }
+
+    fn accept(server: &Sender<Connection>, connection: Connection) {
+        if let Err(e) = server.try_send(connection) {
+            if e.is_full() {
+                tracing::warn!("accept backlog full; connection turned away");
+            }
+        }
+    }
 }
 
 /// The driver's view of one connection handed to the application.
@@ -130,31 +120,13 @@ pub(crate) struct ConnSlot {
 
 /// Everything behind the state lock.
 pub(crate) struct State {
-    pub(crate) node: Node,
-    pub(crate) start: Instant,
-    /// The server socket's address once both sockets are bound.
-    pub(crate) listening: Option<SocketAddr>,
-    pub(crate) bind_failed: bool,
-    pub(crate) bootstrapped: bool,
-    /// `Node::shutdown` was called.
-    pub(crate) shutting_down: bool,
-    /// The node reported `Event::Closed`.
-    pub(crate) node_closed: bool,
+    /// The node, its calls and swarms.
+    pub(crate) core: Core<Chan>,
     /// The driver has finished (or was dropped): nothing will move any more.
     pub(crate) closed: bool,
-    pub(crate) pending: Pending,
     pub(crate) conns: HashMap<ConnId, ConnSlot>,
-    /// The swarms on this node.
-    pub(crate) swarms: Swarms,
     /// Dropped when the driver finishes: `shutdown` waits on its receivers.
     pub(crate) done: Option<Sender<()>>,
-}
-
-impl State {
-    /// Monotonic time since the node was created.
-    pub(crate) fn now(&self) -> Timestamp {
-        Timestamp::from_duration(self.start.elapsed())
-    }
 }
 
 /// Shared by the driver and every handle.

@@ -1,223 +1,34 @@
 //! Hyperswarm on the async driver: the [`Swarm`] handle (a [`Stream`] of the connections the
-//! swarm keeps), and the driver's side of it ([`Swarms`]: each proto swarm, its connections
-//! until they are handed out, and the calls waiting for flushes, leaves and the destroy). Same
-//! names as `hyperdht-mio`'s `Swarm`.
+//! swarm keeps). The driver's side of it (each proto swarm, its connections until they are
+//! handed out, the calls waiting for flushes, leaves and the destroy) is `hyperdht-kit`'s
+//! [`Swarms`](hyperdht_kit::Swarms). Same names as `hyperdht-mio`'s `Swarm`.
 //!
-//! The proto swarms live in the driver's state, behind the same lock as the node: a handle call
-//! runs on the swarm at once; the driver hands every node event to the swarms first, runs their
+//! The swarms live in the driver's state, behind the same lock as the node: a handle call runs
+//! on the swarm at once; the driver hands every node event to the swarms first, runs their
 //! timers, and drains their events after the node's.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_channel::{Receiver, Sender};
+use async_channel::Receiver;
 use futures_lite::Stream;
-use hyperdht_proto::swarm::{self as proto_swarm, FlushId, JoinOptions, PeerInfo, SwarmEvent};
-use hyperdht_proto::swarm::{SwarmConfig, SwarmInfo};
-use hyperdht_proto::{ConnId, Event, Node, Timestamp};
+use hyperdht_kit::{random_seed, Error, SwarmSlot};
+use hyperdht_proto::swarm::{JoinOptions, SwarmConfig, SwarmInfo};
+use hyperdht_proto::{Node, Timestamp};
 
 use crate::conn::Connection;
-use crate::node::Error;
-use crate::shared::{Deferred, HandleRef};
+use crate::shared::{Chan, Deferred, HandleRef};
 
 /// How long [`Swarm::destroy`] waits for its topics to be unannounced.
 const DESTROY_WAIT: Duration = Duration::from_secs(5);
 
-/// A connection the swarm keeps, with what the swarm knows of its peer.
-#[derive(Debug)]
-pub struct SwarmConnection {
-    /// The connection.
-    pub connection: Connection,
-    /// The peer (`peer.client`: we dialled it; `peer.topics`: where we found it).
-    pub peer: PeerInfo,
-}
-
-/// The driver's side of one swarm.
-pub(crate) struct SwarmSlot {
-    swarm: proto_swarm::Swarm,
-    /// Unbounded: the swarm keeps what it hands out, so a connection is never turned away
-    /// here (the swarm's `max_peers` bounds them).
-    connections: Sender<SwarmConnection>,
-    /// Connections opened and not yet handed out (the swarm says which it keeps).
-    stash: HashMap<ConnId, Connection>,
-    flushed: Vec<([u8; 32], Sender<bool>)>,
-    flushes: HashMap<FlushId, Sender<bool>>,
-    leaves: Vec<([u8; 32], Sender<()>)>,
-    destroyed: Vec<Sender<()>>,
-    /// Forget the slot once the swarm reports `Destroyed` (its handle is gone or destroying).
-    remove_when_destroyed: bool,
-    /// The swarm reported `Destroyed`.
-    finished: bool,
-}
-
-impl SwarmSlot {
-    fn new(swarm: proto_swarm::Swarm, connections: Sender<SwarmConnection>) -> Self {
-        SwarmSlot {
-            swarm,
-            connections,
-            stash: HashMap::new(),
-            flushed: Vec::new(),
-            flushes: HashMap::new(),
-            leaves: Vec::new(),
-            destroyed: Vec::new(),
-            remove_when_destroyed: false,
-            finished: false,
-        }
-    }
-
-    /// Answers the `flushed` calls waiting for `topic`.
-    fn answer_flushed(&mut self, topic: Option<[u8; 32]>, ok: bool) {
-        self.flushed.retain(|(t, tx)| {
-            if topic.is_none_or(|topic| *t == topic) {
-                let _ = tx.try_send(ok);
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    /// Hands out what the swarm decided; returns whether there was anything.
-    fn drain(&mut self) -> bool {
-        let mut any = false;
-        while let Some(e) = self.swarm.poll_event() {
-            any = true;
-            match e {
-                SwarmEvent::Connection { conn, peer } => {
-                    if let Some(connection) = self.stash.remove(&conn) {
-                        // A dropped handle no longer takes connections: this one is dropped
-                        // and its `Drop` defers the cleanup.
-                        let _ = self
-                            .connections
-                            .try_send(SwarmConnection { connection, peer });
-                    }
-                }
-                SwarmEvent::Dropped {
-                    conn: Some(conn), ..
-                }
-                | SwarmEvent::Disconnected { conn, .. } => {
-                    self.stash.remove(&conn);
-                }
-                SwarmEvent::TopicFlushed { topic, ok } => self.answer_flushed(Some(topic), ok),
-                SwarmEvent::Flushed { flush, ok } => {
-                    if let Some(tx) = self.flushes.remove(&flush) {
-                        let _ = tx.try_send(ok);
-                    }
-                }
-                SwarmEvent::Left { topic } => {
-                    // A topic left is never flushed: its waiters hear `false`.
-                    self.answer_flushed(Some(topic), false);
-                    self.leaves.retain(|(t, tx)| {
-                        if *t == topic {
-                            let _ = tx.try_send(());
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                }
-                SwarmEvent::Destroyed => {
-                    self.finished = true;
-                    self.answer_flushed(None, false);
-                    for tx in self.destroyed.drain(..) {
-                        let _ = tx.try_send(());
-                    }
-                }
-                _ => {}
-            }
-        }
-        any
-    }
-}
-
-/// The swarms on one node, by id (in creation order: node events reach them in that order).
-#[derive(Default)]
-pub(crate) struct Swarms {
-    slots: BTreeMap<u64, SwarmSlot>,
-    next: u64,
-}
-
-impl Swarms {
-    /// A new swarm; its id and the channel of its connections.
-    fn add(&mut self, config: SwarmConfig, seed: [u8; 32]) -> (u64, Receiver<SwarmConnection>) {
-        let (tx, rx) = async_channel::unbounded();
-        self.next += 1;
-        let slot = SwarmSlot::new(proto_swarm::Swarm::new(config, seed), tx);
-        self.slots.insert(self.next, slot);
-        (self.next, rx)
-    }
-
-    /// Hands `ev` to each swarm in turn; `None` if one kept it.
-    pub(crate) fn handle_event(
-        &mut self,
-        now: Timestamp,
-        node: &mut Node,
-        ev: Event,
-    ) -> Option<Event> {
-        let mut ev = ev;
-        for slot in self.slots.values_mut() {
-            ev = slot.swarm.handle_event(now, node, ev)?;
-        }
-        Some(ev)
-    }
-
-    /// The swarms' earliest deadline.
-    pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
-        self.slots
-            .values()
-            .filter_map(|s| s.swarm.poll_timeout())
-            .min()
-    }
-
-    /// Runs the timers that are due.
-    pub(crate) fn handle_timeout(&mut self, now: Timestamp, node: &mut Node) {
-        for slot in self.slots.values_mut() {
-            if slot.swarm.poll_timeout().is_some_and(|t| t <= now) {
-                slot.swarm.handle_timeout(now, node);
-            }
-        }
-    }
-
-    /// Drains every swarm's events (after the node's); returns whether there were any.
-    pub(crate) fn drain(&mut self) -> bool {
-        let mut any = false;
-        for slot in self.slots.values_mut() {
-            any |= slot.drain();
-        }
-        self.slots
-            .retain(|_, s| !(s.finished && s.remove_when_destroyed));
-        any
-    }
-
-    /// An opened connection no call or server waits for: the swarm that owns it keeps it until
-    /// it says whether it hands it out. Nobody's: dropped (its `Drop` defers the cleanup).
-    pub(crate) fn stash(&mut self, conn: ConnId, c: Connection) {
-        if let Some(slot) = self.slots.values_mut().find(|s| s.swarm.owns(conn)) {
-            slot.stash.insert(conn, c);
-        }
-    }
-
-    /// A connection the node closed: one still stashed is dropped.
-    pub(crate) fn forget(&mut self, conn: ConnId) {
-        for slot in self.slots.values_mut() {
-            slot.stash.remove(&conn);
-        }
-    }
-
-    /// A handle was dropped: destroy its swarm in the background and forget it once done.
-    pub(crate) fn drop_swarm(&mut self, now: Timestamp, node: &mut Node, id: u64) {
-        if let Some(slot) = self.slots.get_mut(&id) {
-            slot.remove_when_destroyed = true;
-            slot.swarm.destroy(now, node);
-        }
-    }
-}
+/// A connection the swarm keeps, with what the swarm knows of its peer (`peer.client`: we
+/// dialled it; `peer.topics`: where we found it).
+pub type SwarmConnection = hyperdht_kit::SwarmConnection<Connection>;
 
 /// A swarm on an [`AsyncNode`](crate::AsyncNode) (JS `new Hyperswarm({ dht })`): join topics,
 /// and take the connections it keeps as a [`Stream`] (or with [`Swarm::accept`]). Dropping it
@@ -276,15 +87,16 @@ impl fmt::Debug for Swarm {
 impl Swarm {
     /// A new swarm on the node behind `shared` (see [`crate::AsyncNode::swarm`]).
     pub(crate) fn start(shared: &HandleRef, config: SwarmConfig) -> Result<Swarm, Error> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| Error::Io(io::Error::other(e.to_string())))?;
+        let seed = random_seed()?;
         let public_key = config.key_pair.public_key();
-        let (id, connections) = {
+        // Unbounded: the swarm keeps what it hands out (its `max_peers` bounds them).
+        let (tx, connections) = async_channel::unbounded();
+        let id = {
             let mut st = shared.lock();
             if st.closed {
                 return Err(Error::Closed);
             }
-            st.swarms.add(config, seed)
+            st.core.new_swarm(config, seed, tx)
         };
         Ok(Swarm {
             shared: shared.clone(),
@@ -299,17 +111,17 @@ impl Swarm {
     /// they queued and hand out their events.
     fn call<T>(
         &self,
-        f: impl FnOnce(&mut SwarmSlot, &mut Node, Timestamp) -> T,
+        f: impl FnOnce(&mut SwarmSlot<Chan>, &mut Node, Timestamp) -> T,
     ) -> Result<T, Error> {
         let r = {
             let mut st = self.shared.lock();
             if st.closed {
                 return Err(Error::Closed);
             }
-            let now = st.now();
-            let st = &mut *st;
-            let slot = st.swarms.slots.get_mut(&self.id).ok_or(Error::Closed)?;
-            f(slot, &mut st.node, now)
+            let core = &mut st.core;
+            let now = core.now();
+            let slot = core.swarms.get_mut(self.id).ok_or(Error::Closed)?;
+            f(slot, &mut core.node, now)
         };
         self.shared.waker.wake();
         Ok(r)
@@ -323,7 +135,7 @@ impl Swarm {
     /// Joins `topic` (JS `swarm.join(topic, { server, client })`) and returns at once; the
     /// announce and lookups go on in the background ([`Swarm::flushed`] waits for them).
     pub fn join(&self, topic: [u8; 32], options: JoinOptions) -> Result<(), Error> {
-        self.call(|slot, node, now| slot.swarm.join(now, node, topic, options))?
+        self.call(|slot, node, now| slot.swarm().join(now, node, topic, options))?
             .map_err(Error::Api)
     }
 
@@ -332,33 +144,16 @@ impl Swarm {
     /// is not joined (or was left, or the swarm destroyed, before the refresh finished).
     pub async fn flushed(&self, topic: [u8; 32]) -> Result<bool, Error> {
         let (tx, rx) = async_channel::bounded(1);
-        let at_once = self.call(|slot, _, _| {
-            if slot.swarm.is_flushed(&topic) {
-                return Some(true);
-            }
-            if !slot.swarm.topics().any(|t| *t == topic) {
-                return Some(false);
-            }
-            // Calls given up on leave their sender behind; forget those.
-            slot.flushed.retain(|(_, tx)| !tx.is_closed());
-            slot.flushed.push((topic, tx));
-            None
-        })?;
-        match at_once {
-            Some(ok) => Ok(ok),
-            None => rx.recv().await.map_err(|_| Error::Closed),
-        }
+        self.call(|slot, _, _| slot.wait_flushed(topic, tx))?;
+        rx.recv().await.map_err(|_| Error::Closed)
     }
 
     /// Waits until every topic is flushed and every peer found so far was tried (JS
     /// `swarm.flush()`). `Ok(false)`: the swarm was destroyed first.
     pub async fn flush(&self) -> Result<bool, Error> {
         let (tx, rx) = async_channel::bounded(1);
-        self.call(|slot, _, _| {
-            // Done at once if nothing is pending: the driver hands the answer out.
-            let id = slot.swarm.flush();
-            slot.flushes.insert(id, tx);
-        })?;
+        // Done at once if nothing is pending: the driver hands the answer out.
+        self.call(|slot, _, _| slot.flush(tx))?;
         rx.recv().await.map_err(|_| Error::Closed)
     }
 
@@ -366,33 +161,23 @@ impl Swarm {
     /// Open connections stay open.
     pub async fn leave(&self, topic: [u8; 32]) -> Result<(), Error> {
         let (tx, rx) = async_channel::bounded(1);
-        let joined = self.call(|slot, node, now| {
-            if !slot.swarm.topics().any(|t| *t == topic) {
-                return false;
-            }
-            slot.leaves.push((topic, tx));
-            slot.swarm.leave(now, node, &topic);
-            true
-        })?;
-        if !joined {
-            return Ok(());
-        }
+        self.call(|slot, node, now| slot.leave(now, node, topic, tx))?;
         rx.recv().await.map_err(|_| Error::Closed)
     }
 
     /// Keeps a connection to `public_key` whatever the topics (JS `swarm.joinPeer`).
     pub fn join_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
-        self.call(|slot, node, now| slot.swarm.join_peer(now, node, public_key))
+        self.call(|slot, node, now| slot.swarm().join_peer(now, node, public_key))
     }
 
     /// Stops keeping a connection to `public_key` (JS `swarm.leavePeer`).
     pub fn leave_peer(&self, public_key: [u8; 32]) -> Result<(), Error> {
-        self.call(|slot, _, _| slot.swarm.leave_peer(&public_key))
+        self.call(|slot, _, _| slot.swarm().leave_peer(&public_key))
     }
 
     /// Bans `public_key` (or lifts the ban).
     pub fn ban(&self, public_key: [u8; 32], banned: bool) -> Result<(), Error> {
-        self.call(|slot, _, _| slot.swarm.ban(public_key, banned))
+        self.call(|slot, _, _| slot.swarm().ban(public_key, banned))
     }
 
     /// The next connection the swarm keeps; `None` once the swarm is destroyed or the node is
@@ -404,7 +189,7 @@ impl Swarm {
     /// A snapshot of the swarm's state; fails once the swarm is destroyed or the node shut
     /// down.
     pub fn info(&self) -> Result<SwarmInfo, Error> {
-        self.call(|slot, _, _| slot.swarm.info())
+        self.call(|slot, _, _| slot.swarm().info())
     }
 
     /// Destroys the swarm (JS `swarm.destroy()`): leaves every topic, closes its server and
@@ -415,12 +200,8 @@ impl Swarm {
             return;
         }
         let (tx, rx) = async_channel::bounded(1);
-        let started = self.call(|slot, node, now| {
-            slot.destroyed.push(tx);
-            // Given up on (the future dropped), the slot still goes once destroyed.
-            slot.remove_when_destroyed = true;
-            slot.swarm.destroy(now, node);
-        });
+        // Given up on (the future dropped), the slot still goes once destroyed.
+        let started = self.call(|slot, node, now| slot.destroy(now, node, tx));
         if started.is_err() {
             return;
         }
@@ -428,7 +209,7 @@ impl Swarm {
         // Gone now even if the unannounces did not finish in time (as `hyperdht-mio` does).
         let slot = {
             let mut st = self.shared.lock();
-            st.swarms.slots.remove(&self.id)
+            st.core.swarms.remove(self.id)
         };
         // Dropped outside the lock: it may hold connections and wakes the accepting task.
         drop(slot);

@@ -8,8 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const PUBLISHED: [&str; 4] = [
+const PUBLISHED: [&str; 5] = [
     "hyperdht-proto",
+    "hyperdht-kit",
     "hyperdht-mio",
     "hyperdht-async-std",
     "hyperdht-chat",
