@@ -14,8 +14,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use async_io::{Async, Timer};
-use hyperdht_kit::{ConnMeta, Core, DatagramIo, Error, ReadStop, RECV_BUDGET};
-use hyperdht_proto::{Config, ConnCloseReason, ConnId, Event, Node, SocketId, Timestamp};
+use hyperdht_kit::{ConnEvent, Core, DatagramIo, Error, ReadStop, RECV_BUDGET};
+use hyperdht_proto::{Config, ConnCloseReason, ConnId, Node, SocketId, Timestamp};
 
 use crate::conn::Connection;
 use crate::shared::{ConnSlot, Deferred, DriverWaker, HandleRef, Shared, SocketWake, State};
@@ -335,23 +335,17 @@ fn conn_event(
     shared: &Arc<Shared>,
     conns: &mut std::collections::HashMap<ConnId, ConnSlot>,
     core: &mut Core<crate::shared::Chan>,
-    ev: Event,
+    ev: ConnEvent,
     wakes: &mut Vec<Waker>,
 ) {
     match ev {
-        Event::Connected {
-            conn,
-            socket,
-            remote,
-            handshake,
-            ..
-        } => {
+        ConnEvent::Opened(meta) => {
+            let conn = meta.id;
             conns.insert(conn, ConnSlot::default());
-            let meta = ConnMeta::new(conn, &handshake, core.node.local_addr(socket), remote);
             // A connection nobody takes is dropped; its `Drop` defers the cleanup.
             core.deliver(conn, Connection::new(HandleRef::new(shared.clone()), meta));
         }
-        Event::Readable { conn } | Event::Finished { conn } => {
+        ConnEvent::Readable(conn) => {
             if let Some(slot) = conns.get_mut(&conn) {
                 if slot.dropped {
                     drain(&mut core.node, conn);
@@ -360,12 +354,12 @@ fn conn_event(
                 }
             }
         }
-        Event::Writable { conn } => {
+        ConnEvent::Writable(conn) => {
             if let Some(slot) = conns.get_mut(&conn) {
                 wakes.extend(slot.write_waker.take());
             }
         }
-        Event::ConnClosed { conn, reason } => match conns.get_mut(&conn) {
+        ConnEvent::Closed(conn, reason) => match conns.get_mut(&conn) {
             Some(slot) if !slot.dropped => {
                 slot.closed = Some(reason);
                 wakes.extend(slot.read_waker.take());
@@ -380,6 +374,5 @@ fn conn_event(
                 core.node.conn_remove(conn);
             }
         },
-        _ => {}
     }
 }

@@ -75,12 +75,7 @@ pub struct Swarm {
 
 impl fmt::Debug for Swarm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Swarm")
-            .field(
-                "public_key",
-                &hyperdht_proto::crypto::to_hex(&self.public_key),
-            )
-            .finish_non_exhaustive()
+        hyperdht_kit::fmt_swarm(f, &self.public_key)
     }
 }
 

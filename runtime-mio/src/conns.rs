@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Weak;
 
-use hyperdht_kit::{ConnMeta, Core};
-use hyperdht_proto::{ConnCloseReason, ConnError, ConnId, Event, Node, Timestamp};
+use hyperdht_kit::{ConnEvent, Core};
+use hyperdht_proto::{ConnCloseReason, ConnError, ConnId, Node, Timestamp};
 
 use crate::conn::{
     read_channel, Chunk, ConnReader, ConnWriter, Connection, Outgoing, WriteTicket, CHUNK,
@@ -40,18 +40,13 @@ pub(crate) struct Conns {
 
 impl Conns {
     /// Handles an event about a connection (what [`Core::flush`] leaves for the driver).
-    pub(crate) fn on_event(&mut self, core: &mut Core<Std>, ev: Event) {
+    pub(crate) fn on_event(&mut self, core: &mut Core<Std>, ev: ConnEvent) {
         match ev {
-            Event::Connected {
-                conn,
-                socket,
-                remote,
-                handshake,
-                ..
-            } => {
+            ConnEvent::Opened(meta) => {
                 let Some(inner) = self.handle.as_ref().and_then(Weak::upgrade) else {
                     return;
                 };
+                let conn = meta.id;
                 let (rtx, rrx) = read_channel();
                 self.readers.insert(
                     conn,
@@ -62,7 +57,6 @@ impl Conns {
                         ended: false,
                     },
                 );
-                let meta = ConnMeta::new(conn, &handshake, core.node.local_addr(socket), remote);
                 let c = Connection::new(
                     meta,
                     ConnReader::new(conn, rrx, inner.clone()),
@@ -70,18 +64,15 @@ impl Conns {
                 );
                 core.deliver(conn, c);
             }
-            Event::Readable { conn } | Event::Finished { conn } => {
-                self.forward_readable(&mut core.node, conn)
-            }
-            Event::Writable { conn } => {
+            ConnEvent::Readable(conn) => self.forward_readable(&mut core.node, conn),
+            ConnEvent::Writable(conn) => {
                 let parked = self.parked_writes.remove(&conn).unwrap_or_default();
                 let now = core.now();
                 for (data, ticket) in parked {
                     self.write_conn(&mut core.node, now, conn, data, ticket);
                 }
             }
-            Event::ConnClosed { conn, reason } => self.closed(&mut core.node, conn, reason),
-            _ => {}
+            ConnEvent::Closed(conn, reason) => self.closed(&mut core.node, conn, reason),
         }
     }
 

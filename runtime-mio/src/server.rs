@@ -1,7 +1,6 @@
 //! A listening server's handle: the connections it accepts, its fine-grained events, and
 //! closing it (also on drop), with the same names as `hyperdht-async-std`'s `Server`.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,19 +34,12 @@ pub enum ServerEvent {
 /// server closes it (unannounced in the background), [`Server::close`] waits for the
 /// unannounce. The server is `Sync`: one thread may accept while another closes it (the
 /// accepting thread then gets `None`).
+#[derive(Debug)]
 pub struct Server {
     inner: Arc<HandleInner>,
     meta: ServerMeta,
     events: Mutex<Receiver<ServerEvent>>,
     closed: AtomicBool,
-}
-
-impl fmt::Debug for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
-            .field("meta", &self.meta)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Server {

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::swarm::SwarmConfig;
 use hyperdht_proto::{
-    ApiError, Config, ConnId, ConnectOptions, Event, Node, QueryId, Reply, RequestSpec,
-    ServerConfig, ServerId, SocketId, SocketOp, Timestamp,
+    ApiError, Config, ConnCloseReason, ConnId, ConnectOptions, Event, Node, QueryId, Reply,
+    RequestSpec, ServerConfig, ServerId, SocketId, SocketOp, Timestamp,
 };
 
 use crate::batch::{RecvBatch, SLOT};
 use crate::calls::{Calls, Glue, Listened, RecordItem};
 use crate::error::Error;
+use crate::handles::ConnMeta;
 use crate::info::{NodeInfo, QueryOutcome};
 use crate::io::{DatagramIo, Outbox};
 use crate::swarms::{SwarmConnection, Swarms};
@@ -31,6 +32,20 @@ pub enum ReadStop {
     WouldBlock,
     /// The budget is spent; more may be queued.
     Budget,
+}
+
+/// What happened to a connection, for the driver's handles (the events [`Core::flush`] does
+/// not answer itself).
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// The connection is open: make a handle, then [`Core::deliver`] it.
+    Opened(ConnMeta),
+    /// It has bytes to read, or its peer finished (`Event::Readable`, `Event::Finished`).
+    Readable(ConnId),
+    /// It takes writes again.
+    Writable(ConnId),
+    /// It closed.
+    Closed(ConnId, ConnCloseReason),
 }
 
 /// The node and everything around it that holds no socket.
@@ -155,11 +170,12 @@ impl<G: Glue> Core<G> {
 
     /// Drains the node until it has nothing more: socket ops (bound and closed through `io`),
     /// then transmits (until the kernel would block), then events (the swarms' and the calls'
-    /// first; those about connections go to `on_connection`), then the swarms' events.
+    /// first; what is left about connections goes to `on_connection`), then the swarms'
+    /// events.
     pub fn flush<I: DatagramIo + ?Sized>(
         &mut self,
         io: &mut I,
-        mut on_connection: impl FnMut(&mut Self, Event),
+        mut on_connection: impl FnMut(&mut Self, ConnEvent),
     ) {
         loop {
             let mut progressed = false;
@@ -201,14 +217,30 @@ impl<G: Glue> Core<G> {
     }
 
     /// Hands one event to the swarms, then to the calls; what is left concerns connections.
-    fn handle_event(&mut self, ev: Event) -> Option<Event> {
+    fn handle_event(&mut self, ev: Event) -> Option<ConnEvent> {
         let now = self.now();
         let ev = self.swarms.handle_event(now, &mut self.node, ev)?;
-        let ev = self.calls.handle_event(now, &mut self.node, ev)?;
-        if let Event::ConnClosed { conn, .. } = &ev {
-            self.swarms.forget(*conn);
+        match self.calls.handle_event(now, &mut self.node, ev)? {
+            Event::Connected {
+                conn,
+                socket,
+                remote,
+                handshake,
+                ..
+            } => {
+                let local = self.node.local_addr(socket);
+                Some(ConnEvent::Opened(ConnMeta::new(
+                    conn, &handshake, local, remote,
+                )))
+            }
+            Event::Readable { conn } | Event::Finished { conn } => Some(ConnEvent::Readable(conn)),
+            Event::Writable { conn } => Some(ConnEvent::Writable(conn)),
+            Event::ConnClosed { conn, reason } => {
+                self.swarms.forget(conn);
+                Some(ConnEvent::Closed(conn, reason))
+            }
+            _ => None,
         }
-        Some(ev)
     }
 
     /// Hands an opened connection to whoever waits for it: a connect call, a server, or the

@@ -41,7 +41,7 @@ mod io;
 mod swarms;
 pub mod udp;
 
-pub use crate::core::{complete_config, Core, ReadStop, RECV_BUDGET};
+pub use crate::core::{complete_config, ConnEvent, Core, ReadStop, RECV_BUDGET};
 pub use calls::{Calls, Glue, Listened, RecordItem};
 pub use error::{random_seed, Error};
 pub use handles::{ConnMeta, ServerMeta};
@@ -53,6 +53,13 @@ pub use swarms::{SwarmConnection, SwarmSlot, Swarms};
 pub use hyperdht_proto as proto;
 
 use hyperdht_proto::dht::KeyPair;
+
+/// Formats a swarm handle for `Debug`: its public key in hex, nothing of its state.
+pub fn fmt_swarm(f: &mut std::fmt::Formatter<'_>, public_key: &[u8; 32]) -> std::fmt::Result {
+    f.debug_struct("Swarm")
+        .field("public_key", &hyperdht_proto::crypto::to_hex(public_key))
+        .finish_non_exhaustive()
+}
 
 /// A new random key pair from the OS random source (JS `DHT.keyPair()`); for a key pair from a
 /// seed, [`KeyPair::from_seed`].
