@@ -185,6 +185,8 @@ enum Remote {
     /// Waiting for our answer: its name, handshake and the messages that came meanwhile.
     Waiting {
         key: Key,
+        /// When it came ([`Protomux::arrivals`] then): answers go in this order.
+        arrival: u64,
         handshake: Vec<u8>,
         pending: Pending,
     },
@@ -208,6 +210,8 @@ pub struct Protomux {
     /// Bytes of waiting opens and their messages, as `byteSize` counts them.
     buffered: usize,
     incoming: usize,
+    /// Opens from the peer that waited so far, to order them (JS `info.incoming` is a queue).
+    arrivals: u64,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<MuxEvent>,
     failed: bool,
@@ -299,13 +303,21 @@ impl Protomux {
     }
 
     /// Takes the peer's first waiting open of `key` out of its slot (left empty): its index,
-    /// handshake and the messages kept for it. First, as JS answers `info.incoming` in order:
-    /// the peer pairs our answers with its opens of `key` in the order it sent them.
+    /// handshake and the messages kept for it. First to arrive, as JS answers `info.incoming`
+    /// in order: the peer pairs our answers with its opens of `key` in the order it sent them.
     fn take_waiting(&mut self, key: &Key) -> Option<(usize, Vec<u8>, Pending)> {
-        let rid = self
+        // By arrival, not by slot: the peer reuses ids, so a later open can take a lower one.
+        let (rid, _) = self
             .remote
             .iter()
-            .position(|r| matches!(r, Some(Remote::Waiting { key: k, .. }) if k == key))?;
+            .enumerate()
+            .filter_map(|(rid, r)| match r {
+                Some(Remote::Waiting {
+                    key: k, arrival, ..
+                }) if k == key => Some((rid, *arrival)),
+                _ => None,
+            })
+            .min_by_key(|&(_, arrival)| arrival)?;
         self.take_waiting_at(rid)
     }
 
@@ -501,6 +513,8 @@ impl Protomux {
             // The control channel cannot be opened; JS answers with a (malformed) reject.
             return Ok(());
         }
+        // Ids past MAX_CHANNELS fail below; past u32 they cannot even be kept.
+        let remote_id = u32::try_from(remote_id).map_err(|_| MuxError::InvalidOpen)?;
         let rid = usize::try_from(remote_id - 1).map_err(|_| MuxError::InvalidOpen)?;
         if rid == self.remote.len() {
             if self.remote.len() >= MAX_CHANNELS {
@@ -519,7 +533,7 @@ impl Protomux {
             let channel = ChannelId(local_id);
             match self.local.get_mut(local_id as usize - 1) {
                 Some(Some(local)) => {
-                    local.remote = remote_id as u32;
+                    local.remote = remote_id;
                     self.remote[rid] = Some(Remote::Paired(channel));
                     self.events.push_back(MuxEvent::Opened {
                         channel,
@@ -544,7 +558,7 @@ impl Protomux {
         }
         let wanted = self.pairs.contains(&key) || self.pairs.contains(&(key.0.clone(), None));
         if !wanted {
-            self.send_reject(remote_id);
+            self.send_reject(u64::from(remote_id));
             return Ok(());
         }
         self.incoming += 1;
@@ -552,8 +566,10 @@ impl Protomux {
         if self.incoming > MAX_INCOMING || self.buffered > MAX_BUFFERED {
             return Err(MuxError::TooMuchBuffered);
         }
+        self.arrivals += 1;
         self.remote[rid] = Some(Remote::Waiting {
             key: key.clone(),
+            arrival: self.arrivals,
             handshake: handshake.to_vec(),
             pending: Vec::new(),
         });
@@ -571,8 +587,9 @@ impl Protomux {
             .iter()
             .position(|&(_, l)| u64::from(l) == local_id)
             .ok_or(MuxError::InvalidReject)?;
-        self.outgoing.remove(pos);
-        let local_id = local_id as u32;
+        let Some((_, local_id)) = self.outgoing.remove(pos) else {
+            return Err(MuxError::InvalidReject);
+        };
         self.free.push(local_id);
         if let Some(slot) = self.local.get_mut(local_id as usize - 1) {
             if slot.take().is_some() {
@@ -808,6 +825,45 @@ mod tests {
         // A close of an open that is neither ours nor waiting changes nothing.
         assert_eq!(a.handle_message(&[0, CLOSE as u8, 1]), Ok(()));
         assert_eq!(a.poll_transmit(), None);
+    }
+
+    /// Waiting opens are answered in the order they came, not by slot: after a reject frees
+    /// the peer's id 1, its next open takes id 1 again, but its open on id 2 came first.
+    #[test]
+    fn waiting_opens_are_answered_in_arrival_order() {
+        let (mut a, mut b) = (Protomux::new(), Protomux::new());
+        a.pair("x", None);
+        let b1 = b.open("x", None, b"").unwrap();
+        b.close(b1).unwrap();
+        let b2 = b.open("x", None, b"").unwrap();
+        pump(&mut b, &mut a);
+        pump(&mut a, &mut b);
+        let b1 = b.open("x", None, b"").unwrap();
+        assert_eq!(b1, ChannelId(1), "id 1 came back with the reject");
+        pump(&mut b, &mut a);
+        events(&mut a);
+        events(&mut b);
+        let ca = a.open("x", None, b"").unwrap();
+        events(&mut a);
+        pump(&mut a, &mut b);
+        assert_eq!(
+            events(&mut b),
+            [MuxEvent::Opened {
+                channel: b2,
+                handshake: Vec::new()
+            }]
+        );
+        // Both see the same pair: b's message on b2 reaches a's channel.
+        b.send(b2, 1, b"on b2").unwrap();
+        pump(&mut b, &mut a);
+        assert_eq!(
+            events(&mut a),
+            [MuxEvent::Message {
+                channel: ca,
+                kind: 1,
+                payload: b"on b2".to_vec()
+            }]
+        );
     }
 
     /// An answer to an open we closed before it came (a JS peer answers those, since it
