@@ -32,12 +32,13 @@ pub fn keyed_hash(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
     mac.finalize_fixed().into()
 }
 
-/// Keyed BLAKE2b-256 of `data` with a key of 1 to 64 bytes (the Noise handshake hash is a
-/// 64-byte key). Returns `None` for an empty or longer key.
-pub fn keyed_hash_with(key: &[u8], data: &[u8]) -> Option<[u8; 32]> {
-    let mut mac = <Blake2bMac<U32> as KeyInit>::new_from_slice(key).ok()?;
+/// Keyed BLAKE2b-256 of `data` with a 64-byte `key` (the Noise handshake hash: hyperdht's
+/// holepunch secret and secret-stream's ids and send keys are keyed with it). 64 bytes is
+/// BLAKE2b's longest key, so there is no failure, and no fallback key to get wrong.
+pub fn keyed_hash64(key: &[u8; 64], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Blake2bMac<U32> as KeyInit>::new(key.into());
     mac.update(data);
-    Some(mac.finalize_fixed().into())
+    mac.finalize_fixed().into()
 }
 
 /// Lowercase hex of `bytes` (for logs and tests).

@@ -21,6 +21,12 @@
 //! once, as a JS mux without a `pair` handler does. Messages for a channel the peer opened
 //! and we have not answered yet are kept, up to [`MAX_BUFFERED`] bytes in all.
 //!
+//! Where JS loses track of a channel, we answer on the wire in a way both JS and we handle, so
+//! that the two sides always pair the same channels: the peer closing an open we have not
+//! answered gets a reject for it (JS ignores such a close, and its next open of that name
+//! answers the closed channel); an answer to an open we closed before it came gets a second
+//! close (JS frees the id silently and leaves the peer's channel open).
+//!
 //! Not mirrored: the JS `aliases` and `unique` options, corking (we never send batches; we
 //! decode them), and the stream pause at 32 KiB of buffered messages: past [`MAX_BUFFERED`]
 //! the mux fails instead, since it cannot slow the peer down by itself.
@@ -179,6 +185,8 @@ enum Remote {
     /// Waiting for our answer: its name, handshake and the messages that came meanwhile.
     Waiting {
         key: Key,
+        /// When it came ([`Protomux::arrivals`] then): answers go in this order.
+        arrival: u64,
         handshake: Vec<u8>,
         pending: Pending,
     },
@@ -202,6 +210,8 @@ pub struct Protomux {
     /// Bytes of waiting opens and their messages, as `byteSize` counts them.
     buffered: usize,
     incoming: usize,
+    /// Opens from the peer that waited so far, to order them (JS `info.incoming` is a queue).
+    arrivals: u64,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<MuxEvent>,
     failed: bool,
@@ -293,13 +303,28 @@ impl Protomux {
     }
 
     /// Takes the peer's first waiting open of `key` out of its slot (left empty): its index,
-    /// handshake and the messages kept for it.
+    /// handshake and the messages kept for it. First to arrive, as JS answers `info.incoming`
+    /// in order: the peer pairs our answers with its opens of `key` in the order it sent them.
     fn take_waiting(&mut self, key: &Key) -> Option<(usize, Vec<u8>, Pending)> {
-        let rid = self
+        // By arrival, not by slot: the peer reuses ids, so a later open can take a lower one.
+        let (rid, _) = self
             .remote
             .iter()
-            .position(|r| matches!(r, Some(Remote::Waiting { key: k, .. }) if k == key))?;
-        match self.remote[rid].take() {
+            .enumerate()
+            .filter_map(|(rid, r)| match r {
+                Some(Remote::Waiting {
+                    key: k, arrival, ..
+                }) if k == key => Some((rid, *arrival)),
+                _ => None,
+            })
+            .min_by_key(|&(_, arrival)| arrival)?;
+        self.take_waiting_at(rid)
+    }
+
+    /// Takes the peer's waiting open in slot `rid` out of it (left empty), as
+    /// [`Protomux::take_waiting`] does.
+    fn take_waiting_at(&mut self, rid: usize) -> Option<(usize, Vec<u8>, Pending)> {
+        match self.remote.get_mut(rid)?.take() {
             Some(Remote::Waiting {
                 handshake, pending, ..
             }) => {
@@ -488,6 +513,8 @@ impl Protomux {
             // The control channel cannot be opened; JS answers with a (malformed) reject.
             return Ok(());
         }
+        // Ids past MAX_CHANNELS fail below; past u32 they cannot even be kept.
+        let remote_id = u32::try_from(remote_id).map_err(|_| MuxError::InvalidOpen)?;
         let rid = usize::try_from(remote_id - 1).map_err(|_| MuxError::InvalidOpen)?;
         if rid == self.remote.len() {
             if self.remote.len() >= MAX_CHANNELS {
@@ -506,21 +533,32 @@ impl Protomux {
             let channel = ChannelId(local_id);
             match self.local.get_mut(local_id as usize - 1) {
                 Some(Some(local)) => {
-                    local.remote = remote_id as u32;
+                    local.remote = remote_id;
                     self.remote[rid] = Some(Remote::Paired(channel));
                     self.events.push_back(MuxEvent::Opened {
                         channel,
                         handshake: handshake.to_vec(),
                     });
                 }
-                // We closed it before the peer answered: now the id is free.
-                _ => self.free.push(local_id),
+                // We closed it before the peer answered: now the id is free. JS stops here
+                // ("we already closed the channel - ignore"), but a JS peer ignores a close
+                // of an open it has not answered (`_onclosesession`), so it answered with a
+                // channel it thinks open, and would take our next open on this id for an
+                // "Invalid open message". Closing again tells it: it closes its channel and
+                // frees the slot; a peer that saw our first close ignores this one (the id
+                // is not reused before it, since the close goes out first).
+                _ => {
+                    let mut out = vec![0, CLOSE as u8];
+                    write_uint(&mut out, u64::from(local_id));
+                    self.transmits.push_back(out);
+                    self.free.push(local_id);
+                }
             }
             return Ok(());
         }
         let wanted = self.pairs.contains(&key) || self.pairs.contains(&(key.0.clone(), None));
         if !wanted {
-            self.send_reject(remote_id);
+            self.send_reject(u64::from(remote_id));
             return Ok(());
         }
         self.incoming += 1;
@@ -528,8 +566,10 @@ impl Protomux {
         if self.incoming > MAX_INCOMING || self.buffered > MAX_BUFFERED {
             return Err(MuxError::TooMuchBuffered);
         }
+        self.arrivals += 1;
         self.remote[rid] = Some(Remote::Waiting {
             key: key.clone(),
+            arrival: self.arrivals,
             handshake: handshake.to_vec(),
             pending: Vec::new(),
         });
@@ -547,8 +587,9 @@ impl Protomux {
             .iter()
             .position(|&(_, l)| u64::from(l) == local_id)
             .ok_or(MuxError::InvalidReject)?;
-        self.outgoing.remove(pos);
-        let local_id = local_id as u32;
+        let Some((_, local_id)) = self.outgoing.remove(pos) else {
+            return Err(MuxError::InvalidReject);
+        };
         self.free.push(local_id);
         if let Some(slot) = self.local.get_mut(local_id as usize - 1) {
             if slot.take().is_some() {
@@ -576,10 +617,18 @@ impl Protomux {
                 self.free.push(channel.0);
                 self.events.push_back(MuxEvent::Closed { channel });
             }
-            // JS ignores a close of an open it has not answered; forget it all the same.
-            Some(Some(Remote::Waiting { key, .. })) => {
-                let key = key.clone();
-                self.take_waiting(&key);
+            // The peer closed an open we have not answered. It still counts on an answer:
+            // it pairs the opens of a name it gets with its own in the order it sent them
+            // (`info.outgoing.shift()`), and keeps this id taken until then. So the open
+            // cannot just be forgotten (our next open of the name would answer the peer's
+            // *next* open while the peer pairs it with this closed one: the two sides would
+            // pair different channels), nor kept for the next open to answer as JS does
+            // (JS ignores the close: its next channel of the name pairs with one the peer
+            // closed, which the peer ignores, and the slot stays taken until that channel
+            // closes). A reject answers it: the peer drops the open and frees its id.
+            Some(Some(Remote::Waiting { .. })) => {
+                self.take_waiting_at(rid);
+                self.send_reject(remote_id);
             }
             _ => {}
         }
@@ -738,6 +787,102 @@ mod tests {
         );
         let mut d = Protomux::new();
         assert_eq!(d.handle_message(&[0, 2, 9]), Err(MuxError::InvalidReject));
+    }
+
+    /// Issue 12: the peer closes an open we have not answered. We reject it, so that our next
+    /// open of the name answers the peer's next open, as the peer pairs them.
+    #[test]
+    fn a_close_of_an_unanswered_open_is_rejected_and_the_next_answer_pairs_the_next_open() {
+        let (mut a, mut b) = (Protomux::new(), Protomux::new());
+        a.pair("x", None);
+        let b1 = b.open("x", None, b"").unwrap();
+        let b2 = b.open("x", None, b"").unwrap();
+        b.close(b1).unwrap();
+        pump(&mut b, &mut a);
+        // a saw two opens, then the close of the first: it rejects that one.
+        assert_eq!(events(&mut a).len(), 2);
+        let reject = a.poll_transmit();
+        assert_eq!(reject.as_deref(), Some(&[0, REJECT as u8, 1][..]));
+        assert_eq!(a.incoming, 1);
+        // a's answer goes to b's second channel.
+        let ca = a.open("x", None, b"").unwrap();
+        b.handle_message(&reject.unwrap()).unwrap();
+        pump(&mut a, &mut b);
+        assert_eq!(
+            events(&mut b),
+            [MuxEvent::Opened {
+                channel: b2,
+                handshake: Vec::new()
+            }]
+        );
+        a.send(ca, 0, b"to b2").unwrap();
+        pump(&mut a, &mut b);
+        assert!(
+            matches!(&events(&mut b)[..], [MuxEvent::Message { channel, .. }] if *channel == b2)
+        );
+        // b's first id came back with the reject.
+        assert_eq!(b.open("y", None, b"").unwrap(), b1);
+        // A close of an open that is neither ours nor waiting changes nothing.
+        assert_eq!(a.handle_message(&[0, CLOSE as u8, 1]), Ok(()));
+        assert_eq!(a.poll_transmit(), None);
+    }
+
+    /// Waiting opens are answered in the order they came, not by slot: after a reject frees
+    /// the peer's id 1, its next open takes id 1 again, but its open on id 2 came first.
+    #[test]
+    fn waiting_opens_are_answered_in_arrival_order() {
+        let (mut a, mut b) = (Protomux::new(), Protomux::new());
+        a.pair("x", None);
+        let b1 = b.open("x", None, b"").unwrap();
+        b.close(b1).unwrap();
+        let b2 = b.open("x", None, b"").unwrap();
+        pump(&mut b, &mut a);
+        pump(&mut a, &mut b);
+        let b1 = b.open("x", None, b"").unwrap();
+        assert_eq!(b1, ChannelId(1), "id 1 came back with the reject");
+        pump(&mut b, &mut a);
+        events(&mut a);
+        events(&mut b);
+        let ca = a.open("x", None, b"").unwrap();
+        events(&mut a);
+        pump(&mut a, &mut b);
+        assert_eq!(
+            events(&mut b),
+            [MuxEvent::Opened {
+                channel: b2,
+                handshake: Vec::new()
+            }]
+        );
+        // Both see the same pair: b's message on b2 reaches a's channel.
+        b.send(b2, 1, b"on b2").unwrap();
+        pump(&mut b, &mut a);
+        assert_eq!(
+            events(&mut a),
+            [MuxEvent::Message {
+                channel: ca,
+                kind: 1,
+                payload: b"on b2".to_vec()
+            }]
+        );
+    }
+
+    /// An answer to an open we closed before it came (a JS peer answers those, since it
+    /// ignores their close) gets a second close, so that the peer closes its channel too.
+    #[test]
+    fn an_answer_to_a_closed_open_is_closed_again() {
+        let mut a = Protomux::new();
+        let ca = a.open("x", None, b"").unwrap();
+        a.close(ca).unwrap();
+        assert_eq!(a.poll_transmit().unwrap()[..2], [0, OPEN as u8]);
+        assert_eq!(a.poll_transmit().as_deref(), Some(&[0, CLOSE as u8, 1][..]));
+        // The peer's answer: its channel 1.
+        a.handle_message(&[0, OPEN as u8, 1, 1, b'x', 0]).unwrap();
+        assert_eq!(a.poll_transmit().as_deref(), Some(&[0, CLOSE as u8, 1][..]));
+        assert!(events(&mut a).is_empty());
+        // The id is free again, and the peer's slot 1 too.
+        assert_eq!(a.open("y", None, b"").unwrap(), ca);
+        a.pair("z", None);
+        a.handle_message(&[0, OPEN as u8, 1, 1, b'z', 0]).unwrap();
     }
 
     #[test]

@@ -801,28 +801,52 @@ pub fn noise_responder(data: &[u8]) {
 
 // ----- protomux ------------------------------------------------------------------------------
 
-/// Two [`Protomux`](hyperdht_proto::protomux::Protomux)es, `a` and `b`, driven by a script:
-/// each step is an op byte and its arguments (missing bytes read as 0):
-///
-/// - `0 len bytes`: junk into `a` as one message from its peer;
-/// - `1 side proto id hs_len hs`: `side` (low bit: a/b) opens protocol `proto % 3`, id
-///   `id % 3` (0 = none);
-/// - `2 side channel kind len payload`: sends on channel `channel % 8`;
-/// - `3 side channel`: closes a channel;
-/// - `4 side proto id`: `pair` (`id` 0 = any id); `5 side proto id`: `reject`;
-/// - `6 side`: delivers what `side` has to send to the other.
-///
-/// Never panics, and until junk went in, neither honest side ever sees an error from the
-/// other: what one sends, the other accepts.
-pub fn protomux(data: &[u8]) {
-    use hyperdht_proto::protomux::{ChannelId, Protomux};
-    const PROTOCOLS: [&str; 3] = ["alpha", "beta", "gamma"];
-    let id_of = |b: u8| -> Option<[u8; 1]> {
+/// One step of a [`protomux`] script; `side` is 0 for `a`, 1 for `b`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MuxStep {
+    /// Junk into `a` as one message from its peer.
+    Junk(Vec<u8>),
+    /// `side` opens a channel (or answers the peer's waiting open of the same name).
+    Open {
+        side: usize,
+        protocol: &'static str,
+        id: Option<u8>,
+        handshake: Vec<u8>,
+    },
+    /// `side` sends on its channel with this local id.
+    Send {
+        side: usize,
+        channel: u32,
+        kind: u64,
+        payload: Vec<u8>,
+    },
+    /// `side` closes its channel with this local id.
+    Close { side: usize, channel: u32 },
+    /// `side` accepts the peer's opens of `protocol`/`id` (`None`: any id).
+    Pair {
+        side: usize,
+        protocol: &'static str,
+        id: Option<u8>,
+    },
+    /// `side` rejects the peer's first waiting open of `protocol`/`id`.
+    Reject {
+        side: usize,
+        protocol: &'static str,
+        id: Option<u8>,
+    },
+    /// Everything `side` has to send goes to the other side, in order.
+    Deliver { side: usize },
+}
+
+/// The protocol names a [`protomux`] script opens.
+pub const MUX_PROTOCOLS: [&str; 3] = ["alpha", "beta", "gamma"];
+
+/// The steps of a [`protomux`] script (at most 256).
+pub fn protomux_steps(data: &[u8]) -> Vec<MuxStep> {
+    let id_of = |b: u8| -> Option<u8> {
         let id = b % 3;
-        (id > 0).then_some([id])
+        (id > 0).then_some(id)
     };
-    let mut muxes = [Protomux::new(), Protomux::new()];
-    let mut junked = false;
     let mut input = data;
     let byte = |input: &mut &[u8]| -> u8 {
         let Some((&b, rest)) = input.split_first() else {
@@ -837,61 +861,296 @@ pub fn protomux(data: &[u8]) {
         *input = rest;
         head.to_vec()
     };
+    let mut steps = Vec::new();
     for _ in 0..256 {
         if input.is_empty() {
             break;
         }
         let op = byte(&mut input);
         let side = (byte(&mut input) & 1) as usize;
-        match op % 7 {
+        steps.push(match op % 7 {
             0 => {
                 let len = byte(&mut input) as usize;
-                let junk = take(&mut input, len);
-                junked = true;
-                let _ = muxes[0].handle_message(&junk);
+                MuxStep::Junk(take(&mut input, len))
             }
             1 => {
-                let proto = PROTOCOLS[byte(&mut input) as usize % 3];
+                let protocol = MUX_PROTOCOLS[byte(&mut input) as usize % 3];
                 let id = id_of(byte(&mut input));
                 let len = byte(&mut input) as usize;
-                let hs = take(&mut input, len);
-                let _ = muxes[side].open(proto, id.as_ref().map(|i| &i[..]), &hs);
+                MuxStep::Open {
+                    side,
+                    protocol,
+                    id,
+                    handshake: take(&mut input, len),
+                }
             }
             2 => {
-                let channel = ChannelId(u32::from(byte(&mut input) % 8));
+                let channel = u32::from(byte(&mut input) % 8);
                 let kind = u64::from(byte(&mut input));
                 let len = byte(&mut input) as usize;
-                let payload = take(&mut input, len);
-                let _ = muxes[side].send(channel, kind, &payload);
+                MuxStep::Send {
+                    side,
+                    channel,
+                    kind,
+                    payload: take(&mut input, len),
+                }
             }
-            3 => {
-                let channel = ChannelId(u32::from(byte(&mut input) % 8));
-                let _ = muxes[side].close(channel);
-            }
+            3 => MuxStep::Close {
+                side,
+                channel: u32::from(byte(&mut input) % 8),
+            },
             4 | 5 => {
-                let proto = PROTOCOLS[byte(&mut input) as usize % 3];
+                let protocol = MUX_PROTOCOLS[byte(&mut input) as usize % 3];
                 let id = id_of(byte(&mut input));
-                let id = id.as_ref().map(|i| &i[..]);
                 if op % 7 == 4 {
-                    muxes[side].pair(proto, id);
+                    MuxStep::Pair { side, protocol, id }
                 } else {
-                    muxes[side].reject(proto, id);
+                    MuxStep::Reject { side, protocol, id }
                 }
             }
-            _ => {
-                let [a, b] = &mut muxes;
+            _ => MuxStep::Deliver { side },
+        });
+    }
+    steps
+}
+
+/// One side of a [`protomux`] script: our [`Protomux`](hyperdht_proto::protomux::Protomux)
+/// ([`RustMux`]), or (in `tests/tests/interop_protomux.rs`) the real JS `protomux`.
+pub trait MuxPeer {
+    /// JS `mux.pair`.
+    fn pair(&mut self, protocol: &str, id: Option<&[u8]>);
+    /// Rejects the first waiting open of the name.
+    fn reject(&mut self, protocol: &str, id: Option<&[u8]>);
+    /// Opens (or answers); the local id, or `None` when refused.
+    fn open(&mut self, protocol: &str, id: Option<&[u8]>, handshake: &[u8]) -> Option<u32>;
+    /// Sends on an open channel (nothing if it is not open).
+    fn send(&mut self, channel: u32, kind: u64, payload: &[u8]);
+    /// Closes a channel (nothing if there is none).
+    fn close(&mut self, channel: u32);
+    /// One message from the peer; `Err` if the mux refused it (and failed).
+    fn handle(&mut self, message: &[u8]) -> Result<(), String>;
+    /// What the mux has to send, in order.
+    fn transmit(&mut self) -> Vec<Vec<u8>>;
+    /// The local ids of the channels open (paired) now.
+    fn open_channels(&mut self) -> Vec<u32>;
+    /// The messages received since the last call: channel, type, payload.
+    fn take_received(&mut self) -> Vec<(u32, u64, Vec<u8>)>;
+}
+
+/// Our [`Protomux`](hyperdht_proto::protomux::Protomux) as a [`MuxPeer`].
+#[derive(Default)]
+pub struct RustMux {
+    pub mux: hyperdht_proto::protomux::Protomux,
+    /// Every local id [`MuxPeer::open`] gave.
+    ids: std::collections::BTreeSet<u32>,
+    received: Vec<(u32, u64, Vec<u8>)>,
+}
+
+impl RustMux {
+    fn drain(&mut self) {
+        use hyperdht_proto::protomux::MuxEvent;
+        while let Some(e) = self.mux.poll_event() {
+            if let MuxEvent::Message {
+                channel,
+                kind,
+                payload,
+            } = e
+            {
+                self.received.push((channel.0, kind, payload));
+            }
+        }
+    }
+}
+
+impl MuxPeer for RustMux {
+    fn pair(&mut self, protocol: &str, id: Option<&[u8]>) {
+        self.mux.pair(protocol, id);
+    }
+
+    fn reject(&mut self, protocol: &str, id: Option<&[u8]>) {
+        self.mux.reject(protocol, id);
+        self.drain();
+    }
+
+    fn open(&mut self, protocol: &str, id: Option<&[u8]>, handshake: &[u8]) -> Option<u32> {
+        let channel = self.mux.open(protocol, id, handshake).ok()?;
+        self.ids.insert(channel.0);
+        self.drain();
+        Some(channel.0)
+    }
+
+    fn send(&mut self, channel: u32, kind: u64, payload: &[u8]) {
+        let _ = self
+            .mux
+            .send(hyperdht_proto::protomux::ChannelId(channel), kind, payload);
+    }
+
+    fn close(&mut self, channel: u32) {
+        let _ = self.mux.close(hyperdht_proto::protomux::ChannelId(channel));
+        self.drain();
+    }
+
+    fn handle(&mut self, message: &[u8]) -> Result<(), String> {
+        let result = self.mux.handle_message(message);
+        self.drain();
+        result.map_err(|e| format!("{e:?}"))
+    }
+
+    fn transmit(&mut self) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| self.mux.poll_transmit()).collect()
+    }
+
+    fn open_channels(&mut self) -> Vec<u32> {
+        let mux = &self.mux;
+        self.ids
+            .iter()
+            .copied()
+            .filter(|&i| mux.is_open(hyperdht_proto::protomux::ChannelId(i)))
+            .collect()
+    }
+
+    fn take_received(&mut self) -> Vec<(u32, u64, Vec<u8>)> {
+        self.drain();
+        std::mem::take(&mut self.received)
+    }
+}
+
+/// Delivers everything `from` has to send to `to`; how many messages went, or the first
+/// refusal.
+fn deliver(from: &mut dyn MuxPeer, to: &mut dyn MuxPeer) -> Result<usize, String> {
+    let messages = from.transmit();
+    for m in &messages {
+        to.handle(m)
+            .map_err(|e| format!("an honest mux refused its peer's message {m:?}: {e}"))?;
+    }
+    Ok(messages.len())
+}
+
+/// Delivers both ways until neither side has anything to send (a bounded number of rounds:
+/// answers to answers end quickly).
+fn settle(peers: &mut [&mut dyn MuxPeer; 2]) -> Result<(), String> {
+    for _ in 0..64 {
+        let [a, b] = peers;
+        if deliver(*a, *b)? + deliver(*b, *a)? == 0 {
+            return Ok(());
+        }
+    }
+    Err("the muxes kept answering each other".into())
+}
+
+/// Runs a [`protomux`] script on two peers. Until junk went in, an honest side never refuses
+/// the other's message, and once everything was delivered both sides agree on the channels:
+/// each sends its local id on every channel it has open, and every such message arrives on a
+/// channel open on the other side, which sent its own id back on the same pair. Returns the
+/// pairs (`a`'s id, `b`'s id), or nothing after junk.
+pub fn run_mux_script(
+    data: &[u8],
+    mut peers: [&mut dyn MuxPeer; 2],
+) -> Result<Vec<(u32, u32)>, String> {
+    let mut junked = false;
+    let with_id = |id: Option<u8>| id.map(|i| [i]);
+    for step in protomux_steps(data) {
+        match step {
+            MuxStep::Junk(junk) => {
+                junked = true;
+                let _ = peers[0].handle(&junk);
+            }
+            MuxStep::Open {
+                side,
+                protocol,
+                id,
+                handshake,
+            } => {
+                let id = with_id(id);
+                peers[side].open(protocol, id.as_ref().map(|i| &i[..]), &handshake);
+            }
+            MuxStep::Send {
+                side,
+                channel,
+                kind,
+                payload,
+            } => peers[side].send(channel, kind, &payload),
+            MuxStep::Close { side, channel } => peers[side].close(channel),
+            MuxStep::Pair { side, protocol, id } => {
+                let id = with_id(id);
+                peers[side].pair(protocol, id.as_ref().map(|i| &i[..]));
+            }
+            MuxStep::Reject { side, protocol, id } => {
+                let id = with_id(id);
+                peers[side].reject(protocol, id.as_ref().map(|i| &i[..]));
+            }
+            MuxStep::Deliver { side } => {
+                let [a, b] = &mut peers;
                 let (from, to) = if side == 0 { (a, b) } else { (b, a) };
-                while let Some(m) = from.poll_transmit() {
-                    let result = to.handle_message(&m);
-                    assert!(
-                        junked || result.is_ok(),
-                        "an honest mux refused its peer's message {m:?}: {result:?}"
-                    );
+                let delivered = deliver(*from, *to);
+                if !junked {
+                    delivered?;
                 }
             }
         }
-        for m in &mut muxes {
-            while m.poll_event().is_some() {}
+    }
+    if junked {
+        return Ok(Vec::new());
+    }
+    settle(&mut peers)?;
+    let open = [peers[0].open_channels(), peers[1].open_channels()];
+    for (side, peer) in peers.iter_mut().enumerate() {
+        peer.take_received();
+        for &channel in &open[side] {
+            peer.send(channel, 0, &channel.to_le_bytes());
         }
+    }
+    settle(&mut peers)?;
+    // What each side got: (its channel, the sender's channel).
+    let got = |peer: &mut dyn MuxPeer| -> Result<Vec<(u32, u32)>, String> {
+        let mut pairs = Vec::new();
+        for (channel, kind, payload) in peer.take_received() {
+            let sender = <[u8; 4]>::try_from(&payload[..])
+                .ok()
+                .filter(|_| kind == 0)
+                .ok_or_else(|| format!("unexpected message {kind} {payload:?}"))?;
+            pairs.push((channel, u32::from_le_bytes(sender)));
+        }
+        pairs.sort_unstable();
+        Ok(pairs)
+    };
+    // Both as (a's channel, b's channel).
+    let at_a = got(&mut *peers[0])?;
+    let mut at_b: Vec<(u32, u32)> = got(&mut *peers[1])?
+        .into_iter()
+        .map(|(b, a)| (a, b))
+        .collect();
+    at_b.sort_unstable();
+    let a_side: Vec<u32> = at_b.iter().map(|p| p.0).collect();
+    let mut b_side: Vec<u32> = at_a.iter().map(|p| p.1).collect();
+    b_side.sort_unstable();
+    if at_a != at_b || a_side != open[0] || b_side != open[1] {
+        return Err(format!(
+            "the muxes disagree on the channels: a has {:?} open, b {:?}; a's messages \
+             reached b on (a, b) {at_b:?}, b's reached a on {at_a:?}",
+            open[0], open[1]
+        ));
+    }
+    Ok(at_a)
+}
+
+/// Two [`Protomux`](hyperdht_proto::protomux::Protomux)es, `a` and `b`, driven by a script
+/// ([`protomux_steps`]): each step is an op byte and its arguments (missing bytes read as 0):
+///
+/// - `0 len bytes`: junk into `a` as one message from its peer;
+/// - `1 side proto id hs_len hs`: `side` (low bit: a/b) opens protocol `proto % 3`, id
+///   `id % 3` (0 = none);
+/// - `2 side channel kind len payload`: sends on channel `channel % 8`;
+/// - `3 side channel`: closes a channel;
+/// - `4 side proto id`: `pair` (`id` 0 = any id); `5 side proto id`: `reject`;
+/// - `6 side`: delivers what `side` has to send to the other.
+///
+/// Never panics, and until junk went in, neither honest side ever sees an error from the
+/// other (what one sends, the other accepts) and at the end, once everything was delivered,
+/// both sides agree on which channels are open and how they pair ([`run_mux_script`]).
+pub fn protomux(data: &[u8]) {
+    let (mut a, mut b) = (RustMux::default(), RustMux::default());
+    if let Err(e) = run_mux_script(data, [&mut a, &mut b]) {
+        panic!("{e}");
     }
 }

@@ -8,6 +8,8 @@
 
 #[path = "../src/fuzz_targets.rs"]
 mod fuzz_targets;
+#[path = "../../fuzz/fuzz_targets/udx_link_logic.rs"]
+mod udx_logic;
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +50,8 @@ fn corpus_has_only_known_targets() {
                 "decode_message",
                 "node_datagrams",
                 "noise_responder",
-                "protomux"
+                "protomux",
+                "udx_link"
             ]
             .contains(&name.as_str()),
             "unknown fuzz target corpus {name}"
@@ -366,4 +369,9 @@ fn replay_noise_responder() {
 #[test]
 fn replay_protomux() {
     replay("protomux", fuzz_targets::protomux);
+}
+
+#[test]
+fn replay_udx_link() {
+    replay("udx_link", udx_logic::link);
 }

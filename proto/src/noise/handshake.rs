@@ -8,7 +8,7 @@
 use super::dh::RemotePoint;
 use super::symmetric::{SymmetricState, MAX_MESSAGE};
 use super::NoiseError;
-use crate::crypto::{hash, hash_parts, keyed_hash_with};
+use crate::crypto::{hash, hash_parts, keyed_hash64};
 use crate::dht::keys::{command, namespace};
 use crate::dht::KeyPair;
 
@@ -51,13 +51,13 @@ impl core::fmt::Debug for HandshakeOutput {
 impl HandshakeOutput {
     /// `H32(NS_PEER_HOLEPUNCH; key = hash)`: the key that seals holepunch payloads.
     pub fn holepunch_secret(&self) -> [u8; 32] {
-        keyed_hash_with(&self.hash, &namespace(command::PEER_HOLEPUNCH)).unwrap_or_default()
+        keyed_hash64(&self.hash, &namespace(command::PEER_HOLEPUNCH))
     }
 
     /// secret-stream id of the initiator (`true`) or the responder (`false`).
     pub fn stream_id(&self, initiator: bool) -> [u8; 32] {
         let ns = secret_stream_namespace(if initiator { 0 } else { 1 });
-        keyed_hash_with(&self.hash, &ns).unwrap_or_default()
+        keyed_hash64(&self.hash, &ns)
     }
 
     /// Our own secret-stream id.

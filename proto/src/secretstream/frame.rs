@@ -46,9 +46,16 @@ impl FrameDecoder {
         }
     }
 
-    /// Bytes buffered for an incomplete frame.
+    /// Bytes buffered for an incomplete frame: at most `max_frame + 2` (a whole frame is
+    /// handed over and dropped at once; a length past `max_frame` fails at its prefix, before
+    /// any of its body is kept).
     pub fn buffered(&self) -> usize {
         self.prefix_len + self.body.len()
+    }
+
+    /// The longest frame accepted from the next prefix on (at most [`MAX_FRAME`]).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame.min(MAX_FRAME);
     }
 
     /// Feeds `input`, calling `on_frame` with each complete body (mutable, so it can be
@@ -87,6 +94,13 @@ impl FrameDecoder {
             // decrypt it in place.
             let missing = len - self.body.len();
             let take = missing.min(input.len());
+            // Grown by doubling as usual, but never past the frame: what a peer sends costs
+            // no more memory than the frame length it announced.
+            let want = self.body.len() + take;
+            if want > self.body.capacity() {
+                let target = (self.body.capacity() * 2).min(len).max(want);
+                self.body.reserve_exact(target - self.body.len());
+            }
             self.body.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.body.len() == len {
@@ -139,6 +153,28 @@ mod tests {
             assert_eq!(got, frames);
             assert_eq!(d.buffered(), 0);
         }
+    }
+
+    /// A partial frame keeps at most its bytes so far, and no more memory than its length, even
+    /// fed one byte at a time.
+    #[test]
+    fn a_partial_frame_costs_its_bytes_and_no_more_than_its_length() {
+        let mut d = FrameDecoder::new(1000);
+        let mut wire = Vec::new();
+        write_prefix(&mut wire, 1000);
+        wire.extend_from_slice(&[1; 999]);
+        for (i, b) in wire.iter().enumerate() {
+            d.push::<E>(&[*b], |_| panic!("not complete")).unwrap();
+            assert_eq!(d.buffered(), i + 1);
+            assert!(d.body.capacity() <= 1000, "{}", d.body.capacity());
+        }
+        let mut got = 0;
+        d.push::<E>(&[1], |b| {
+            got = b.len();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((got, d.buffered()), (1000, 0));
     }
 
     #[test]

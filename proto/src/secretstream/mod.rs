@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use crypto_secretbox::aead::{Aead, KeyInit};
 use crypto_secretbox::XSalsa20Poly1305;
 
-use crate::crypto::{hash, hash_parts, keyed_hash_with};
+use crate::crypto::{hash, hash_parts, keyed_hash64};
 use crate::rng::Rng;
 use crate::time::Timestamp;
 
@@ -55,7 +55,7 @@ pub fn namespace(i: u8) -> [u8; 32] {
 /// key = handshake hash)` (secret-stream `streamId`).
 pub fn stream_id(handshake_hash: &[u8; 64], initiator: bool) -> [u8; 32] {
     let ns = namespace(if initiator { 0 } else { 1 });
-    keyed_hash_with(handshake_hash, &ns).unwrap_or_default()
+    keyed_hash64(handshake_hash, &ns)
 }
 
 /// The key a side seals its unordered messages with: `H32(NS_ROLE ‖ NS_SEND; key = hash)`
@@ -65,7 +65,7 @@ pub fn send_key(handshake_hash: &[u8; 64], initiator: bool) -> [u8; 32] {
     let mut msg = [0u8; 64];
     msg[..32].copy_from_slice(&role);
     msg[32..].copy_from_slice(&namespace(2));
-    keyed_hash_with(handshake_hash, &msg).unwrap_or_default()
+    keyed_hash64(handshake_hash, &msg)
 }
 
 /// What a session needs from the Noise handshake (connect.md §1.6, §4.1).
@@ -232,7 +232,7 @@ impl SecretStream {
             rx: keys.rx,
             pull: None,
             remote_id: stream_id(&keys.hash, !keys.is_initiator),
-            decoder: FrameDecoder::new(config.max_frame),
+            decoder: FrameDecoder::new(ID_HEADER_BYTES),
             out,
             out_pos: 0,
             incoming: VecDeque::new(),
@@ -312,11 +312,41 @@ impl SecretStream {
     /// Decrypted messages wait in the session until read: a caller that wants bounded memory
     /// stops reading the transport while [`SecretStream::readable_bytes`] is large (the UDX
     /// receive window then holds the peer back).
-    pub fn handle_input(&mut self, now: Timestamp, bytes: &[u8]) -> Result<(), SecretStreamError> {
+    pub fn handle_input(
+        &mut self,
+        now: Timestamp,
+        mut bytes: &[u8],
+    ) -> Result<(), SecretStreamError> {
         let _ = now;
         if let Some(e) = self.error {
             return Err(e);
         }
+        if self.pull.is_none() {
+            // Until the peer's header frame is in, only its 3 + 56 bytes are fed, with the
+            // decoder taking no frame longer than that: a peer cannot make us buffer a
+            // 16 MiB "header" (JS would, then refuse it).
+            let need =
+                (frame::PREFIX_LEN + ID_HEADER_BYTES).saturating_sub(self.decoder.buffered());
+            let (head, rest) = bytes.split_at(need.min(bytes.len()));
+            self.decode(head)?;
+            if self.pull.is_none() {
+                return Ok(());
+            }
+            self.decoder.set_max_frame(self.config.max_frame);
+            bytes = rest;
+        }
+        self.decode(bytes)
+    }
+
+    /// Bytes of a frame from the peer that is not complete yet, held until the rest arrives
+    /// (at most [`Config::max_frame`] + 2, and 58 before the peer's header frame is in).
+    /// Messages that are complete count in [`SecretStream::readable_bytes`] instead; together
+    /// they are what the peer made us keep.
+    pub fn buffered_input_len(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> Result<(), SecretStreamError> {
         let Self {
             decoder,
             pull,
@@ -327,6 +357,7 @@ impl SecretStream {
             config,
             ..
         } = self;
+        let header_phase = pull.is_none();
         let result = decoder.push(bytes, |body: &mut [u8]| {
             let Some(pull) = pull.as_mut() else {
                 if body.len() != ID_HEADER_BYTES {
@@ -335,9 +366,9 @@ impl SecretStream {
                 if body[..32] != remote_id[..] {
                     return Err(SecretStreamError::InvalidHeader);
                 }
-                let mut header = [0u8; HEADER_BYTES];
-                header.copy_from_slice(&body[32..]);
-                *pull = Some(Pull::new(rx, &header));
+                let header = <&[u8; HEADER_BYTES]>::try_from(&body[32..])
+                    .map_err(|_| SecretStreamError::InvalidHeaderMessage)?;
+                *pull = Some(Pull::new(rx, header));
                 return Ok(());
             };
             if body.len() < ABYTES {
@@ -353,6 +384,13 @@ impl SecretStream {
             incoming.push_back(plain.to_vec());
             Ok(())
         });
+        let result = match result {
+            // The header frame is exactly ID_HEADER_BYTES long.
+            Err(SecretStreamError::FrameTooLarge) if header_phase => {
+                Err(SecretStreamError::InvalidHeaderMessage)
+            }
+            other => other,
+        };
         if let Err(e) = result {
             self.error = Some(e);
         }
@@ -566,6 +604,59 @@ mod tests {
             b.handle_input(Timestamp::ZERO, &[0; 16]),
             Err(SecretStreamError::InvalidMessage)
         );
+    }
+
+    /// What a partial frame holds counts in `buffered_input_len`, byte by byte, and is gone
+    /// once the frame is complete; the header and a data frame split anywhere.
+    #[test]
+    fn buffered_input_len_counts_a_partial_frame() {
+        let (mut a, mut b) = pair();
+        a.write(Timestamp::ZERO, &[9; 1000]).unwrap();
+        let bytes = a.take_output();
+        assert_eq!(bytes.len(), 59 + 3 + 1017);
+        let mut fed = 0;
+        for chunk in bytes.chunks(7) {
+            b.handle_input(Timestamp::ZERO, chunk).unwrap();
+            fed += chunk.len();
+            let pending = if fed < 59 {
+                fed
+            } else {
+                (fed - 59) % (3 + 1017)
+            };
+            assert_eq!(b.buffered_input_len(), pending, "after {fed} bytes");
+            assert_eq!(
+                b.readable_bytes(),
+                if fed == bytes.len() { 1000 } else { 0 }
+            );
+        }
+        assert_eq!(b.buffered_input_len(), 0);
+        // A frame longer than the session takes fails at its prefix, before its body is kept.
+        let config = Config {
+            max_frame: 64,
+            ..Config::default()
+        };
+        let mut rng = Rng::from_seed([5; 32]);
+        let (mut a, mut b) = pair();
+        let header = a.take_output();
+        let mut c = SecretStream::new(Timestamp::ZERO, &keys(false), &mut rng, config.clone());
+        c.handle_input(Timestamp::ZERO, &header).unwrap();
+        assert_eq!(
+            c.handle_input(Timestamp::ZERO, &[65, 0, 0, 1]),
+            Err(SecretStreamError::FrameTooLarge)
+        );
+        // The longest partial frame: all but one byte of a max_frame frame.
+        let mut c = SecretStream::new(Timestamp::ZERO, &keys(false), &mut rng, config.clone());
+        c.handle_input(Timestamp::ZERO, &header).unwrap();
+        let mut partial = vec![64, 0, 0];
+        partial.extend_from_slice(&[0; 63]);
+        c.handle_input(Timestamp::ZERO, &partial).unwrap();
+        assert_eq!(c.buffered_input_len(), 64 + 2);
+        // Before the peer's header: a "header" frame of 16 MiB is refused at its prefix.
+        assert_eq!(
+            b.handle_input(Timestamp::ZERO, &[0xff, 0xff, 0xff, 0]),
+            Err(SecretStreamError::InvalidHeaderMessage)
+        );
+        assert_eq!(b.buffered_input_len(), 3);
     }
 
     #[test]

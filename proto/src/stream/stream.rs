@@ -115,7 +115,8 @@ pub struct StreamStats {
     pub spurious_retransmits: u64,
     /// Packets dropped because a receive buffer was full.
     pub recv_dropped: u64,
-    /// SACK blocks that failed validation.
+    /// SACK blocks that failed validation, or past what an honest peer sends in one ACK
+    /// (more than [`packet::MAX_SACKS`] blocks, or more packets than were in flight).
     pub dropped_sacks: u64,
 }
 
@@ -194,6 +195,9 @@ pub(crate) struct Stream {
 
     pub stats: StreamStats,
     sack_scratch: Vec<(u32, u32)>,
+    /// Packets walked for SACK blocks, in all (what a hostile ACK makes us do).
+    #[cfg(test)]
+    pub sack_steps: u64,
     /// The deadline `UdxMux` has filed this stream under in its deadline index (kept by the
     /// mux, equal to [`Stream::poll_timeout`] after each of its calls).
     pub scheduled: Option<Timestamp>,
@@ -273,6 +277,8 @@ impl Stream {
             pace_at: None,
             stats: StreamStats::default(),
             sack_scratch: Vec::new(),
+            #[cfg(test)]
+            sack_steps: 0,
             scheduled: None,
         }
     }
@@ -646,18 +652,32 @@ impl Stream {
         }
 
         if h.flags.contains(Flags::SACK) {
-            let blocks: Vec<(u32, u32)> = pkt.sacks().collect();
-            for (start, end) in blocks {
-                if self.sack_is_valid(start, end) {
-                    let mut p = start;
-                    while p != end {
-                        self.ack_packet(now, p, true, &mut rs);
-                        p = p.wrapping_add(1);
-                    }
-                } else {
+            // An honest peer sends at most MAX_SACKS blocks (libudx `send_ack` stops at
+            // `UDX_MAX_SACKS`), disjoint and inside what we have in flight, so walking them
+            // costs at most one step per packet in flight. libudx itself walks every block a
+            // datagram holds (`process_packet`), which lets one ACK of 8 000 overlapping
+            // blocks cost 8 000 times the window: past MAX_SACKS blocks, or once the blocks
+            // covered as many packets as are in flight, the rest is dropped (and counted).
+            let mut budget = self.seq.wrapping_sub(self.sent.base());
+            let mut blocks = pkt.sacks();
+            for (start, end) in blocks.by_ref().take(packet::MAX_SACKS) {
+                let len = end.wrapping_sub(start);
+                if !self.sack_is_valid(start, end) || len > budget {
                     self.stats.dropped_sacks += 1;
+                    continue;
+                }
+                budget -= len;
+                let mut p = start;
+                while p != end {
+                    self.ack_packet(now, p, true, &mut rs);
+                    p = p.wrapping_add(1);
+                    #[cfg(test)]
+                    {
+                        self.sack_steps += 1;
+                    }
                 }
             }
+            self.stats.dropped_sacks += blocks.len() as u64;
         }
 
         let delivered = (self.rate.delivered - delivered_before) as u32;
@@ -715,6 +735,16 @@ impl Stream {
             self.pacer.set_rate(self.cc.pacing_rate());
         }
         self.update_state(now, events);
+    }
+
+    /// The packets in flight not SACKed.
+    #[cfg(test)]
+    pub fn unsacked(&self) -> Vec<u32> {
+        self.sent
+            .iter()
+            .filter(|(_, p)| !p.sacked)
+            .map(|(s, _)| s)
+            .collect()
     }
 
     fn sack_is_valid(&self, start: u32, end: u32) -> bool {

@@ -420,3 +420,76 @@ fn flow_control_with_a_slow_reader() {
         "the window was never filled: {max_unread}"
     );
 }
+
+/// `a` with `n` data packets in flight that `b` never saw: their (seq range, a's local id).
+fn in_flight(link: &mut Link, (sa, sb): (StreamId, StreamId), n: usize) -> (u32, u32, u32) {
+    let local = link.a.local_id(sa).unwrap();
+    let remote = link.b.local_id(sb).unwrap();
+    link.a
+        .write(link.now, sa, &pattern(n * 1000, 3))
+        .expect("write");
+    let mut seqs = Vec::new();
+    let mut buf = Vec::new();
+    while link.a.poll_transmit_into(link.now, &mut buf).is_some() {
+        let p = packet::Packet::decode(&buf).unwrap();
+        if p.header.id == remote && p.header.flags.contains(packet::Flags::DATA) {
+            seqs.push(p.header.seq);
+        }
+    }
+    assert!(seqs.len() >= 4, "{} packets in flight", seqs.len());
+    let (first, last) = (seqs[0], *seqs.last().unwrap());
+    assert_eq!(last.wrapping_sub(first) as usize + 1, seqs.len());
+    (first, last.wrapping_add(1), local)
+}
+
+/// An ACK from `b` for `a`'s stream `local`: cumulative `ack`, these SACK blocks.
+fn sack(local: u32, ack: u32, blocks: &[(u32, u32)]) -> Vec<u8> {
+    let h = packet::Header {
+        flags: packet::Flags::SACK,
+        id: local,
+        rwnd: 1 << 20,
+        ack,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    packet::encode_ack(&mut out, &h, blocks);
+    out
+}
+
+#[test]
+fn a_hostile_sack_costs_at_most_the_window_and_honest_ones_still_count() {
+    let mut link = Link::new(5, 0.0, 9);
+    let (sa, sb) = link.pair();
+    let (base, seq, local) = in_flight(&mut link, (sa, sb), 40);
+    let window = u64::from(seq.wrapping_sub(base));
+    let from = link.addr_b;
+
+    // As many blocks as a 64 KiB datagram holds, each the whole window but the first packet:
+    // walking them all would be 8 000 windows.
+    let hostile = sack(local, base, &vec![(base.wrapping_add(1), seq); 8000]);
+    assert!(link
+        .a
+        .handle_datagram(link.now, SocketId::SERVER, from, &hostile));
+    let stream = &link.a.streams[&sa];
+    assert_eq!(stream.sack_steps, window - 1, "one walk of the window");
+    assert_eq!(stream.stats.dropped_sacks, 7999);
+
+    // An honest ACK on a fresh stream: two disjoint blocks, every SACKed packet counted.
+    let (sa, sb) = link.pair();
+    let (base, seq, local) = in_flight(&mut link, (sa, sb), 40);
+    let honest = [
+        (base.wrapping_add(1), base.wrapping_add(3)),
+        (base.wrapping_add(4), seq),
+    ];
+    let walked = u64::from(seq.wrapping_sub(base)) - 2;
+    assert!(link.a.handle_datagram(
+        link.now,
+        SocketId::SERVER,
+        from,
+        &sack(local, base, &honest)
+    ));
+    let stream = &link.a.streams[&sa];
+    assert_eq!((stream.sack_steps, stream.stats.dropped_sacks), (walked, 0));
+    // The SACKed packets are out of flight: only `base` and `base + 3` remain.
+    assert_eq!(stream.unsacked(), [base, base.wrapping_add(3)]);
+}
