@@ -9,11 +9,11 @@ use std::net::SocketAddrV4;
 use core::fmt;
 use core::time::Duration;
 
+use super::connection::{Purpose, Side};
 use super::queries::{QueryKind, QuerySpec};
 use super::records::{Commit, RecordKind};
 use super::relay::{ConnectOptions, RelayRequest};
 use super::rpc::{Owner, RequestSpec};
-use super::connection::{Purpose, Side};
 use super::Node;
 use crate::crypto::{hash, to_hex};
 use crate::dht::keys::command;
@@ -261,36 +261,36 @@ impl Node {
         let ephemeral = KeyPair::from_seed(&self.rng.bytes32());
         let target = hash(remote_public_key);
         let attempt = ClientConn {
-                remote_public_key: *remote_public_key,
-                target,
-                initiator: Some(InitiatorBox(Initiator::new(
-                    key.clone(),
-                    *remote_public_key,
-                    ephemeral,
-                ))),
-                message1: None,
-                our_firewall: firewall::UNKNOWN,
-                local_udx_id,
-                query_done: false,
-                queue: VecDeque::new(),
-                in_flight: 0,
-                attempts: 0,
-                info: None,
-                secure: None,
-                puncher: None,
-                stream: None,
-                early_path: None,
-                phase: Phase::Finding,
-                round: 0,
-                server_relay: None,
-                deadline: None,
-                lan_only: false,
-                key: key.clone(),
-                relay_through,
-                held: None,
-                fast_open: options.fast_open,
-                preconnect: Vec::new(),
-                find_query: None,
+            remote_public_key: *remote_public_key,
+            target,
+            initiator: Some(InitiatorBox(Initiator::new(
+                key.clone(),
+                *remote_public_key,
+                ephemeral,
+            ))),
+            message1: None,
+            our_firewall: firewall::UNKNOWN,
+            local_udx_id,
+            query_done: false,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            attempts: 0,
+            info: None,
+            secure: None,
+            puncher: None,
+            stream: None,
+            early_path: None,
+            phase: Phase::Finding,
+            round: 0,
+            server_relay: None,
+            deadline: None,
+            lan_only: false,
+            key: key.clone(),
+            relay_through,
+            held: None,
+            fast_open: options.fast_open,
+            preconnect: Vec::new(),
+            find_query: None,
         };
         if let Some(c) = self.cx.get_mut(conn) {
             c.client = Some(attempt);
@@ -495,7 +495,9 @@ impl Node {
         if payload.version != 1 {
             return self.fail_client(id, ConnectError::ServerIncompatible);
         }
-        if payload.error != error::NONE || payload.udx.is_none() {
+        // A stream id from the wire must be a UDX id (32 bits).
+        let udx_id = payload.udx.and_then(|u| u32::try_from(u.id).ok());
+        if payload.error != error::NONE || udx_id.is_none() {
             return self.fail_client(id, ConnectError::ServerError);
         }
         let local_secret = self.rng.bytes32();
@@ -520,7 +522,7 @@ impl Node {
         }
         let conn = id;
         let (local_udx_id, stream, early) = (c.local_udx_id, c.stream, c.early_path);
-        let remote_udx_id = info.payload.udx.map_or(0, |u| u.id as u32);
+        let remote_udx_id = udx_id.unwrap_or(0);
         self.open_conn(
             conn,
             info.output.clone(),
@@ -1089,7 +1091,7 @@ impl Node {
         let Some(c) = self.cx.client_mut(id) else {
             return;
         };
-        if !c.next_timeout().is_some_and(|t| t <= now) {
+        if c.next_timeout().is_none_or(|t| t > now) {
             return;
         }
         if c.deadline.is_some_and(|t| t <= now) {

@@ -96,9 +96,13 @@ impl Connection {
         [
             self.client.as_ref().and_then(ClientConn::next_timeout),
             self.puncher().and_then(Puncher::poll_timeout),
-            self.handshake.as_ref().and_then(ServerHandshake::next_timeout),
+            self.handshake
+                .as_ref()
+                .and_then(ServerHandshake::next_timeout),
             self.transport.as_ref().and_then(Conn::next_timeout),
-            self.relay_link.as_ref().and_then(RelayPairing::next_timeout),
+            self.relay_link
+                .as_ref()
+                .and_then(RelayPairing::next_timeout),
             self.linger_until,
         ]
         .into_iter()

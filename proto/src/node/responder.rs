@@ -25,9 +25,7 @@ use crate::noise::{HandshakeOutput, Responder};
 use crate::time::Timestamp;
 use crate::wire::holepunch::HolepunchPayload;
 use crate::wire::hyperdht::{mode, Handshake, Holepunch};
-use crate::wire::noise::{
-    error, firewall, HolepunchInfo, NoisePayload, RelayThrough, UdxInfo,
-};
+use crate::wire::noise::{error, firewall, HolepunchInfo, NoisePayload, RelayThrough, UdxInfo};
 
 /// How long a finished handshake's slot and dedupe entry are kept (`HANDSHAKE_CLEAR_WAIT`).
 pub const HANDSHAKE_CLEAR_WAIT: Duration = Duration::from_secs(10);
@@ -273,9 +271,11 @@ impl Node {
             store(h);
             return Some(conn);
         }
+        // A stream id from the wire must be a UDX id (32 bits).
+        let remote_udx_id = remote_payload.udx.and_then(|u| u32::try_from(u.id).ok());
         let err = if remote_payload.version != 1 {
             error::VERSION_MISMATCH
-        } else if remote_payload.udx.is_none() {
+        } else if remote_udx_id.is_none() {
             error::ABORTED
         } else {
             error::NONE
@@ -328,7 +328,7 @@ impl Node {
             store(h);
             return Some(conn);
         }
-        let remote_udx_id = remote_payload.udx.map_or(0, |u| u.id as u32);
+        let remote_udx_id = remote_udx_id.unwrap_or(0);
         let conn_output = output.clone();
         h.secure = Some(SecurePayload::new(output.holepunch_secret(), local_secret));
         h.output = Some(output.clone());
@@ -400,7 +400,12 @@ impl Node {
         Some(conn)
     }
 
-    fn start_server_puncher(&mut self, conn: ConnId, remote_firewall: u64, reply_from_puncher: bool) {
+    fn start_server_puncher(
+        &mut self,
+        conn: ConnId,
+        remote_firewall: u64,
+        reply_from_puncher: bool,
+    ) {
         let nodes = self.sample_nodes();
         let rng = self.rng.child();
         let firewalled = self.firewalled;
@@ -421,7 +426,12 @@ impl Node {
     }
 
     /// The server side of a connection has its path (`hs.onsocket`).
-    pub(super) fn server_path_open(&mut self, conn: ConnId, socket: SocketId, remote: SocketAddrV4) {
+    pub(super) fn server_path_open(
+        &mut self,
+        conn: ConnId,
+        socket: SocketId,
+        remote: SocketAddrV4,
+    ) {
         let now = self.now;
         let Some(h) = self.cx.handshake_mut(conn) else {
             return;
@@ -714,14 +724,17 @@ impl Node {
         let Some(h) = self.cx.handshake(conn) else {
             return;
         };
-        if !h.clear_at.is_some_and(|t| t <= now) {
+        if h.clear_at.is_none_or(|t| t > now) {
             return;
         }
         let unopened = !h.done && h.output.is_some();
         let Some(h) = self.cx.get_mut(conn).and_then(|c| c.handshake.take()) else {
             return;
         };
-        if let Some(s) = self.server_of(conn).and_then(|id| self.servers.get_mut(&id)) {
+        if let Some(s) = self
+            .server_of(conn)
+            .and_then(|id| self.servers.get_mut(&id))
+        {
             s.forget_handshake(conn, h.slot, &h.noise_key);
         }
         if unopened {

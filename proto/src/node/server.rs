@@ -221,7 +221,11 @@ impl Node {
         self.router.delete(&s.target);
         // The handshakes stop punching; each still clears on its own timer.
         for conn in s.slots.iter().flatten() {
-            let Some(p) = self.cx.handshake_mut(*conn).and_then(|h| h.puncher.as_mut()) else {
+            let Some(p) = self
+                .cx
+                .handshake_mut(*conn)
+                .and_then(|h| h.puncher.as_mut())
+            else {
                 continue;
             };
             p.finish_elsewhere();
