@@ -327,8 +327,18 @@ impl Drop for JsSwarmPeer {
 
 // ----- Rust ----------------------------------------------------------------------------------
 
-/// The writers of a Rust peer's open connections: remote key, whether we dialled, writer.
-type Writers = Arc<Mutex<Vec<([u8; 32], bool, ConnWriter)>>>;
+/// The writers of a Rust peer's open connections (remote key, whether we dialled, writer),
+/// and how many connections the accept thread took so far; the condvar tells of each one.
+type Writers = Arc<(Mutex<TakenWriters>, std::sync::Condvar)>;
+
+/// How long a send waits for the accept thread to take the connections the swarm has.
+const ACCEPT_WAIT: Duration = Duration::from_secs(30);
+
+/// What the accept thread of a Rust peer took.
+#[derive(Default)]
+struct TakenWriters {
+    open: Vec<([u8; 32], bool, ConnWriter)>,
+}
 
 /// A Rust swarm on its own mio node.
 pub struct RustSwarmPeer {
@@ -360,7 +370,7 @@ impl RustSwarmPeer {
         }
         let swarm = Arc::new(node.swarm(config).expect("swarm"));
         let (tx, events) = mpsc::channel();
-        let writers = Arc::new(Mutex::new(Vec::new()));
+        let writers = Writers::default();
         accept_loop(swarm.clone(), tx.clone(), writers.clone());
         let peer = RustSwarmPeer {
             swarm,
@@ -405,7 +415,13 @@ fn accept_loop(swarm: Arc<Swarm>, tx: Sender<PeerEvent>, writers: Writers) {
             let remote = c.connection.remote_public_key();
             let initiator = c.connection.is_initiator();
             let hyperdht_mio::Connection { reader, writer, .. } = c.connection;
-            writers.lock().unwrap().push((remote, initiator, writer));
+            writers
+                .0
+                .lock()
+                .unwrap()
+                .open
+                .push((remote, initiator, writer));
+            writers.1.notify_all();
             if tx
                 .send(PeerEvent::Connection { remote, initiator })
                 .is_err()
@@ -423,7 +439,13 @@ fn accept_loop(swarm: Arc<Swarm>, tx: Sender<PeerEvent>, writers: Writers) {
                     }
                 }
                 let id = reader.conn();
-                writers.lock().unwrap().retain(|(_, _, w)| w.conn() != id);
+                writers
+                    .0
+                    .lock()
+                    .unwrap()
+                    .open
+                    .retain(|(_, _, w)| w.conn() != id);
+                writers.1.notify_all();
                 let _ = tx.send(PeerEvent::Close { remote });
             });
         }
@@ -441,8 +463,35 @@ impl SwarmPeer for RustSwarmPeer {
         &self.state
     }
     fn send(&self, data: &str) {
-        for (_, _, w) in self.writers.lock().unwrap().iter() {
-            let _ = w.send_message(data.as_bytes());
+        // Every connection the swarm has open must have reached the accept thread first:
+        // the swarm's view (`connections`) runs ahead of it, and a line written before the
+        // writer of a new connection is there would go to none. The accept and reader
+        // threads notify whenever the writers change.
+        let missing = |w: &TakenWriters| {
+            let open = self.swarm.info().map(|i| i.open).unwrap_or_default();
+            open.into_iter()
+                .filter(|id| !w.open.iter().any(|(_, _, x)| x.conn() == *id))
+                .count()
+        };
+        let (lock, changed) = &*self.writers;
+        let (w, wait) = changed
+            .wait_timeout_while(lock.lock().unwrap(), ACCEPT_WAIT, |w| missing(w) > 0)
+            .unwrap();
+        assert!(
+            !wait.timed_out(),
+            "the accept thread never took {} of the swarm's connections",
+            missing(&w)
+        );
+        for (remote, _, w) in w.open.iter() {
+            let sent = w.send_message(data.as_bytes());
+            if std::env::var_os("SWARM_PEER_DEBUG").is_some() {
+                eprintln!(
+                    "rust peer {}: {data:?} to {} on {:?}: {sent:?}",
+                    &to_hex(&self.public_key())[..8],
+                    &to_hex(remote)[..8],
+                    w.conn()
+                );
+            }
         }
     }
     fn join(&self, options: JoinOptions) {

@@ -9,11 +9,11 @@ use std::net::SocketAddrV4;
 use core::fmt;
 use core::time::Duration;
 
+use super::connection::{Purpose, Side};
 use super::queries::{QueryKind, QuerySpec};
 use super::records::{Commit, RecordKind};
-use super::relay::{ConnectOptions, RelayOwner, RelayRequest};
+use super::relay::{ConnectOptions, RelayRequest};
 use super::rpc::{Owner, RequestSpec};
-use super::sockets::PuncherRef;
 use super::Node;
 use crate::crypto::{hash, to_hex};
 use crate::dht::keys::command;
@@ -146,7 +146,6 @@ enum Phase {
 /// One outgoing connection.
 #[derive(Debug)]
 pub(super) struct ClientConn {
-    pub conn: ConnId,
     remote_public_key: [u8; 32],
     target: [u8; 32],
     initiator: Option<InitiatorBox>,
@@ -235,6 +234,19 @@ impl Node {
         options: ConnectOptions,
     ) -> ConnId {
         self.set_now(now);
+        let conn = self.cx.insert(Side::Client, Purpose::App);
+        self.start_connect(conn, remote_public_key, options);
+        conn
+    }
+
+    /// Starts the attempt of connection `conn` (made by the caller, with its purpose).
+    pub(super) fn start_connect(
+        &mut self,
+        conn: ConnId,
+        remote_public_key: &[u8; 32],
+        options: ConnectOptions,
+    ) {
+        let now = self.now;
         let key = &options
             .key_pair
             .clone()
@@ -244,55 +256,51 @@ impl Node {
             public_key,
             token: self.rng.bytes32(),
         });
-        self.next_conn += 1;
-        let conn = ConnId(self.next_conn);
-        let id = self.next_conn;
+        let id = conn;
         let local_udx_id = self.alloc_udx_id();
         let ephemeral = KeyPair::from_seed(&self.rng.bytes32());
         let target = hash(remote_public_key);
-        self.clients.insert(
-            id,
-            ClientConn {
-                conn,
-                remote_public_key: *remote_public_key,
-                target,
-                initiator: Some(InitiatorBox(Initiator::new(
-                    key.clone(),
-                    *remote_public_key,
-                    ephemeral,
-                ))),
-                message1: None,
-                our_firewall: firewall::UNKNOWN,
-                local_udx_id,
-                query_done: false,
-                queue: VecDeque::new(),
-                in_flight: 0,
-                attempts: 0,
-                info: None,
-                secure: None,
-                puncher: None,
-                stream: None,
-                early_path: None,
-                phase: Phase::Finding,
-                round: 0,
-                server_relay: None,
-                deadline: None,
-                lan_only: false,
-                key: key.clone(),
-                relay_through,
-                held: None,
-                fast_open: options.fast_open,
-                preconnect: Vec::new(),
-                find_query: None,
-            },
-        );
+        let attempt = ClientConn {
+            remote_public_key: *remote_public_key,
+            target,
+            initiator: Some(InitiatorBox(Initiator::new(
+                key.clone(),
+                *remote_public_key,
+                ephemeral,
+            ))),
+            message1: None,
+            our_firewall: firewall::UNKNOWN,
+            local_udx_id,
+            query_done: false,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            attempts: 0,
+            info: None,
+            secure: None,
+            puncher: None,
+            stream: None,
+            early_path: None,
+            phase: Phase::Finding,
+            round: 0,
+            server_relay: None,
+            deadline: None,
+            lan_only: false,
+            key: key.clone(),
+            relay_through,
+            held: None,
+            fast_open: options.fast_open,
+            preconnect: Vec::new(),
+            find_query: None,
+        };
+        if let Some(c) = self.cx.get_mut(conn) {
+            c.client = Some(attempt);
+        }
         if self.closed || !self.is_listening() {
-            self.fail_client(id, ConnectError::Destroyed);
-            return conn;
+            return self.fail_client(id, ConnectError::Destroyed);
         }
         if let Ok(stream) = self.mux.create_stream_with_id(now, local_udx_id) {
-            self.pending_streams.insert(stream, id);
-            if let Some(c) = self.clients.get_mut(&id) {
+            self.conn_by_stream.insert(stream, id);
+            if let Some(c) = self.cx.client_mut(id) {
                 c.stream = Some(stream);
             }
         }
@@ -306,18 +314,17 @@ impl Node {
             // The relay addresses first; the FIND_PEER walk only if none of them gets the
             // handshake through (JS walks at once too, and stops once connected: on a busy
             // node those requests fill the congestion window that everything else shares).
-            if let Some(c) = self.clients.get_mut(&id) {
+            if let Some(c) = self.cx.client_mut(id) {
                 c.queue.extend(preconnect.iter().copied());
                 c.preconnect = preconnect;
             }
             self.pump_handshakes(id);
         }
-        conn
     }
 
     /// Starts the FIND_PEER walk of a connect (once).
-    fn start_find_peer(&mut self, id: u64) {
-        let Some(c) = self.clients.get_mut(&id) else {
+    fn start_find_peer(&mut self, id: ConnId) {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         if c.find_query.is_some() || c.query_done {
@@ -327,20 +334,20 @@ impl Node {
         spec.retries = Some(3);
         let query =
             self.start_query_with(spec, QueryKind::Connect(id), Commit::None, RecordKind::Peer);
-        if let Some(c) = self.clients.get_mut(&id) {
+        if let Some(c) = self.cx.client_mut(id) {
             c.find_query = Some(query);
         }
     }
 
     /// A FIND_PEER reply with a record: try a handshake through that node.
-    pub(super) fn on_connect_record(&mut self, id: u64, reply: &Reply) {
+    pub(super) fn on_connect_record(&mut self, id: ConnId, reply: &Reply) {
         let Some(value) = reply.value.as_deref() else {
             return;
         };
         if Peer::decode(value).is_err() {
             return;
         }
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         if c.info.is_some() || c.phase == Phase::Done || c.preconnect.contains(&reply.from) {
@@ -351,8 +358,8 @@ impl Node {
     }
 
     /// The FIND_PEER walk ended.
-    pub(super) fn on_connect_query_done(&mut self, id: u64) {
-        if let Some(c) = self.clients.get_mut(&id) {
+    pub(super) fn on_connect_query_done(&mut self, id: ConnId) {
+        if let Some(c) = self.cx.client_mut(id) {
             c.query_done = true;
             c.find_query = None;
         }
@@ -360,7 +367,7 @@ impl Node {
     }
 
     /// Starts queued handshakes (at most two at once); fails when nothing is left to try.
-    fn pump_handshakes(&mut self, id: u64) {
+    fn pump_handshakes(&mut self, id: ConnId) {
         let remote_address = self.remote_address();
         let local = if self.config.local_connection {
             self.local_addresses()
@@ -368,7 +375,7 @@ impl Node {
             Vec::new()
         };
         loop {
-            let Some(c) = self.clients.get_mut(&id) else {
+            let Some(c) = self.cx.client_mut(id) else {
                 return;
             };
             if c.info.is_some() || c.phase != Phase::Finding {
@@ -452,11 +459,11 @@ impl Node {
     /// A relayed handshake came back (or failed).
     pub(super) fn on_connect_handshake(
         &mut self,
-        id: u64,
+        id: ConnId,
         relay: SocketAddrV4,
         reply: Option<Reply>,
     ) {
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         c.in_flight = c.in_flight.saturating_sub(1);
@@ -488,11 +495,13 @@ impl Node {
         if payload.version != 1 {
             return self.fail_client(id, ConnectError::ServerIncompatible);
         }
-        if payload.error != error::NONE || payload.udx.is_none() {
+        // A stream id from the wire must be a UDX id (32 bits).
+        let udx_id = payload.udx.and_then(|u| u32::try_from(u.id).ok());
+        if payload.error != error::NONE || udx_id.is_none() {
             return self.fail_client(id, ConnectError::ServerError);
         }
         let local_secret = self.rng.bytes32();
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         c.initiator = None;
@@ -511,18 +520,13 @@ impl Node {
             // Its replies and timeouts find no query and are dropped.
             self.queries.remove(&q);
         }
-        let (conn, local_udx_id, stream, early) = (c.conn, c.local_udx_id, c.stream, c.early_path);
-        let remote_udx_id = info.payload.udx.map_or(0, |u| u.id as u32);
-        if let Some(s) = stream {
-            self.pending_streams.remove(&s);
-        }
-        let origin = super::conn::Origin::Client(id);
+        let conn = id;
+        let (local_udx_id, stream, early) = (c.local_udx_id, c.stream, c.early_path);
+        let remote_udx_id = udx_id.unwrap_or(0);
         self.open_conn(
             conn,
-            origin,
             info.output.clone(),
-            local_udx_id,
-            remote_udx_id,
+            (local_udx_id, remote_udx_id),
             stream,
             early.is_some(),
         );
@@ -530,7 +534,7 @@ impl Node {
             // The server reached us before its handshake reply did.
             return self.client_path_open(id, socket, from);
         }
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         c.phase = Phase::Waiting;
@@ -548,8 +552,7 @@ impl Node {
         if let Some((relay_key, token, is_initiator)) = relay {
             let key = c.key.clone();
             let request = RelayRequest {
-                owner: RelayOwner::Client(id),
-                peer_conn: conn,
+                owner: id,
                 local_udx_id,
                 relay_key,
                 token,
@@ -561,7 +564,7 @@ impl Node {
     }
 
     /// The decision tree after the handshake (`holepunch()`).
-    fn choose_path(&mut self, id: u64, info: ConnectInfo) {
+    fn choose_path(&mut self, id: ConnId, info: ConnectInfo) {
         let p = &info.payload;
         let holepunchable = p.holepunch.as_ref().is_some_and(|h| !h.relays.is_empty());
         if p.firewall == firewall::OPEN || (info.relayed && !holepunchable) {
@@ -575,7 +578,7 @@ impl Node {
             return self.client_path_open(id, socket, addr);
         }
         let now = self.now;
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         if c.our_firewall == firewall::OPEN {
@@ -598,7 +601,7 @@ impl Node {
                 let spec = RequestSpec::internal(crate::commands::PING);
                 self.send_request(addr, None, spec, Owner::LanPing { conn: id, addr });
                 if !holepunchable {
-                    if let Some(c) = self.clients.get_mut(&id) {
+                    if let Some(c) = self.cx.client_mut(id) {
                         c.lan_only = true;
                     }
                     return;
@@ -621,7 +624,7 @@ impl Node {
         let nodes = self.sample_nodes();
         let rng = self.rng.child();
         let firewalled = self.firewalled;
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         c.server_relay = server_relay;
@@ -632,12 +635,12 @@ impl Node {
         );
         c.puncher = Some(Puncher::new(true, firewalled, p.firewall, nodes, rng));
         c.phase = Phase::ProbeReady { retry: true };
-        self.drain_puncher(PuncherRef::Client(id));
+        self.drain_puncher(id);
     }
 
     /// The LAN PING came back (or not).
-    pub(super) fn on_lan_ping(&mut self, id: u64, addr: SocketAddrV4, ok: bool) {
-        let Some(c) = self.clients.get(&id) else {
+    pub(super) fn on_lan_ping(&mut self, id: ConnId, addr: SocketAddrV4, ok: bool) {
+        let Some(c) = self.cx.client(id) else {
             return;
         };
         if c.phase == Phase::Done {
@@ -654,13 +657,13 @@ impl Node {
     /// Sends one PEER_HOLEPUNCH round from the puncher socket.
     fn send_holepunch_round(
         &mut self,
-        id: u64,
+        id: ConnId,
         peer_address: SocketAddrV4,
         relay: SocketAddrV4,
         payload: HolepunchPayload,
     ) -> bool {
         let nonce: [u8; 24] = self.rng.bytes32()[..24].try_into().unwrap_or([0; 24]);
-        let Some(c) = self.clients.get(&id) else {
+        let Some(c) = self.cx.client(id) else {
             return false;
         };
         let (Some(secure), Some(info), Some(socket)) = (
@@ -692,8 +695,8 @@ impl Node {
 
     /// After the puncher made progress: send the probe round once its socket is bound; decide
     /// once the NAT analysis is done.
-    pub(super) fn after_client_puncher(&mut self, id: u64) {
-        let Some(c) = self.clients.get(&id) else {
+    pub(super) fn after_client_puncher(&mut self, id: ConnId) {
+        let Some(c) = self.cx.client(id) else {
             return;
         };
         match c.phase.clone() {
@@ -714,7 +717,7 @@ impl Node {
                     remote_address: fast_open,
                     ..HolepunchPayload::default()
                 };
-                if let Some(c) = self.clients.get_mut(&id) {
+                if let Some(c) = self.cx.client_mut(id) {
                     c.round += 1;
                     c.phase = Phase::ProbeSent { retry };
                     if let (Some(p), Some(addr)) = (c.puncher.as_mut(), fast_open) {
@@ -724,10 +727,10 @@ impl Node {
                 // The fast-open probe leaves before the round, as JS awaits `openSession` first:
                 // it reaches the server's puncher socket directly, ahead of the relayed round
                 // that may make the server re-roll that socket (and abort).
-                self.drain_puncher(PuncherRef::Client(id));
+                self.drain_puncher(id);
                 if !self
-                    .clients
-                    .get(&id)
+                    .cx
+                    .client(id)
                     .is_some_and(|c| matches!(c.phase, Phase::ProbeSent { .. }))
                 {
                     return;
@@ -736,7 +739,7 @@ impl Node {
                 {
                     return self.fail_client(id, ConnectError::HolepunchAborted);
                 }
-                self.drain_puncher(PuncherRef::Client(id));
+                self.drain_puncher(id);
             }
             Phase::ProbeAnalyzing { .. } => self.continue_probe(id),
             _ => {}
@@ -746,13 +749,13 @@ impl Node {
     /// A holepunch round's reply (or failure).
     pub(super) fn on_connect_holepunch(
         &mut self,
-        id: u64,
+        id: ConnId,
         relay: SocketAddrV4,
         peer_address: SocketAddrV4,
         our_token: Option<[u8; 32]>,
         reply: Option<Reply>,
     ) {
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         let probe = match c.phase {
@@ -802,7 +805,7 @@ impl Node {
                     pause_until,
                     reopened: false,
                 };
-                self.drain_puncher(PuncherRef::Client(id));
+                self.drain_puncher(id);
                 self.continue_probe(id);
             }
             None => {
@@ -814,15 +817,15 @@ impl Node {
                     return self.fail_client(id, ConnectError::RemoteNotHolepunchable);
                 }
                 c.phase = Phase::Punching;
-                self.drain_puncher(PuncherRef::Client(id));
+                self.drain_puncher(id);
             }
         }
     }
 
     /// The rest of `probeRound` once the NAT view is ready.
-    fn continue_probe(&mut self, id: u64) {
+    fn continue_probe(&mut self, id: ConnId) {
         let now = self.now;
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         let Phase::ProbeAnalyzing {
@@ -853,7 +856,7 @@ impl Node {
                     pause_until: None,
                     reopened: true,
                 };
-                self.drain_puncher(PuncherRef::Client(id));
+                self.drain_puncher(id);
                 return;
             }
         } else if reopened && !p.is_unstable() {
@@ -883,7 +886,7 @@ impl Node {
             return self.client_abort(id, ConnectError::HolepunchAborted);
         }
         // `roundPunch`
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         let (Some(info), Some(p), Some(secure)) =
@@ -915,8 +918,8 @@ impl Node {
     }
 
     /// `abort()`: tell the server (ABORTED payload through its relay), then fail.
-    fn client_abort(&mut self, id: u64, reason: ConnectError) {
-        let (Some(c), nonce) = (self.clients.get(&id), self.rng.bytes32()) else {
+    fn client_abort(&mut self, id: ConnId, reason: ConnectError) {
+        let (Some(c), nonce) = (self.cx.client(id), self.rng.bytes32()) else {
             return;
         };
         if let (Some(relay), Some(secure), Some(info), Some(socket)) = (
@@ -946,8 +949,8 @@ impl Node {
     }
 
     /// The path is open: report it.
-    pub(super) fn client_path_open(&mut self, id: u64, socket: SocketId, remote: SocketAddrV4) {
-        let Some(c) = self.clients.get_mut(&id) else {
+    pub(super) fn client_path_open(&mut self, id: ConnId, socket: SocketId, remote: SocketAddrV4) {
+        let Some(c) = self.cx.client_mut(id) else {
             return;
         };
         if c.phase == Phase::Done {
@@ -955,24 +958,26 @@ impl Node {
         }
         c.phase = Phase::Done;
         c.deadline = None;
-        let conn = c.conn;
         if let Some(p) = c.puncher.as_mut() {
             p.finish_elsewhere();
         }
-        self.adopt_socket(socket, conn.0);
-        self.drain_puncher(PuncherRef::Client(id));
+        self.adopt_socket(socket, id);
+        self.drain_puncher(id);
         tracing::debug!(%remote, "connection path chosen");
-        self.clients.remove(&id);
+        // The attempt is over: the transport carries on.
+        if let Some(c) = self.cx.get_mut(id) {
+            c.client = None;
+        }
         // A relay still pairing for this attempt is not needed any more.
-        self.drop_relays_of(RelayOwner::Client(id));
-        self.conn_path(conn.0, socket, std::net::SocketAddr::V4(remote));
+        self.drop_relays_of(id);
+        self.conn_path(id, socket, std::net::SocketAddr::V4(remote));
     }
 
-    pub(super) fn fail_client(&mut self, id: u64, reason: ConnectError) {
+    pub(super) fn fail_client(&mut self, id: ConnId, reason: ConnectError) {
         if self.hold_for_relay(id, reason) {
             return;
         }
-        let Some(mut c) = self.clients.remove(&id) else {
+        let Some(mut c) = self.cx.get_mut(id).and_then(|c| c.client.take()) else {
             return;
         };
         if c.phase == Phase::Done {
@@ -981,32 +986,34 @@ impl Node {
         if let Some(q) = c.find_query.take() {
             self.queries.remove(&q);
         }
-        if let Some(s) = c.stream {
-            if self.pending_streams.remove(&s).is_some() {
-                self.mux.remove(s);
-            }
-        }
         self.stop_client_puncher(&mut c);
-        self.drop_relays_of(RelayOwner::Client(id));
+        self.drop_relays_of(id);
         tracing::info!(%reason, server = %to_hex(&c.remote_public_key), "connect failed");
-        self.push_event(Event::ConnectFailed {
-            conn: c.conn,
-            reason,
-        });
+        self.conn_event(Event::ConnectFailed { conn: id, reason });
+        // The stream made at `connect` goes, with the transport if the handshake got that far.
+        if self.cx.transport(id).is_some() {
+            self.conn_remove(id);
+        } else if let Some(s) = c.stream {
+            self.conn_by_stream.remove(&s);
+            self.mux.remove(s);
+        }
+        self.reap(id);
     }
 
     /// A holepunch failure while a blind relay is still pairing: stop punching and wait for
     /// the relay (JS keeps the connection while it has a relay token). Returns whether the
     /// failure was held.
-    fn hold_for_relay(&mut self, id: u64, reason: ConnectError) -> bool {
-        if reason == ConnectError::Destroyed || !self.relay_pending(RelayOwner::Client(id)) {
+    fn hold_for_relay(&mut self, id: ConnId, reason: ConnectError) -> bool {
+        if reason == ConnectError::Destroyed || !self.relay_pending(id) {
             return false;
         }
-        let Some(mut c) = self.clients.remove(&id) else {
+        let Some(mut c) = self.cx.get_mut(id).and_then(|c| c.client.take()) else {
             return false;
         };
         if matches!(c.phase, Phase::Finding | Phase::Done) {
-            self.clients.insert(id, c);
+            if let Some(entry) = self.cx.get_mut(id) {
+                entry.client = Some(c);
+            }
             return false;
         }
         tracing::debug!(%reason, "holepunch failed; waiting for the blind relay");
@@ -1015,7 +1022,9 @@ impl Node {
         c.phase = Phase::Waiting;
         c.deadline = None;
         c.held = Some(reason);
-        self.clients.insert(id, c);
+        if let Some(entry) = self.cx.get_mut(id) {
+            entry.client = Some(c);
+        }
         true
     }
 
@@ -1033,22 +1042,26 @@ impl Node {
 
     /// The attempt's blind relay failed: if holepunching had failed already, so does the
     /// attempt (JS `RELAY_ABORTED`).
-    pub(super) fn client_relay_gone(&mut self, id: u64) {
-        if self.clients.get(&id).is_some_and(|c| c.held.is_some()) {
+    pub(super) fn client_relay_gone(&mut self, id: ConnId) {
+        if self.cx.client(id).is_some_and(|c| c.held.is_some()) {
             self.fail_client(id, super::relay::RELAY_ABORTED);
         }
     }
 
     /// Whether attempt `id` finished its handshake and still looks for a path.
-    pub(super) fn client_awaits_path(&self, id: u64) -> bool {
-        self.clients
-            .get(&id)
+    pub(super) fn client_awaits_path(&self, id: ConnId) -> bool {
+        self.cx
+            .client(id)
             .is_some_and(|c| c.info.is_some() && c.phase != Phase::Done)
     }
 
     /// A packet for our stream arrived before the handshake finished: remember its path.
-    pub(super) fn client_early_packet(&mut self, id: u64, socket: SocketId, from: SocketAddrV4) {
-        if let Some(c) = self.clients.get_mut(&id) {
+    pub(super) fn client_early_packet(&mut self, id: ConnId, socket: SocketId, from: SocketAddrV4) {
+        if self.cx.transport(id).is_some() {
+            // Past the handshake the transport's stream takes the packet itself.
+            return;
+        }
+        if let Some(c) = self.cx.client_mut(id) {
             c.early_path.get_or_insert((socket, from));
         }
     }
@@ -1056,15 +1069,15 @@ impl Node {
     /// Client puncher events.
     pub(super) fn on_client_punch_connected(
         &mut self,
-        id: u64,
+        id: ConnId,
         socket: SocketId,
         from: SocketAddrV4,
     ) {
         self.client_path_open(id, socket, from);
     }
 
-    pub(super) fn on_client_punch_aborted(&mut self, id: u64) {
-        let Some(c) = self.clients.get(&id) else {
+    pub(super) fn on_client_punch_aborted(&mut self, id: ConnId) {
+        let Some(c) = self.cx.client(id) else {
             return;
         };
         if c.phase != Phase::Done && !c.lan_only {
@@ -1072,46 +1085,40 @@ impl Node {
         }
     }
 
-    /// Client timers: passive wait and the pause before deciding.
-    pub(super) fn client_timers(&mut self) {
+    /// An attempt's timers: the passive wait and the pause before deciding.
+    pub(super) fn client_timers(&mut self, id: ConnId) {
         let now = self.now;
-        let due: Vec<u64> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.next_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let Some(c) = self.clients.get_mut(&id) else {
-                continue;
-            };
-            if c.deadline.is_some_and(|t| t <= now) {
-                c.deadline = None;
-                self.fail_client(id, ConnectError::HolepunchAborted);
-                continue;
-            }
-            if let Phase::ProbeAnalyzing {
+        let Some(c) = self.cx.client_mut(id) else {
+            return;
+        };
+        if c.next_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        if c.deadline.is_some_and(|t| t <= now) {
+            c.deadline = None;
+            return self.fail_client(id, ConnectError::HolepunchAborted);
+        }
+        if let Phase::ProbeAnalyzing {
+            retry,
+            token,
+            reopened,
+            ..
+        } = c.phase.clone()
+        {
+            c.phase = Phase::ProbeAnalyzing {
                 retry,
                 token,
+                pause_until: None,
                 reopened,
-                ..
-            } = c.phase.clone()
-            {
-                c.phase = Phase::ProbeAnalyzing {
-                    retry,
-                    token,
-                    pause_until: None,
-                    reopened,
-                };
-                self.continue_probe(id);
-            }
+            };
+            self.continue_probe(id);
         }
     }
 
     /// Cancels a connection attempt.
     pub fn cancel_connect(&mut self, now: Timestamp, conn: ConnId) {
         self.set_now(now);
-        self.fail_client(conn.0, ConnectError::Destroyed);
+        self.fail_client(conn, ConnectError::Destroyed);
     }
 }
 

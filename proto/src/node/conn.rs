@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 use core::fmt;
 
+use super::connection::{Connection, Purpose, Side};
 use super::Node;
 use crate::event::Event;
 use crate::ids::{ConnId, SocketId};
@@ -91,19 +92,10 @@ impl fmt::Display for ConnError {
 
 impl std::error::Error for ConnError {}
 
-/// Where the connection came from (who to tell when the first packet picks its path).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Origin {
-    Client(u64),
-    Server(u64, usize),
-}
-
 /// One connection's transport state.
 #[derive(Debug)]
 pub(super) struct Conn {
-    pub id: ConnId,
-    pub origin: Origin,
-    stream: StreamId,
+    pub stream: StreamId,
     remote_udx_id: u32,
     local_udx_id: u32,
     handshake: HandshakeOutput,
@@ -120,8 +112,30 @@ pub(super) struct Conn {
     eof: bool,
     /// Encrypted bytes received before the secret-stream existed.
     early: VecDeque<u8>,
-    /// This connection's entry in `Node::conn_deadlines`.
-    filed: Option<Timestamp>,
+}
+
+/// How long a closed connection's unread input waits for the application before the node
+/// drops it with the connection.
+pub const CLOSED_LINGER: core::time::Duration = core::time::Duration::from_secs(60);
+
+impl Conn {
+    /// The keep-alive deadline.
+    pub fn next_timeout(&self) -> Option<Timestamp> {
+        if self.closed.is_some() {
+            return None;
+        }
+        self.secret.as_ref().and_then(SecretStream::poll_timeout)
+    }
+
+    /// How it closed and whether the peer had finished, once closed.
+    pub fn closed(&self) -> Option<(ConnCloseReason, bool)> {
+        self.closed.map(|r| (r, self.eof))
+    }
+
+    /// Closed, and the application read everything.
+    pub fn is_spent(&self) -> bool {
+        self.closed.is_some() && self.secret.as_ref().is_none_or(|s| s.readable_bytes() == 0)
+    }
 }
 
 impl Node {
@@ -130,14 +144,11 @@ impl Node {
     ///
     /// A client passes the stream it created at `connect` (`existing`) and whether a first
     /// packet already arrived on it (then the caller connects it).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_conn(
         &mut self,
         conn: ConnId,
-        origin: Origin,
         handshake: HandshakeOutput,
-        local_udx_id: u32,
-        remote_udx_id: u32,
+        (local_udx_id, remote_udx_id): (u32, u32),
         existing: Option<StreamId>,
         early: bool,
     ) {
@@ -154,48 +165,45 @@ impl Node {
         if !early {
             let _ = self.mux.accept(stream, remote_udx_id);
         }
-        self.conn_by_stream.insert(stream, conn.0);
-        self.conns.insert(
-            conn.0,
-            Conn {
-                id: conn,
-                origin,
-                stream,
-                remote_udx_id,
-                local_udx_id,
-                handshake,
-                secret: None,
-                path: None,
-                connected: false,
-                write_blocked: false,
-                finishing: false,
-                write_closed: false,
-                closed: None,
-                eof: false,
-                early: VecDeque::new(),
-                filed: None,
-            },
-        );
+        self.conn_by_stream.insert(stream, conn);
+        let Some(c) = self.cx.get_mut(conn) else {
+            return;
+        };
+        c.transport = Some(Conn {
+            stream,
+            remote_udx_id,
+            local_udx_id,
+            handshake,
+            secret: None,
+            path: None,
+            connected: false,
+            write_blocked: false,
+            finishing: false,
+            write_closed: false,
+            closed: None,
+            eof: false,
+            early: VecDeque::new(),
+        });
     }
 
     /// The path a connection runs on, once chosen.
-    pub(super) fn conn_path_of(&self, conn: u64) -> Option<(SocketId, SocketAddr)> {
-        self.conns.get(&conn)?.path
+    pub(super) fn conn_path_of(&self, conn: ConnId) -> Option<(SocketId, SocketAddr)> {
+        self.cx.transport(conn)?.path
     }
 
     /// Points a connection's stream at another remote stream (a blind relay's) before its
     /// path is chosen.
-    pub(super) fn set_conn_remote_udx_id(&mut self, conn: u64, remote_udx_id: u32) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+    pub(super) fn set_conn_remote_udx_id(&mut self, conn: ConnId, remote_udx_id: u32) {
+        if let Some(c) = self.cx.transport_mut(conn) {
             c.remote_udx_id = remote_udx_id;
         }
     }
 
     /// A path is known: connect the stream (unless the first packet already did) and start
     /// secret-stream.
-    pub(super) fn conn_path(&mut self, conn: u64, socket: SocketId, remote: SocketAddr) {
+    pub(super) fn conn_path(&mut self, conn: ConnId, socket: SocketId, remote: SocketAddr) {
         let now = self.now;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.cx.transport_mut(conn) else {
             return;
         };
         if c.path.is_some() {
@@ -210,21 +218,16 @@ impl Node {
         }
         let keys = SessionKeys::from(&c.handshake);
         let config = secretstream::Config::default();
-        let secret = SecretStream::new(now, &keys, &mut self.rng, config);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.secret = Some(secret);
-        self.file_conn_deadline(conn);
+        c.secret = Some(SecretStream::new(now, &keys, &mut self.rng, config));
         self.flush_conn(conn);
         // Bytes that raced ahead of us (the peer's header).
         self.pump_conn_input(conn);
     }
 
     /// Moves encrypted output from secret-stream into the UDX stream.
-    fn flush_conn(&mut self, conn: u64) {
+    fn flush_conn(&mut self, conn: ConnId) {
         let now = self.now;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.cx.transport_mut(conn) else {
             return;
         };
         let Some(secret) = c.secret.as_mut() else {
@@ -250,15 +253,14 @@ impl Node {
             let _ = self.mux.finish(now, c.stream);
         }
         if writable {
-            let id = c.id;
-            self.push_event(Event::Writable { conn: id });
+            self.conn_event(Event::Writable { conn });
         }
     }
 
     /// Reads what the UDX stream has into secret-stream.
-    fn pump_conn_input(&mut self, conn: u64) {
+    fn pump_conn_input(&mut self, conn: ConnId) {
         let now = self.now;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.cx.transport_mut(conn) else {
             return;
         };
         if c.secret
@@ -296,7 +298,7 @@ impl Node {
         }
         let established = secret.is_established();
         let readable = secret.readable_bytes() > before;
-        let (id, eof) = (c.id, c.eof);
+        let eof = c.eof;
         if established && !c.connected {
             c.connected = true;
             let (socket, remote) = c
@@ -305,8 +307,8 @@ impl Node {
             let handshake = Box::new(c.handshake.clone());
             let (local_udx_id, remote_udx_id) = (c.local_udx_id, c.remote_udx_id);
             tracing::info!(%remote, "connection open");
-            self.push_event(Event::Connected {
-                conn: id,
+            self.conn_event(Event::Connected {
+                conn,
                 socket,
                 remote,
                 handshake,
@@ -316,10 +318,10 @@ impl Node {
         }
         self.flush_conn(conn);
         if readable {
-            self.push_event(Event::Readable { conn: id });
+            self.conn_event(Event::Readable { conn });
         }
         if eof {
-            self.push_event(Event::Finished { conn: id });
+            self.conn_event(Event::Finished { conn });
         }
     }
 
@@ -331,15 +333,15 @@ impl Node {
                     let Some(&conn) = self.conn_by_stream.get(&id) else {
                         continue;
                     };
-                    let Some(origin) = self.conns.get(&conn).map(|c| c.origin) else {
+                    let Some(side) = self.cx.get(conn).map(|c| c.side) else {
                         continue;
                     };
                     let SocketAddr::V4(from4) = from else {
                         continue;
                     };
-                    match origin {
-                        Origin::Client(c) => self.client_path_open(c, socket, from4),
-                        Origin::Server(s, slot) => self.server_path_open(s, slot, socket, from4),
+                    match side {
+                        Side::Client => self.client_path_open(conn, socket, from4),
+                        Side::Server(_) => self.server_path_open(conn, socket, from4),
                     }
                     self.conn_path(conn, socket, from);
                 }
@@ -347,8 +349,8 @@ impl Node {
                     let SocketAddr::V4(from4) = from else {
                         continue;
                     };
-                    if let Some(&client) = self.pending_streams.get(&id) {
-                        self.client_early_packet(client, socket, from4);
+                    if let Some(&conn) = self.conn_by_stream.get(&id) {
+                        self.client_early_packet(conn, socket, from4);
                     }
                 }
                 StreamEvent::Readable { id } | StreamEvent::Finished { id } => {
@@ -381,92 +383,110 @@ impl Node {
 
     /// A server's handshake cleared: its connection, if no path ever opened, closes (so a
     /// flood of handshakes cannot pile up connections).
-    pub(super) fn close_if_unopened(&mut self, conn: u64) {
-        if self.conns.get(&conn).is_some_and(|c| c.path.is_none()) {
+    pub(super) fn close_if_unopened(&mut self, conn: ConnId) {
+        if self.cx.transport(conn).is_some_and(|c| c.path.is_none()) {
             tracing::debug!("server connection closed: no path opened");
             self.close_conn(conn, ConnCloseReason::NoPath, true);
         }
     }
 
     /// The node is shutting down: the connection ends (DESTROY to the peer).
-    pub(super) fn close_conn_on_shutdown(&mut self, conn: u64) {
+    pub(super) fn close_conn_on_shutdown(&mut self, conn: ConnId) {
         self.close_conn(conn, ConnCloseReason::Destroyed, true);
     }
 
     /// Ends a connection; `reset` also sends DESTROY.
-    fn close_conn(&mut self, conn: u64, reason: ConnCloseReason, reset: bool) {
+    fn close_conn(&mut self, conn: ConnId, reason: ConnCloseReason, reset: bool) {
         let now = self.now;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.cx.get_mut(conn) else {
             return;
         };
-        if c.closed.is_some() {
+        let side = c.side;
+        let Some(t) = c.transport.as_mut() else {
+            return;
+        };
+        if t.closed.is_some() {
             return;
         }
-        c.closed = Some(reason);
+        t.closed = Some(reason);
         if reset {
-            self.mux.reset(now, c.stream);
+            self.mux.reset(now, t.stream);
         }
-        let (id, connected, origin) = (c.id, c.connected, c.origin);
+        let connected = t.connected;
+        let spent = t.is_spent();
+        if !spent {
+            c.linger_until = Some(now + CLOSED_LINGER);
+        }
         self.drop_relays_of_conn(conn);
-        if !connected && matches!(origin, Origin::Client(_)) {
+        if !connected && side == Side::Client {
             // The client never saw the server's header: the attempt failed.
             tracing::info!(%reason, "connection closed before the server accepted it");
-            self.push_event(Event::ConnectFailed {
-                conn: id,
+            self.conn_event(Event::ConnectFailed {
+                conn,
                 reason: super::ConnectError::NotAccepted,
             });
-            return;
+        } else {
+            self.conn_event(Event::ConnClosed { conn, reason });
         }
-        self.push_event(Event::ConnClosed { conn: id, reason });
+        self.reap(conn);
     }
 
-    /// secret-stream keep-alive timers.
-    pub(super) fn conn_timers(&mut self) {
+    /// Runs a connection's due timers: secret-stream keep-alives, and the removal of a closed
+    /// connection whose input was never read.
+    pub(super) fn conn_timers(&mut self, conn: ConnId) {
         let now = self.now;
-        let mut due = Vec::new();
-        while let Some(&(t, id)) = self.conn_deadlines.first() {
-            if t > now {
-                break;
-            }
-            self.conn_deadlines.pop_first();
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.filed = None;
-            }
-            due.push(id);
-        }
-        for id in due {
-            // The entry may be early (the connection wrote since it was filed): then this only
-            // files the real deadline.
-            let Some(s) = self.conns.get_mut(&id).and_then(|c| c.secret.as_mut()) else {
-                continue;
-            };
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.handle_timeout(now);
-                self.flush_conn(id);
-            }
-            self.file_conn_deadline(id);
-        }
-    }
-
-    /// Files a connection's keep-alive deadline in `conn_deadlines` (replacing its entry).
-    /// Secret-stream's deadline is `last_write + keep_alive` and writes only move it later, so
-    /// an entry is never late; `conn_timers` re-files early ones when they come up.
-    fn file_conn_deadline(&mut self, id: u64) {
-        let Some(c) = self.conns.get_mut(&id) else {
+        let Some(c) = self.cx.get_mut(conn) else {
             return;
         };
-        if let Some(t) = c.filed.take() {
-            self.conn_deadlines.remove(&(t, id));
+        if c.linger_until.is_some_and(|t| t <= now) {
+            c.linger_until = None;
+            tracing::debug!("closed connection dropped with its unread input");
+            self.drop_transport(conn);
+            return self.reap(conn);
         }
-        if let Some(t) = c.secret.as_ref().and_then(SecretStream::poll_timeout) {
-            self.conn_deadlines.insert((t, id));
-            c.filed = Some(t);
+        let Some(s) = c
+            .transport
+            .as_mut()
+            .filter(|t| t.closed.is_none())
+            .and_then(|t| t.secret.as_mut())
+        else {
+            return;
+        };
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now);
+            self.flush_conn(conn);
         }
     }
 
-    /// The earliest keep-alive deadline (possibly early, see `file_conn_deadline`).
-    pub(super) fn conn_timeout(&self) -> Option<Timestamp> {
-        self.conn_deadlines.first().map(|&(t, _)| t)
+    /// Removes a connection once nothing of it is left ([`Connection::is_spent`]); the
+    /// sockets its path adopted close.
+    pub(super) fn reap(&mut self, conn: ConnId) {
+        if !self.cx.get(conn).is_some_and(Connection::is_spent) {
+            return;
+        }
+        self.drop_transport(conn);
+        self.cx.remove(conn);
+        self.release_conn_sockets(conn);
+    }
+
+    /// Takes a connection's transport away: its stream is left to end on its own (a DESTROY
+    /// or the linger of a clean close still go out) with its unread input dropped. A closed
+    /// one's reason stays known to reads for a while.
+    fn drop_transport(&mut self, conn: ConnId) {
+        let now = self.now;
+        let Some(t) = self.cx.get_mut(conn).and_then(|c| c.transport.take()) else {
+            return;
+        };
+        self.conn_by_stream.remove(&t.stream);
+        match t.closed() {
+            Some((reason, eof)) => self.cx.remember_closed(conn, reason, eof),
+            None => self.mux.reset(now, t.stream),
+        }
+        // Reading the rest lets the mux remove a dead stream.
+        let mut sink = Vec::new();
+        while matches!(self.mux.read_into(t.stream, &mut sink), Ok(n) if n > 0) {
+            sink.clear();
+        }
     }
 
     // ----- application API ------------------------------------------------------------------
@@ -502,6 +522,14 @@ impl Node {
         self.write_messages(now, conn, message.into_iter())
     }
 
+    /// The error for a call on a connection the node no longer holds.
+    fn gone(&self, conn: ConnId) -> ConnError {
+        match self.cx.closed_reason(conn) {
+            Some((r, _)) => ConnError::Closed(r),
+            None => ConnError::Unknown,
+        }
+    }
+
     /// Seals each of `messages` as one secret-stream message, if the connection can take them.
     fn write_messages<'m>(
         &mut self,
@@ -510,7 +538,9 @@ impl Node {
         messages: impl Iterator<Item = &'m [u8]>,
     ) -> Result<(), ConnError> {
         self.set_now(now);
-        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
+        let gone = self.gone(conn);
+        let c = self.cx.get_mut(conn).ok_or(gone)?;
+        let c = c.transport.as_mut().ok_or(ConnError::NotOpen)?;
         if let Some(r) = c.closed {
             return Err(ConnError::Closed(r));
         }
@@ -528,70 +558,102 @@ impl Node {
         for message in messages {
             if let Err(e) = secret.write(now, message) {
                 let reason = ConnCloseReason::SecretStream(e);
-                self.close_conn(conn.0, reason, true);
+                self.close_conn(conn, reason, true);
                 return Err(ConnError::Closed(reason));
             }
         }
-        self.flush_conn(conn.0);
+        self.flush_conn(conn);
         Ok(())
     }
 
     /// Reads decrypted bytes as a byte stream (message boundaries are not kept); `Ok(0)` once
     /// the peer finished and everything was read.
     pub fn conn_read(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, ConnError> {
-        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
-        let secret = c.secret.as_mut().ok_or(ConnError::NotOpen)?;
+        let Some(c) = self.cx.get_mut(conn) else {
+            return self.read_gone(conn).map(|()| 0);
+        };
+        let secret = c
+            .transport
+            .as_mut()
+            .and_then(|t| t.secret.as_mut())
+            .ok_or(ConnError::NotOpen)?;
         let n = secret.read(buf);
         if n > 0 || buf.is_empty() {
-            self.refill_conn_input(conn.0);
+            self.refill_conn_input(conn);
             return Ok(n);
         }
-        self.read_nothing(conn.0).map(|()| 0)
+        self.read_nothing(conn).map(|()| 0)
     }
 
     /// Reads the next message whole, as the peer wrote it (one JS `write`); `Ok(None)` once
     /// the peer finished and everything was read. After a [`Node::conn_read`] that stopped
     /// inside a message, returns the rest of it.
     pub fn conn_read_message(&mut self, conn: ConnId) -> Result<Option<Vec<u8>>, ConnError> {
-        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
-        let secret = c.secret.as_mut().ok_or(ConnError::NotOpen)?;
+        let Some(c) = self.cx.get_mut(conn) else {
+            return self.read_gone(conn).map(|()| None);
+        };
+        let secret = c
+            .transport
+            .as_mut()
+            .and_then(|t| t.secret.as_mut())
+            .ok_or(ConnError::NotOpen)?;
         if let Some(message) = secret.poll_message() {
-            self.refill_conn_input(conn.0);
+            self.refill_conn_input(conn);
             return Ok(Some(message));
         }
-        self.read_nothing(conn.0).map(|()| None)
+        self.read_nothing(conn).map(|()| None)
     }
 
     /// After a read: once the unread input is below half its bound, takes what the UDX stream
-    /// kept back.
-    fn refill_conn_input(&mut self, conn: u64) {
-        let low = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.secret.as_ref())
-            .map(|s| s.readable_bytes() < MAX_UNREAD_INPUT / 2);
-        if low == Some(true) {
+    /// kept back; a closed connection read to the end goes.
+    fn refill_conn_input(&mut self, conn: ConnId) {
+        let Some(t) = self.cx.transport(conn) else {
+            return;
+        };
+        if t.closed.is_some() {
+            return self.reap(conn);
+        }
+        let low = t
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.readable_bytes() < MAX_UNREAD_INPUT / 2);
+        if low {
             self.pump_conn_input(conn);
         }
     }
 
     /// Why a read found nothing: `Ok` at the end of the peer's stream, else `Blocked` or the
-    /// close reason.
-    fn read_nothing(&self, conn: u64) -> Result<(), ConnError> {
-        let c = self.conns.get(&conn).ok_or(ConnError::Unknown)?;
-        if c.eof {
+    /// close reason. A closed connection read to the end goes.
+    fn read_nothing(&mut self, conn: ConnId) -> Result<(), ConnError> {
+        let t = self.cx.transport(conn).ok_or(ConnError::Unknown)?;
+        let (eof, closed) = (t.eof, t.closed);
+        if closed.is_some() {
+            self.reap(conn);
+        }
+        if eof {
             return Ok(());
         }
-        match c.closed {
+        match closed {
             Some(r) => Err(ConnError::Closed(r)),
             None => Err(ConnError::Blocked),
+        }
+    }
+
+    /// A read on a connection the node no longer holds: the end, or how it closed.
+    fn read_gone(&self, conn: ConnId) -> Result<(), ConnError> {
+        match self.cx.closed_reason(conn) {
+            Some((_, true)) => Ok(()),
+            Some((r, false)) => Err(ConnError::Closed(r)),
+            None => Err(ConnError::Unknown),
         }
     }
 
     /// Ends our side once everything written is sent (UDX END).
     pub fn conn_finish(&mut self, now: Timestamp, conn: ConnId) -> Result<(), ConnError> {
         self.set_now(now);
-        let c = self.conns.get_mut(&conn.0).ok_or(ConnError::Unknown)?;
+        let gone = self.gone(conn);
+        let c = self.cx.get_mut(conn).ok_or(gone)?;
+        let c = c.transport.as_mut().ok_or(ConnError::NotOpen)?;
         if let Some(r) = c.closed {
             return Err(ConnError::Closed(r));
         }
@@ -599,44 +661,41 @@ impl Node {
             c.write_closed = true;
             c.finishing = true;
         }
-        self.flush_conn(conn.0);
+        self.flush_conn(conn);
         Ok(())
     }
 
     /// Resets the connection (UDX DESTROY) at once.
     pub fn conn_reset(&mut self, now: Timestamp, conn: ConnId) {
         self.set_now(now);
-        self.close_conn(conn.0, ConnCloseReason::Destroyed, true);
+        self.close_conn(conn, ConnCloseReason::Destroyed, true);
     }
 
-    /// Forgets a closed connection after its last bytes were read.
+    /// Forgets a closed connection and whatever of its input was not read. The node also does
+    /// this by itself once a closed connection was read to the end (or
+    /// [`CLOSED_LINGER`] after it closed), so calling it is optional.
     pub fn conn_remove(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn.0) {
-            if let Some(t) = c.filed {
-                self.conn_deadlines.remove(&(t, conn.0));
-            }
-            self.conn_by_stream.remove(&c.stream);
-            self.mux.remove(c.stream);
-            self.release_conn_sockets(conn.0);
-        }
+        self.drop_transport(conn);
+        self.reap(conn);
     }
 
-    /// Connections the node holds: opening, open, or closed and not yet forgotten with
-    /// [`Node::conn_remove`].
+    /// Connections the node holds: opening, open, or closed with input not read yet.
     pub fn conn_count(&self) -> usize {
-        self.conns.len()
+        self.cx
+            .iter()
+            .filter(|c| c.purpose == Purpose::App && (c.client.is_some() || c.transport.is_some()))
+            .count()
     }
 
     /// Transport state of the connection's UDX stream (round-trip time, congestion window,
     /// packet counters), while the node holds the connection.
     pub fn conn_transport(&self, conn: ConnId) -> Option<crate::stream::StreamInfo> {
-        let c = self.conns.get(&conn.0)?;
-        self.mux.info(c.stream)
+        self.mux.info(self.cx.transport(conn)?.stream)
     }
 
     /// The connection's peer key and path, once open.
     pub fn conn_info(&self, conn: ConnId) -> Option<([u8; 32], Option<SocketAddr>)> {
-        let c = self.conns.get(&conn.0)?;
+        let c = self.cx.transport(conn)?;
         Some((c.handshake.remote_public_key, c.path.map(|p| p.1)))
     }
 }

@@ -8,12 +8,14 @@
 
 mod client;
 mod conn;
+mod connection;
 mod incoming;
 mod maintenance;
 mod queries;
 mod records;
 mod relay;
 mod relay_server;
+mod responder;
 mod rpc;
 mod server;
 mod sockets;
@@ -29,7 +31,7 @@ use crate::config::{
 use crate::dht::{Router, Store};
 use crate::error::ApiError;
 use crate::event::{Event, SocketOp, Transmit};
-use crate::ids::{NodeId, QueryId, RequestId, SocketId};
+use crate::ids::{ConnId, NodeId, QueryId, RequestId, SocketId};
 use crate::rng::Rng;
 use crate::routing::RoutingTable;
 use crate::rpc::{CongestionWindow, Health, HealthState, NatSampler, Tokens};
@@ -111,8 +113,8 @@ pub struct Node {
     servers: BTreeMap<u64, server::ServerState>,
     server_targets: std::collections::HashMap<[u8; 32], u64>,
     next_server: u64,
-    clients: BTreeMap<u64, client::ClientConn>,
-    next_conn: u64,
+    /// Every connection, through all its phases, with their timers.
+    cx: connection::Connections,
     extra_sockets: BTreeMap<SocketId, sockets::ExtraSocket>,
     next_socket_index: u32,
     udx_ids: std::collections::BTreeSet<u32>,
@@ -123,22 +125,12 @@ pub struct Node {
 
     /// Every connection's UDX stream.
     mux: crate::stream::UdxMux,
-    conns: BTreeMap<u64, conn::Conn>,
-    /// Keep-alive deadlines of the connections, earliest first; each entry is at or before
-    /// its connection's real deadline (which only moves later), see `conn_timers`.
-    conn_deadlines: std::collections::BTreeSet<(Timestamp, u64)>,
-    /// At or before every deadline of the servers' handshake slots (prepunch, clear, puncher
-    /// timers); `None` when there is none. Lowered wherever one is set, made exact after the
-    /// slot timers ran, so an idle wake-up does not walk the slots.
-    slot_hint: Option<Timestamp>,
-    conn_by_stream: std::collections::HashMap<crate::stream::StreamId, u64>,
-    /// Client streams made at `connect`, before their handshake finished.
-    pending_streams: std::collections::HashMap<crate::stream::StreamId, u64>,
+    /// The connection each stream belongs to (a client's from `connect` on).
+    conn_by_stream: std::collections::HashMap<crate::stream::StreamId, ConnId>,
     /// Closing servers and the relays they still unannounce from.
     closing_servers: std::collections::HashMap<u64, usize>,
-    /// Blind relay pairings, by their internal relay connection.
-    relays: BTreeMap<u64, relay::RelayPairing>,
-    /// Events of relay connections, for `run_relays` (the application never sees them).
+    /// Events of relay links and relay sessions, for `run_relays` (the application never
+    /// sees them).
     relay_inbox: VecDeque<Event>,
     /// Acting as a blind relay: servers, sessions, pairings, links.
     relay_service: relay_server::RelayService,
@@ -224,21 +216,15 @@ impl Node {
             servers: BTreeMap::new(),
             server_targets: std::collections::HashMap::new(),
             next_server: 0,
-            clients: BTreeMap::new(),
-            next_conn: 0,
+            cx: connection::Connections::default(),
             extra_sockets: BTreeMap::new(),
             next_socket_index: 2,
             udx_ids: std::collections::BTreeSet::new(),
             random_punches: 0,
             last_random_punch: None,
             mux: crate::stream::UdxMux::new(crate::stream::Config::default(), mux_seed),
-            conns: BTreeMap::new(),
-            conn_deadlines: std::collections::BTreeSet::new(),
-            slot_hint: None,
             conn_by_stream: std::collections::HashMap::new(),
-            pending_streams: std::collections::HashMap::new(),
             closing_servers: std::collections::HashMap::new(),
-            relays: BTreeMap::new(),
             relay_inbox: VecDeque::new(),
             relay_service: relay_server::RelayService::default(),
             router: Router::new(
@@ -428,17 +414,11 @@ impl Node {
         t = t.min(self.router.next_timeout());
         for d in [
             self.mux.poll_timeout(),
-            self.conn_timeout(),
-            self.puncher_timeout(),
+            self.cx.next_deadline(),
             self.servers
                 .values()
                 .filter_map(server::ServerState::next_timeout)
                 .min(),
-            self.clients
-                .values()
-                .filter_map(client::ClientConn::next_timeout)
-                .min(),
-            self.relay_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -479,21 +459,24 @@ impl Node {
         if let Some(store) = &mut self.store {
             store.handle_timeout(self.now);
         }
-        let slots_due = self.slots_may_be_due();
-        self.fire_puncher_timers();
         self.announcer_timers();
-        if slots_due {
-            self.server_slot_timers();
+        for conn in self.cx.take_due(self.now) {
+            self.connection_timers(conn);
         }
-        self.client_timers();
-        self.relay_timers();
         self.mux.handle_timeout(self.now);
         self.process_stream_events();
-        self.conn_timers();
-        if slots_due {
-            self.recompute_slot_hint();
-        }
         self.run_relays();
+        self.cx.refile();
+    }
+
+    /// Runs the due timers of one connection, part by part (each checks its own deadline,
+    /// so a call for an early entry does nothing).
+    fn connection_timers(&mut self, conn: ConnId) {
+        self.puncher_timers(conn);
+        self.handshake_timers(conn);
+        self.client_timers(conn);
+        self.relay_timers(conn);
+        self.conn_timers(conn);
     }
 
     /// A fresh UDX stream id, unique on this node.
@@ -524,9 +507,6 @@ impl Node {
     }
 
     fn push_event(&mut self, e: Event) {
-        let Some(e) = self.take_relay_event(e) else {
-            return;
-        };
         if let Some(e) = self.take_relay_service_event(e) {
             self.events.push_back(e);
         }
@@ -621,12 +601,10 @@ impl Node {
         }
         self.closed = true;
         // Open connections close, pending connects fail, before the requests go.
-        let conns: Vec<u64> = self.conns.keys().copied().collect();
-        for c in conns {
+        for c in self.cx.ids() {
             self.close_conn_on_shutdown(c);
         }
-        let clients: Vec<u64> = self.clients.keys().copied().collect();
-        for c in clients {
+        for c in self.cx.ids() {
             self.fail_client(c, ConnectError::Destroyed);
         }
         self.destroy_all_requests();

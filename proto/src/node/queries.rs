@@ -73,7 +73,7 @@ pub(super) enum QueryKind {
     /// A server's announce (FIND_PEER, then ANNOUNCE to the best 3).
     Announcer(u64),
     /// A client's FIND_PEER.
-    Connect(u64),
+    Connect(crate::ids::ConnId),
 }
 
 #[derive(Debug)]

@@ -32,6 +32,7 @@ use core::time::Duration;
 use std::net::SocketAddrV4;
 
 use super::client::ConnectError;
+use super::connection::{Purpose, Side};
 use super::Node;
 use crate::dht::KeyPair;
 use crate::event::Event;
@@ -141,22 +142,12 @@ enum Stage {
     Closing,
 }
 
-/// Whose connection a pairing is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum RelayOwner {
-    /// A client attempt (`Node::clients`).
-    Client(u64),
-    /// A server's handshake slot.
-    Server(u64, usize),
-}
-
-/// One pairing: the internal connection to a relay for one of our connections.
+/// One pairing: what a relay link (the internal connection to a relay) carries for one of our
+/// connections.
 #[derive(Debug)]
 pub(super) struct RelayPairing {
-    /// The attempt or handshake the pairing is for.
-    owner: RelayOwner,
-    /// That attempt's connection.
-    peer_conn: ConnId,
+    /// The connection being relayed (its attempt or handshake).
+    owner: ConnId,
     local_udx_id: u32,
     token: [u8; 32],
     is_initiator: bool,
@@ -168,12 +159,18 @@ pub(super) struct RelayPairing {
     stage: Stage,
 }
 
-/// What to pair through a relay: an attempt or handshake, its connection and stream, and
+impl RelayPairing {
+    /// Pairing or closing must be done by then; a relaying link has no deadline.
+    pub fn next_timeout(&self) -> Option<Timestamp> {
+        (self.stage != Stage::Relaying).then_some(self.deadline)
+    }
+}
+
+/// What to pair through a relay: the connection (an attempt or handshake) and its stream, and
 /// the relay, token and role from the handshake.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct RelayRequest {
-    pub owner: RelayOwner,
-    pub peer_conn: ConnId,
+    pub owner: ConnId,
     pub local_udx_id: u32,
     pub relay_key: [u8; 32],
     pub token: [u8; 32],
@@ -182,18 +179,16 @@ pub(super) struct RelayRequest {
 
 impl Node {
     /// Starts pairing a connection through a relay, connecting to it as `key`. Returns the
-    /// internal connection's id.
-    pub(super) fn start_relay(&mut self, request: RelayRequest, key: &KeyPair) -> u64 {
+    /// relay link's id.
+    pub(super) fn start_relay(&mut self, request: RelayRequest, key: &KeyPair) -> ConnId {
         let RelayRequest {
             owner,
-            peer_conn,
             local_udx_id,
             relay_key,
             token,
             is_initiator,
         } = request;
         self.stats.relaying.attempts += 1;
-        let relay_conn = self.connect(self.now, &relay_key, key);
         tracing::debug!(
             relay = %crate::crypto::to_hex(&relay_key),
             is_initiator,
@@ -202,11 +197,10 @@ impl Node {
         let mut mux = Protomux::new();
         // The relay opens the same channel; if its open comes first it waits for ours.
         mux.pair(PROTOCOL, Some(&key.public_key()));
-        self.relays.insert(
-            relay_conn.0,
-            RelayPairing {
+        let link = self.cx.insert(Side::Client, Purpose::RelayLink);
+        if let Some(c) = self.cx.get_mut(link) {
+            c.relay_link = Some(RelayPairing {
                 owner,
-                peer_conn,
                 local_udx_id,
                 token,
                 is_initiator,
@@ -215,31 +209,15 @@ impl Node {
                 channel: None,
                 deadline: self.now + RELAY_TIMEOUT,
                 stage: Stage::Pairing,
-            },
-        );
-        // What the attempt reported before it was known as a relay's (it can fail at once).
-        let (mine, others): (Vec<Event>, Vec<Event>) = self
-            .events
-            .drain(..)
-            .partition(|e| event_conn(e) == Some(relay_conn));
-        self.events = others.into();
-        self.relay_inbox.extend(mine);
-        relay_conn.0
-    }
-
-    /// Whether `event` is about a relay connection; if so it is kept for [`Node::run_relays`]
-    /// instead of reaching the application.
-    pub(super) fn take_relay_event(&mut self, event: Event) -> Option<Event> {
-        match event_conn(&event) {
-            Some(conn) if self.relays.contains_key(&conn.0) => {
-                self.relay_inbox.push_back(event);
-                None
-            }
-            _ => Some(event),
+            });
         }
+        let options = ConnectOptions::default().with_key_pair(key);
+        self.start_connect(link, &relay_key, options);
+        link
     }
 
-    /// Handles what happened on relay connections. Runs at the end of every input.
+    /// Handles what happened on relay links and relay sessions. Runs at the end of every
+    /// input.
     pub(super) fn run_relays(&mut self) {
         while let Some(event) = self.relay_inbox.pop_front() {
             if event_conn(&event).is_some_and(|c| self.is_relay_session(c.0)) {
@@ -247,15 +225,15 @@ impl Node {
                 continue;
             }
             match event {
-                Event::Connected { conn, .. } => self.relay_connected(conn.0),
-                Event::Readable { conn } => self.relay_readable(conn.0),
+                Event::Connected { conn, .. } => self.relay_connected(conn),
+                Event::Readable { conn } => self.relay_readable(conn),
                 Event::ConnectFailed { conn, reason } => {
                     tracing::info!(%reason, "could not connect to the blind relay");
-                    self.relay_failed(conn.0);
+                    self.relay_failed(conn);
                 }
                 Event::ConnClosed { conn, reason } => {
                     tracing::debug!(%reason, "blind relay connection closed");
-                    self.relay_failed(conn.0);
+                    self.relay_failed(conn);
                 }
                 _ => {}
             }
@@ -263,48 +241,48 @@ impl Node {
     }
 
     /// The relay connection is open: open the channel.
-    fn relay_connected(&mut self, relay_conn: u64) {
-        let Some(p) = self.relays.get_mut(&relay_conn) else {
+    fn relay_connected(&mut self, link: ConnId) {
+        let Some(p) = self.cx.link_mut(link) else {
             return;
         };
         if p.stage == Stage::Closing {
             // Dropped while connecting: just end it.
-            let _ = self.conn_finish(self.now, ConnId(relay_conn));
+            let _ = self.conn_finish(self.now, link);
             return;
         }
         match p.mux.open(PROTOCOL, Some(&p.our_key), &[]) {
             Ok(ch) => p.channel = Some(ch),
             Err(e) => {
                 tracing::info!(error = %e, "blind relay channel not opened");
-                return self.relay_failed(relay_conn);
+                return self.relay_failed(link);
             }
         }
-        self.flush_relay(relay_conn);
+        self.flush_relay(link);
     }
 
     /// Messages from the relay.
-    fn relay_readable(&mut self, relay_conn: u64) {
-        while let Ok(Some(message)) = self.conn_read_message(ConnId(relay_conn)) {
-            let Some(p) = self.relays.get_mut(&relay_conn) else {
+    fn relay_readable(&mut self, link: ConnId) {
+        while let Ok(Some(message)) = self.conn_read_message(link) {
+            let Some(p) = self.cx.link_mut(link) else {
                 return;
             };
             if let Err(e) = p.mux.handle_message(&message) {
                 tracing::info!(error = %e, "blind relay sent a bad message");
-                return self.relay_failed(relay_conn);
+                return self.relay_failed(link);
             }
             let events: Vec<MuxEvent> = std::iter::from_fn(|| p.mux.poll_event()).collect();
             for event in events {
-                if !self.relay_event(relay_conn, event) {
+                if !self.relay_event(link, event) {
                     return;
                 }
             }
         }
-        self.flush_relay(relay_conn);
+        self.flush_relay(link);
     }
 
     /// One event of the relay connection's mux; `false` once the pairing is gone.
-    fn relay_event(&mut self, relay_conn: u64, event: MuxEvent) -> bool {
-        let Some(p) = self.relays.get_mut(&relay_conn) else {
+    fn relay_event(&mut self, link: ConnId, event: MuxEvent) -> bool {
+        let Some(p) = self.cx.link_mut(link) else {
             return false;
         };
         match event {
@@ -329,12 +307,12 @@ impl Node {
                     .filter(|a| a.token == p.token && a.is_initiator == p.is_initiator)
                     .and_then(|a| u32::try_from(a.id).ok());
                 if let Some(remote_id) = answer {
-                    self.relay_paired(relay_conn, remote_id);
+                    self.relay_paired(link, remote_id);
                 }
             }
             MuxEvent::Closed { channel } if Some(channel) == p.channel => {
                 tracing::info!("blind relay closed the channel");
-                self.relay_failed(relay_conn);
+                self.relay_failed(link);
                 return false;
             }
             _ => {}
@@ -343,75 +321,83 @@ impl Node {
     }
 
     /// Sends what the relay connection's mux has.
-    fn flush_relay(&mut self, relay_conn: u64) {
+    fn flush_relay(&mut self, link: ConnId) {
         let now = self.now;
-        let Some(p) = self.relays.get_mut(&relay_conn) else {
+        let Some(p) = self.cx.link_mut(link) else {
             return;
         };
         let messages: Vec<Vec<u8>> = std::iter::from_fn(|| p.mux.poll_transmit()).collect();
         for m in messages {
-            if let Err(e) = self.conn_write_message(now, ConnId(relay_conn), &m) {
+            if let Err(e) = self.conn_write_message(now, link, &m) {
                 tracing::debug!(error = %e, "blind relay write failed");
             }
         }
     }
 
+    /// Whether connection `conn` (its attempt or handshake) still waits for a path.
+    fn awaits_path(&self, conn: ConnId) -> bool {
+        match self.cx.get(conn).map(|c| c.side) {
+            Some(Side::Client) => self.client_awaits_path(conn),
+            Some(Side::Server(_)) => self.server_awaits_path(conn),
+            None => false,
+        }
+    }
+
     /// The relay paired us: our stream now goes through it (unless another path won).
-    fn relay_paired(&mut self, relay_conn: u64, remote_id: u32) {
-        let Some(p) = self.relays.get_mut(&relay_conn) else {
+    fn relay_paired(&mut self, link: ConnId, remote_id: u32) {
+        let Some(owner) = self.cx.link(link).map(|p| p.owner) else {
             return;
         };
-        let (owner, peer_conn) = (p.owner, p.peer_conn);
-        let path = self.conn_path_of(relay_conn);
-        let waiting = match owner {
-            RelayOwner::Client(id) => self.client_awaits_path(id),
-            RelayOwner::Server(id, slot) => self.server_awaits_path(id, slot),
-        };
+        let path = self.conn_path_of(link);
+        let waiting = self.awaits_path(owner);
         let Some((socket, std::net::SocketAddr::V4(relay_addr))) = path.filter(|_| waiting) else {
             tracing::debug!("blind relay paired after another path won; dropping it");
-            return self.drop_relay(relay_conn);
+            return self.drop_relay(link);
         };
-        if let Some(p) = self.relays.get_mut(&relay_conn) {
+        if let Some(p) = self.cx.link_mut(link) {
             p.stage = Stage::Relaying;
         }
         self.stats.relaying.successes += 1;
         tracing::info!(relay = %relay_addr, "connection runs through the blind relay");
-        self.set_conn_remote_udx_id(peer_conn.0, remote_id);
-        match owner {
-            RelayOwner::Client(id) => self.client_path_open(id, socket, relay_addr),
-            RelayOwner::Server(id, slot) => self.server_path_open(id, slot, socket, relay_addr),
+        self.set_conn_remote_udx_id(owner, remote_id);
+        match self.cx.get(owner).map(|c| c.side) {
+            Some(Side::Client) => self.client_path_open(owner, socket, relay_addr),
+            Some(Side::Server(_)) => self.server_path_open(owner, socket, relay_addr),
+            None => {}
         }
     }
 
-    /// The relay connection failed or closed: forget it; a client that only waited for it
-    /// fails.
-    fn relay_failed(&mut self, relay_conn: u64) {
-        if !self.relays.contains_key(&relay_conn) {
+    /// The relay connection failed or closed: forget it; a connection that only waited for
+    /// it fails.
+    fn relay_failed(&mut self, link: ConnId) {
+        if self.cx.link(link).is_none() {
             return;
         }
-        // Stop the attempt or the connection while the pairing is still known, so what that
-        // reports stays internal (it finds the pairing gone and is ignored).
+        // Stop the attempt or the connection; what that reports goes to `run_relays`, which
+        // finds the pairing gone and ignores it.
         let now = self.now;
-        self.cancel_connect(now, ConnId(relay_conn));
-        self.conn_reset(now, ConnId(relay_conn));
-        let Some(p) = self.relays.remove(&relay_conn) else {
+        self.cancel_connect(now, link);
+        self.conn_reset(now, link);
+        let Some(p) = self.cx.get_mut(link).and_then(|c| c.relay_link.take()) else {
             return;
         };
-        self.conn_remove(ConnId(relay_conn));
+        self.conn_remove(link);
+        self.reap(link);
         if p.stage == Stage::Pairing {
             self.stats.relaying.aborts += 1;
-            match p.owner {
-                RelayOwner::Client(id) => self.client_relay_gone(id),
-                RelayOwner::Server(id, slot) => self.server_relay_gone(id, slot),
+            match self.cx.get(p.owner).map(|c| c.side) {
+                Some(Side::Client) => self.client_relay_gone(p.owner),
+                Some(Side::Server(_)) => self.server_relay_gone(p.owner),
+                None => {}
             }
         }
     }
 
     /// Ends a relay connection that is no longer wanted: `unpair` if the channel is open,
     /// then the end of the stream; it is reset if it has not closed by [`RELAY_TIMEOUT`].
-    fn drop_relay(&mut self, relay_conn: u64) {
+    fn drop_relay(&mut self, link: ConnId) {
         let now = self.now;
-        let Some(p) = self.relays.get_mut(&relay_conn) else {
+        let Some(p) = self.cx.link_mut(link) else {
             return;
         };
         if p.stage == Stage::Closing {
@@ -424,89 +410,76 @@ impl Node {
         p.deadline = now + RELAY_TIMEOUT;
         let Some(channel) = p.channel.filter(|&c| p.mux.is_open(c)) else {
             // Not talking to the relay yet: stop connecting (or end the connection).
-            self.cancel_connect(now, ConnId(relay_conn));
-            let _ = self.conn_finish(now, ConnId(relay_conn));
+            self.cancel_connect(now, link);
+            let _ = self.conn_finish(now, link);
             return;
         };
         // `unpair`: flags (none) and the token.
         let mut unpair = vec![0];
         unpair.extend_from_slice(&p.token);
         let _ = p.mux.send(channel, UNPAIR, &unpair);
-        self.flush_relay(relay_conn);
-        let _ = self.conn_finish(now, ConnId(relay_conn));
+        self.flush_relay(link);
+        let _ = self.conn_finish(now, link);
+    }
+
+    /// The relay links of `owner` (in `stage`, or any).
+    fn links_of(&self, owner: ConnId, stage: Option<Stage>) -> Vec<ConnId> {
+        self.cx
+            .iter()
+            .filter(|c| {
+                c.relay_link
+                    .as_ref()
+                    .is_some_and(|p| p.owner == owner && stage.is_none_or(|s| p.stage == s))
+            })
+            .map(|c| c.id)
+            .collect()
     }
 
     /// The relays still pairing for an attempt or handshake that found another path (or
     /// failed) are dropped.
-    pub(super) fn drop_relays_of(&mut self, owner: RelayOwner) {
-        let ids: Vec<u64> = self
-            .relays
-            .iter()
-            .filter(|(_, p)| p.owner == owner && p.stage == Stage::Pairing)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.drop_relay(id);
+    pub(super) fn drop_relays_of(&mut self, owner: ConnId) {
+        for link in self.links_of(owner, Some(Stage::Pairing)) {
+            self.drop_relay(link);
         }
     }
 
     /// A connection closed: the relay it ran through is no longer needed.
-    pub(super) fn drop_relays_of_conn(&mut self, conn: u64) {
-        let ids: Vec<u64> = self
-            .relays
-            .iter()
-            .filter(|(_, p)| p.peer_conn.0 == conn)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.drop_relay(id);
+    pub(super) fn drop_relays_of_conn(&mut self, conn: ConnId) {
+        for link in self.links_of(conn, None) {
+            self.drop_relay(link);
         }
-    }
-
-    /// The attempts and handshakes with a relay still pairing.
-    pub(super) fn relay_owners(&self) -> Vec<RelayOwner> {
-        self.relays
-            .values()
-            .filter(|p| p.stage == Stage::Pairing)
-            .map(|p| p.owner)
-            .collect()
     }
 
     /// Whether an attempt or handshake still pairs through a relay.
-    pub(super) fn relay_pending(&self, owner: RelayOwner) -> bool {
-        self.relays
-            .values()
-            .any(|p| p.owner == owner && p.stage == Stage::Pairing)
+    pub(super) fn relay_pending(&self, owner: ConnId) -> bool {
+        !self.links_of(owner, Some(Stage::Pairing)).is_empty()
     }
 
-    /// Relays that took too long to pair, or to close.
-    pub(super) fn relay_timers(&mut self) {
+    /// A relay link's timer: it took too long to pair, or to close.
+    pub(super) fn relay_timers(&mut self, link: ConnId) {
         let now = self.now;
-        let due: Vec<u64> = self
-            .relays
-            .iter()
-            .filter(|(_, p)| p.stage != Stage::Relaying && p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if self
-                .relays
-                .get(&id)
-                .is_some_and(|p| p.stage == Stage::Pairing)
-            {
-                tracing::info!("blind relay did not pair in time");
-            }
-            self.relay_failed(id);
+        let Some(p) = self.cx.link(link) else {
+            return;
+        };
+        if p.stage == Stage::Relaying || p.deadline > now {
+            return;
         }
+        if p.stage == Stage::Pairing {
+            tracing::info!("blind relay did not pair in time");
+        }
+        self.relay_failed(link);
     }
 
-    /// The earliest relay deadline.
-    pub(super) fn relay_timeout(&self) -> Option<Timestamp> {
-        self.relays
-            .values()
-            .filter(|p| p.stage != Stage::Relaying)
-            .map(|p| p.deadline)
-            .min()
+    /// Routes an event of connection `conn`: the application's go to it, relay links' and
+    /// relay sessions' to [`Node::run_relays`].
+    pub(super) fn conn_event(&mut self, event: Event) {
+        let purpose = event_conn(&event)
+            .and_then(|c| self.cx.get(c))
+            .map(|c| c.purpose);
+        match purpose {
+            Some(Purpose::RelayLink | Purpose::RelaySession) => self.relay_inbox.push_back(event),
+            _ => self.push_event(event),
+        }
     }
 }
 

@@ -81,13 +81,17 @@ impl Node {
         Ok(server)
     }
 
-    /// Whether `event` belongs to the relay service; if so it is handled (now for
-    /// `Incoming`, in `run_relays` for the rest) instead of reaching the application.
+    /// Whether `event` is a relay service's `Incoming`; if so its connection becomes a relay
+    /// session, whose events [`Node::conn_event`] sends to `run_relays`.
     pub(super) fn take_relay_service_event(&mut self, event: Event) -> Option<Event> {
         match &event {
             Event::Incoming { server, conn, .. }
                 if self.relay_service.servers.contains(&server.0) =>
             {
+                // Its events go to `run_relays` from now on.
+                if let Some(c) = self.cx.get_mut(*conn) {
+                    c.purpose = super::connection::Purpose::RelaySession;
+                }
                 let mut mux = Protomux::new();
                 mux.pair(PROTOCOL, None);
                 self.relay_service.sessions.insert(
@@ -98,16 +102,6 @@ impl Node {
                         tokens: Vec::new(),
                     },
                 );
-                None
-            }
-            Event::Connected { conn, .. }
-            | Event::Readable { conn }
-            | Event::Finished { conn }
-            | Event::Writable { conn }
-            | Event::ConnClosed { conn, .. }
-                if self.relay_service.sessions.contains_key(&conn.0) =>
-            {
-                self.relay_inbox.push_back(event);
                 None
             }
             _ => Some(event),

@@ -102,19 +102,19 @@ pub(super) enum Owner {
     UnannounceSent(u64),
     /// A client's relayed handshake.
     ConnHandshake {
-        conn: u64,
+        conn: crate::ids::ConnId,
         relay: SocketAddrV4,
     },
     /// A client's holepunch round.
     ConnHolepunch {
-        conn: u64,
+        conn: crate::ids::ConnId,
         relay: SocketAddrV4,
         peer_address: SocketAddrV4,
         token: Option<[u8; 32]>,
     },
     /// A client's LAN shortcut PING.
     LanPing {
-        conn: u64,
+        conn: crate::ids::ConnId,
         addr: SocketAddrV4,
     },
 }

@@ -6,27 +6,23 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 
+use super::connection::Side;
 use super::Node;
 use crate::event::{SocketOp, Transmit};
 use crate::holepunch::puncher::{PunchOutput, Puncher};
-use crate::ids::SocketId;
+use crate::ids::{ConnId, SocketId};
 use crate::time::Timestamp;
 
-/// Whose puncher a socket belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum PuncherRef {
-    /// A client connection.
-    Client(u64),
-    /// A server handshake slot.
-    Server(u64, usize),
-}
+/// Whose puncher a socket belongs to: the connection whose attempt (client side) or
+/// handshake (server side) holds it.
+pub(super) type PuncherRef = ConnId;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ExtraSocket {
     pub owner: PuncherRef,
     pub bound: bool,
     /// A connection whose path runs over this socket: it outlives the puncher.
-    pub conn: Option<u64>,
+    pub conn: Option<ConnId>,
 }
 
 /// Extra sockets a node may hold at once (a birthday punch needs 256).
@@ -68,14 +64,14 @@ impl Node {
     }
 
     /// A connection's path runs over `socket`: keep it open for the connection's life.
-    pub(super) fn adopt_socket(&mut self, socket: SocketId, conn: u64) {
+    pub(super) fn adopt_socket(&mut self, socket: SocketId, conn: ConnId) {
         if let Some(e) = self.extra_sockets.get_mut(&socket) {
             e.conn = Some(conn);
         }
     }
 
     /// Closes the sockets a connection adopted.
-    pub(super) fn release_conn_sockets(&mut self, conn: u64) {
+    pub(super) fn release_conn_sockets(&mut self, conn: ConnId) {
         let ids: Vec<SocketId> = self
             .extra_sockets
             .iter()
@@ -131,12 +127,7 @@ impl Node {
     }
 
     pub(super) fn puncher_mut(&mut self, owner: PuncherRef) -> Option<&mut Puncher> {
-        match owner {
-            PuncherRef::Client(c) => self.clients.get_mut(&c)?.puncher.as_mut(),
-            PuncherRef::Server(s, slot) => {
-                self.servers.get_mut(&s)?.slot_mut(slot)?.puncher.as_mut()
-            }
-        }
+        self.cx.get_mut(owner)?.puncher_mut()
     }
 
     /// Carries out everything a puncher asked for.
@@ -178,53 +169,17 @@ impl Node {
                 PunchOutput::Aborted => self.on_punch_aborted(owner),
             }
         }
-        if let PuncherRef::Server(..) = owner {
-            // Every change to a server puncher ends here: keep the slot hint below its timer.
-            let next = self.puncher_mut(owner).and_then(|p| p.poll_timeout());
-            self.note_slot_deadline(next);
-        }
         self.after_puncher_progress(owner);
     }
 
-    /// The earliest puncher timer.
-    pub(super) fn puncher_timeout(&self) -> Option<Timestamp> {
-        let c = self
-            .clients
-            .values()
-            .filter_map(|c| c.puncher.as_ref()?.poll_timeout())
-            .min();
-        // Server punchers' timers are covered by `slot_hint`.
-        match (c, self.slot_hint) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Runs due puncher timers.
-    pub(super) fn fire_puncher_timers(&mut self) {
+    /// Runs a connection's puncher timer, if due.
+    pub(super) fn puncher_timers(&mut self, owner: PuncherRef) {
         let now = self.now;
-        let mut owners: Vec<PuncherRef> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| {
-                c.puncher
-                    .as_ref()
-                    .and_then(Puncher::poll_timeout)
-                    .is_some_and(|t| t <= now)
-            })
-            .map(|(id, _)| PuncherRef::Client(*id))
-            .collect();
-        if self.slots_may_be_due() {
-            for (sid, s) in &self.servers {
-                for slot in s.due_punchers(now) {
-                    owners.push(PuncherRef::Server(*sid, slot));
-                }
-            }
-        }
-        for owner in owners {
-            if let Some(p) = self.puncher_mut(owner) {
-                p.handle_timeout(now);
-            }
+        let Some(p) = self.puncher_mut(owner) else {
+            return;
+        };
+        if p.poll_timeout().is_some_and(|t| t <= now) {
+            p.handle_timeout(now);
             self.drain_puncher(owner);
         }
     }
@@ -233,9 +188,10 @@ impl Node {
 impl Node {
     /// Routes a puncher's progress to its owner.
     pub(super) fn after_puncher_progress(&mut self, owner: PuncherRef) {
-        match owner {
-            PuncherRef::Client(c) => self.after_client_puncher(c),
-            PuncherRef::Server(s, slot) => self.after_server_puncher(s, slot),
+        match self.cx.get(owner).map(|c| c.side) {
+            Some(Side::Client) => self.after_client_puncher(owner),
+            Some(Side::Server(_)) => self.after_server_puncher(owner),
+            None => {}
         }
     }
 
@@ -247,19 +203,19 @@ impl Node {
         from: SocketAddrV4,
     ) {
         self.note_random_punch_end(owner);
-        match owner {
-            PuncherRef::Client(c) => self.on_client_punch_connected(c, socket, from),
-            // Servers open their path on the client's first UDX packet, not on a probe.
-            PuncherRef::Server(..) => {}
+        // Servers open their path on the client's first UDX packet, not on a probe.
+        if self.cx.get(owner).is_some_and(|c| c.side == Side::Client) {
+            self.on_client_punch_connected(owner, socket, from);
         }
     }
 
     /// A puncher gave up.
     pub(super) fn on_punch_aborted(&mut self, owner: PuncherRef) {
         self.note_random_punch_end(owner);
-        match owner {
-            PuncherRef::Client(c) => self.on_client_punch_aborted(c),
-            PuncherRef::Server(s, slot) => self.on_server_punch_aborted(s, slot),
+        match self.cx.get(owner).map(|c| c.side) {
+            Some(Side::Client) => self.on_client_punch_aborted(owner),
+            Some(Side::Server(_)) => self.on_server_punch_aborted(owner),
+            None => {}
         }
     }
 

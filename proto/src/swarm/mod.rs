@@ -278,6 +278,8 @@ pub struct SwarmInfo {
     pub connections: usize,
     /// The peers of the open connections, each with whether we dialled it.
     pub connected: Vec<([u8; 32], bool)>,
+    /// The ids of the open connections, in the order of `connected`.
+    pub open: Vec<ConnId>,
     /// Dials under way.
     pub connecting: usize,
     /// Peers waiting to be dialled.
@@ -763,6 +765,7 @@ impl Swarm {
                 .open_connections()
                 .map(|(k, _, client)| (k, client))
                 .collect(),
+            open: self.open_connections().map(|(_, c, _)| c).collect(),
             connecting: self.connecting(),
             queued: self.queued(),
             waiting: self.waiting(),
