@@ -24,10 +24,24 @@ use crate::time::Timestamp;
 /// Encrypted bytes a connection may hold back beyond what its stream took; writes past this
 /// block until [`Event::Writable`].
 pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
-/// Decrypted bytes a connection holds for the application at most. Past this, data stays in
-/// the UDX receive buffer, whose window then closes: a slow reader slows the peer down instead
-/// of growing memory.
+/// Input a connection holds for the application at most: decrypted messages not read yet
+/// plus the part of a frame still coming in. Past this, data stays in the UDX receive
+/// buffer, whose window then closes: a slow reader slows the peer down instead of growing
+/// memory. One frame larger than what is left may still complete once the application read
+/// everything before it (secret-stream frames are up to 16 MiB, and JS peers may send them).
 pub const MAX_UNREAD_INPUT: usize = 1 << 20;
+
+/// What a connection's secret-stream holds for the application: complete messages not read
+/// yet and the part of a frame still coming in.
+fn held_input(s: &SecretStream) -> usize {
+    s.readable_bytes() + s.buffered_input_len()
+}
+
+/// Whether more input may be taken from the UDX stream: while under [`MAX_UNREAD_INPUT`], or
+/// to complete a frame once everything before it was read.
+fn may_take_input(s: &SecretStream) -> bool {
+    held_input(s) < MAX_UNREAD_INPUT || (s.readable_bytes() == 0 && s.buffered_input_len() > 0)
+}
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,15 +277,16 @@ impl Node {
         let Some(c) = self.cx.transport_mut(conn) else {
             return;
         };
-        if c.secret
-            .as_ref()
-            .is_some_and(|s| s.readable_bytes() >= MAX_UNREAD_INPUT)
-        {
+        if c.secret.as_ref().is_some_and(|s| !may_take_input(s)) {
             return;
         }
+        // Up to what is left under the cap (a frame completing past it takes one round).
+        let room = c.secret.as_ref().map_or(MAX_UNREAD_INPUT, |s| {
+            MAX_UNREAD_INPUT.saturating_sub(held_input(s)).max(1)
+        });
         let mut buf = Vec::new();
         loop {
-            if buf.len() >= MAX_UNREAD_INPUT {
+            if buf.len() >= room {
                 break;
             }
             match self.mux.read_into(c.stream, &mut buf) {
@@ -613,10 +628,9 @@ impl Node {
         if t.closed.is_some() {
             return self.reap(conn);
         }
-        let low = t
-            .secret
-            .as_ref()
-            .is_some_and(|s| s.readable_bytes() < MAX_UNREAD_INPUT / 2);
+        let low = t.secret.as_ref().is_some_and(|s| {
+            held_input(s) < MAX_UNREAD_INPUT / 2 || (s.readable_bytes() == 0 && may_take_input(s))
+        });
         if low {
             self.pump_conn_input(conn);
         }
