@@ -1,7 +1,6 @@
 //! Connecting to a server by public key (hyperdht `lib/connect.js`): FIND_PEER, the relayed
-//! Noise handshake through up to two nodes at a time, then the path: direct when the server
-//! answered itself or is open, the LAN shortcut when both share a public address, or the
-//! initiator half of holepunching (a probe round, then a punch round).
+//! Noise handshake through up to two nodes at a time, and the attempt's end (a path, or a
+//! failure). Choosing the path and the initiator half of holepunching are `client_punch.rs`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
@@ -19,14 +18,12 @@ use crate::crypto::{hash, to_hex};
 use crate::dht::keys::command;
 use crate::dht::KeyPair;
 use crate::event::{Event, Reply};
-use crate::holepunch::addr::{is_bogon, is_reserved, match_address};
 use crate::holepunch::puncher::Puncher;
 use crate::holepunch::SecurePayload;
 use crate::ids::{ConnId, SocketId};
 use crate::noise::{HandshakeOutput, Initiator};
 use crate::time::Timestamp;
-use crate::wire::holepunch::HolepunchPayload;
-use crate::wire::hyperdht::{mode, Handshake, Holepunch, Peer};
+use crate::wire::hyperdht::{mode, Handshake, Peer};
 use crate::wire::noise::{error, firewall, NoisePayload, RelayInfo, RelayThrough, UdxInfo};
 
 /// Parallel handshakes through different relays (`Semaphore(2)`).
@@ -106,18 +103,18 @@ impl std::error::Error for ConnectError {}
 
 /// What the handshake established.
 #[derive(Clone, Debug)]
-struct ConnectInfo {
-    relayed: bool,
-    relay_address: SocketAddrV4,
-    client_address: SocketAddrV4,
-    server_address: SocketAddrV4,
-    payload: NoisePayload,
-    output: HandshakeOutput,
+pub(super) struct ConnectInfo {
+    pub(super) relayed: bool,
+    pub(super) relay_address: SocketAddrV4,
+    pub(super) client_address: SocketAddrV4,
+    pub(super) server_address: SocketAddrV4,
+    pub(super) payload: NoisePayload,
+    pub(super) output: HandshakeOutput,
 }
 
 /// Where the holepunch is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Finding,
     /// Waiting for another path (LAN ping, passive connect).
     Waiting,
@@ -146,48 +143,48 @@ enum Phase {
 /// One outgoing connection.
 #[derive(Debug)]
 pub(super) struct ClientConn {
-    remote_public_key: [u8; 32],
-    target: [u8; 32],
-    initiator: Option<InitiatorBox>,
+    pub(super) remote_public_key: [u8; 32],
+    pub(super) target: [u8; 32],
+    pub(super) initiator: Option<InitiatorBox>,
     message1: Option<Vec<u8>>,
-    our_firewall: u64,
-    pub local_udx_id: u32,
-    query_done: bool,
-    queue: VecDeque<SocketAddrV4>,
-    in_flight: usize,
-    attempts: usize,
-    info: Option<ConnectInfo>,
-    secure: Option<SecurePayload>,
-    pub puncher: Option<Puncher>,
+    pub(super) our_firewall: u64,
+    pub(super) local_udx_id: u32,
+    pub(super) query_done: bool,
+    pub(super) queue: VecDeque<SocketAddrV4>,
+    pub(super) in_flight: usize,
+    pub(super) attempts: usize,
+    pub(super) info: Option<ConnectInfo>,
+    pub(super) secure: Option<SecurePayload>,
+    pub(super) puncher: Option<Puncher>,
     /// The UDX stream, made at `connect` so a server that reaches us before the handshake
     /// reply does not lose its first packet.
-    stream: Option<crate::stream::StreamId>,
+    pub(super) stream: Option<crate::stream::StreamId>,
     /// Where that first packet came from (JS `c.serverSocket` / `c.serverAddress`).
-    early_path: Option<(SocketId, SocketAddrV4)>,
-    phase: Phase,
-    round: u64,
-    server_relay: Option<RelayInfo>,
-    deadline: Option<Timestamp>,
-    lan_only: bool,
+    pub(super) early_path: Option<(SocketId, SocketAddrV4)>,
+    pub(super) phase: Phase,
+    pub(super) round: u64,
+    pub(super) server_relay: Option<RelayInfo>,
+    pub(super) deadline: Option<Timestamp>,
+    pub(super) lan_only: bool,
     /// Our key pair (the blind relay connection uses it too).
-    key: KeyPair,
+    pub(super) key: KeyPair,
     /// The blind relay we asked the server to meet us at (JS `relayThrough`).
-    relay_through: Option<RelayThrough>,
+    pub(super) relay_through: Option<RelayThrough>,
     /// Why holepunching failed, while a blind relay may still pair.
-    held: Option<ConnectError>,
+    pub(super) held: Option<ConnectError>,
     /// Open a session to the server in the first probe round (JS `fastOpen`).
-    fast_open: bool,
+    pub(super) fast_open: bool,
     /// Relay addresses handed in (JS `relayAddresses`), tried before the FIND_PEER walk's
     /// replies; the walk's replies from them are not tried twice.
-    preconnect: Vec<SocketAddrV4>,
+    pub(super) preconnect: Vec<SocketAddrV4>,
     /// The FIND_PEER walk, while it runs: stopped once a handshake succeeds (JS leaves its
     /// `for await` over the query, which destroys it), so it sends no more requests.
-    find_query: Option<u64>,
+    pub(super) find_query: Option<u64>,
 }
 
 /// `Initiator` kept as a template: each relay's reply is read with a copy, because the server
 /// answers every relay with the same message 2.
-struct InitiatorBox(Initiator);
+pub(super) struct InitiatorBox(pub(super) Initiator);
 
 impl fmt::Debug for InitiatorBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -561,391 +558,6 @@ impl Node {
             self.start_relay(request, &key);
         }
         self.choose_path(id, info);
-    }
-
-    /// The decision tree after the handshake (`holepunch()`).
-    fn choose_path(&mut self, id: ConnId, info: ConnectInfo) {
-        let p = &info.payload;
-        let holepunchable = p.holepunch.as_ref().is_some_and(|h| !h.relays.is_empty());
-        if p.firewall == firewall::OPEN || (info.relayed && !holepunchable) {
-            let addr = p
-                .addresses4
-                .iter()
-                .find(|a| !is_bogon(a.ip()))
-                .copied()
-                .unwrap_or(info.server_address);
-            let socket = self.request_socket();
-            return self.client_path_open(id, socket, addr);
-        }
-        let now = self.now;
-        let Some(c) = self.cx.client_mut(id) else {
-            return;
-        };
-        if c.our_firewall == firewall::OPEN {
-            c.deadline = Some(now + PASSIVE_CONNECT_TIMEOUT);
-            return;
-        }
-        if self.config.local_connection
-            && info.relayed
-            && info.client_address.ip() == info.server_address.ip()
-        {
-            let servers: Vec<SocketAddrV4> = p
-                .addresses4
-                .iter()
-                .filter(|a| !is_reserved(a.ip()))
-                .copied()
-                .collect();
-            if !servers.is_empty() {
-                let mine = self.local_addresses();
-                let addr = match_address(&mine, &servers).unwrap_or(servers[0]);
-                let spec = RequestSpec::internal(crate::commands::PING);
-                self.send_request(addr, None, spec, Owner::LanPing { conn: id, addr });
-                if !holepunchable {
-                    if let Some(c) = self.cx.client_mut(id) {
-                        c.lan_only = true;
-                    }
-                    return;
-                }
-            }
-        }
-        if !holepunchable {
-            return self.fail_client(id, ConnectError::CannotHolepunch);
-        }
-        let server_relay = p
-            .holepunch
-            .as_ref()
-            .and_then(|h| {
-                h.relays
-                    .iter()
-                    .find(|r| r.relay_address == info.relay_address)
-                    .or_else(|| h.relays.first())
-            })
-            .copied();
-        let nodes = self.sample_nodes();
-        let rng = self.rng.child();
-        let firewalled = self.firewalled;
-        let Some(c) = self.cx.client_mut(id) else {
-            return;
-        };
-        c.server_relay = server_relay;
-        tracing::debug!(
-            sample_nodes = nodes.len(),
-            remote_firewall = p.firewall,
-            "holepunch: probing the server"
-        );
-        c.puncher = Some(Puncher::new(true, firewalled, p.firewall, nodes, rng));
-        c.phase = Phase::ProbeReady { retry: true };
-        self.drain_puncher(id);
-    }
-
-    /// The LAN PING came back (or not).
-    pub(super) fn on_lan_ping(&mut self, id: ConnId, addr: SocketAddrV4, ok: bool) {
-        let Some(c) = self.cx.client(id) else {
-            return;
-        };
-        if c.phase == Phase::Done {
-            return;
-        }
-        if ok {
-            return self.client_path_open(id, SocketId::SERVER, addr);
-        }
-        if c.lan_only {
-            self.fail_client(id, ConnectError::HolepunchAborted);
-        }
-    }
-
-    /// Sends one PEER_HOLEPUNCH round from the puncher socket.
-    fn send_holepunch_round(
-        &mut self,
-        id: ConnId,
-        peer_address: SocketAddrV4,
-        relay: SocketAddrV4,
-        payload: HolepunchPayload,
-    ) -> bool {
-        let nonce: [u8; 24] = self.rng.bytes32()[..24].try_into().unwrap_or([0; 24]);
-        let Some(c) = self.cx.client(id) else {
-            return false;
-        };
-        let (Some(secure), Some(info), Some(socket)) = (
-            &c.secure,
-            &c.info,
-            c.puncher.as_ref().and_then(Puncher::socket),
-        ) else {
-            return false;
-        };
-        let hp_id = info.payload.holepunch.as_ref().map_or(0, |h| h.id);
-        let value = Holepunch {
-            mode: mode::FROM_CLIENT,
-            id: hp_id,
-            payload: secure.seal(&payload, nonce),
-            peer_address: Some(peer_address),
-        }
-        .to_bytes();
-        let mut spec = RequestSpec::external(command::PEER_HOLEPUNCH, Some(c.target), Some(value));
-        spec.socket = Some(socket);
-        let token = payload.token;
-        let owner = Owner::ConnHolepunch {
-            conn: id,
-            relay,
-            peer_address,
-            token,
-        };
-        self.send_request(relay, None, spec, owner).is_some()
-    }
-
-    /// After the puncher made progress: send the probe round once its socket is bound; decide
-    /// once the NAT analysis is done.
-    pub(super) fn after_client_puncher(&mut self, id: ConnId) {
-        let Some(c) = self.cx.client(id) else {
-            return;
-        };
-        match c.phase.clone() {
-            Phase::ProbeReady { retry } => {
-                let Some(p) = c.puncher.as_ref() else { return };
-                if p.socket().is_none() {
-                    return;
-                }
-                let (Some(info), Some(relay)) = (c.info.clone(), c.server_relay) else {
-                    return;
-                };
-                // `probeRound(c, fastOpen === false ? null : serverAddress, ...)`.
-                let fast_open = c.fast_open.then_some(info.server_address);
-                let payload = HolepunchPayload {
-                    firewall: p.nat().firewall(),
-                    round: c.round,
-                    addresses: p.nat().addresses().map(<[SocketAddrV4]>::to_vec),
-                    remote_address: fast_open,
-                    ..HolepunchPayload::default()
-                };
-                if let Some(c) = self.cx.client_mut(id) {
-                    c.round += 1;
-                    c.phase = Phase::ProbeSent { retry };
-                    if let (Some(p), Some(addr)) = (c.puncher.as_mut(), fast_open) {
-                        p.open_session(addr);
-                    }
-                }
-                // The fast-open probe leaves before the round, as JS awaits `openSession` first:
-                // it reaches the server's puncher socket directly, ahead of the relayed round
-                // that may make the server re-roll that socket (and abort).
-                self.drain_puncher(id);
-                if !self
-                    .cx
-                    .client(id)
-                    .is_some_and(|c| matches!(c.phase, Phase::ProbeSent { .. }))
-                {
-                    return;
-                }
-                if !self.send_holepunch_round(id, relay.peer_address, relay.relay_address, payload)
-                {
-                    return self.fail_client(id, ConnectError::HolepunchAborted);
-                }
-                self.drain_puncher(id);
-            }
-            Phase::ProbeAnalyzing { .. } => self.continue_probe(id),
-            _ => {}
-        }
-    }
-
-    /// A holepunch round's reply (or failure).
-    pub(super) fn on_connect_holepunch(
-        &mut self,
-        id: ConnId,
-        relay: SocketAddrV4,
-        peer_address: SocketAddrV4,
-        our_token: Option<[u8; 32]>,
-        reply: Option<Reply>,
-    ) {
-        let Some(c) = self.cx.client_mut(id) else {
-            return;
-        };
-        let probe = match c.phase {
-            Phase::ProbeSent { retry } => Some(retry),
-            Phase::PunchSent => None,
-            _ => return,
-        };
-        let Some(reply) = reply else {
-            return self.fail_client(id, ConnectError::HolepunchAborted);
-        };
-        let hp = reply
-            .value
-            .as_deref()
-            .and_then(|v| Holepunch::decode(v).ok());
-        let Some(hp) = hp.filter(|h| h.mode == mode::REPLY && reply.from == relay) else {
-            return self.fail_client(id, ConnectError::HolepunchAborted);
-        };
-        let Some(remote) = c.secure.as_ref().and_then(|s| s.open(&hp.payload)) else {
-            return self.fail_client(id, ConnectError::HolepunchInvalid);
-        };
-        if remote.error != error::NONE {
-            return self.fail_client(id, ConnectError::RemoteAborted);
-        }
-        let echoed = remote.remote_token.is_some() && remote.remote_token == our_token;
-        let Some(p) = c.puncher.as_mut() else { return };
-        p.update_remote(
-            remote.punching,
-            remote.firewall,
-            remote.addresses.as_deref(),
-            echoed.then_some(*peer_address.ip()),
-        );
-        tracing::debug!(
-            round = remote.round,
-            remote_firewall = remote.firewall,
-            remote_punching = remote.punching,
-            token = remote.token.is_some(),
-            "holepunch: server replied"
-        );
-        match probe {
-            Some(retry) => {
-                p.nat_mut().add(reply.to, reply.from);
-                let pause_until = (p.remote_firewall == firewall::UNKNOWN)
-                    .then(|| self.now + REMOTE_UNKNOWN_PAUSE);
-                c.phase = Phase::ProbeAnalyzing {
-                    retry,
-                    token: remote.token,
-                    pause_until,
-                    reopened: false,
-                };
-                self.drain_puncher(id);
-                self.continue_probe(id);
-            }
-            None => {
-                if !p.remote_punching {
-                    return self.fail_client(id, ConnectError::RemoteNotHolepunching);
-                }
-                let now = self.now;
-                if !p.punch(now) {
-                    return self.fail_client(id, ConnectError::RemoteNotHolepunchable);
-                }
-                c.phase = Phase::Punching;
-                self.drain_puncher(id);
-            }
-        }
-    }
-
-    /// The rest of `probeRound` once the NAT view is ready.
-    fn continue_probe(&mut self, id: ConnId) {
-        let now = self.now;
-        let Some(c) = self.cx.client_mut(id) else {
-            return;
-        };
-        let Phase::ProbeAnalyzing {
-            retry,
-            token,
-            pause_until,
-            reopened,
-        } = c.phase.clone()
-        else {
-            return;
-        };
-        if pause_until.is_some_and(|t| t > now) {
-            return;
-        }
-        let Some(p) = c.puncher.as_mut() else { return };
-        if !p.is_analyzed() {
-            tracing::trace!(
-                sampled = p.nat().sampled(),
-                "holepunch: waiting for our NAT samples"
-            );
-            return;
-        }
-        if p.is_unstable() && !reopened {
-            if p.reopen() {
-                c.phase = Phase::ProbeAnalyzing {
-                    retry,
-                    token,
-                    pause_until: None,
-                    reopened: true,
-                };
-                self.drain_puncher(id);
-                return;
-            }
-        } else if reopened && !p.is_unstable() {
-            // The re-rolled socket is stable: probe again from it.
-            c.phase = Phase::ProbeReady { retry: false };
-            return self.after_client_puncher(id);
-        }
-        if (p.remote_firewall == firewall::UNKNOWN || token.is_none()) && retry {
-            tracing::debug!(
-                remote_firewall = p.remote_firewall,
-                token = token.is_some(),
-                "holepunch: probing again"
-            );
-            c.phase = Phase::ProbeReady { retry: false };
-            return self.after_client_puncher(id);
-        }
-        let (remote, local) = (p.remote_firewall, p.nat().firewall());
-        if remote == firewall::UNKNOWN || local == firewall::UNKNOWN {
-            return self.client_abort(id, ConnectError::HolepunchProbeTimeout);
-        }
-        if remote >= firewall::RANDOM && local >= firewall::RANDOM {
-            return self.client_abort(id, ConnectError::DoubleRandomNats);
-        }
-        let random = remote >= firewall::RANDOM || local >= firewall::RANDOM;
-        if random && !self.random_punch_allowed() {
-            // Without a blind relay to keep the connection, JS aborts here too.
-            return self.client_abort(id, ConnectError::HolepunchAborted);
-        }
-        // `roundPunch`
-        let Some(c) = self.cx.client_mut(id) else {
-            return;
-        };
-        let (Some(info), Some(p), Some(secure)) =
-            (c.info.clone(), c.puncher.as_mut(), c.secure.clone())
-        else {
-            return;
-        };
-        p.nat_mut().freeze();
-        tracing::debug!(
-            local_firewall = local,
-            remote_firewall = remote,
-            sampled = p.nat().sampled(),
-            "holepunch: asking the server to punch"
-        );
-        let payload = HolepunchPayload {
-            firewall: p.nat().firewall(),
-            round: c.round,
-            punching: true,
-            addresses: p.nat().addresses().map(<[SocketAddrV4]>::to_vec),
-            token: Some(secure.token(*info.server_address.ip())),
-            remote_token: token,
-            ..HolepunchPayload::default()
-        };
-        c.round += 1;
-        c.phase = Phase::PunchSent;
-        if !self.send_holepunch_round(id, info.server_address, info.relay_address, payload) {
-            self.fail_client(id, ConnectError::HolepunchAborted);
-        }
-    }
-
-    /// `abort()`: tell the server (ABORTED payload through its relay), then fail.
-    fn client_abort(&mut self, id: ConnId, reason: ConnectError) {
-        let (Some(c), nonce) = (self.cx.client(id), self.rng.bytes32()) else {
-            return;
-        };
-        if let (Some(relay), Some(secure), Some(info), Some(socket)) = (
-            c.server_relay,
-            &c.secure,
-            &c.info,
-            c.puncher.as_ref().and_then(Puncher::socket),
-        ) {
-            let payload = HolepunchPayload {
-                error: error::ABORTED,
-                round: c.round,
-                ..HolepunchPayload::default()
-            };
-            let value = Holepunch {
-                mode: mode::FROM_CLIENT,
-                id: info.payload.holepunch.as_ref().map_or(0, |h| h.id),
-                payload: secure.seal(&payload, nonce[..24].try_into().unwrap_or([0; 24])),
-                peer_address: Some(relay.peer_address),
-            }
-            .to_bytes();
-            let mut spec =
-                RequestSpec::external(command::PEER_HOLEPUNCH, Some(c.target), Some(value));
-            spec.socket = Some(socket);
-            self.send_request(relay.relay_address, None, spec, Owner::DownHint);
-        }
-        self.fail_client(id, reason);
     }
 
     /// The path is open: report it.

@@ -38,6 +38,9 @@ impl Node {
         self.set_now(now);
         self.take_datagram(socket, from, bytes);
         self.run_relays();
+        // The connections it changed get their deadlines filed now, so `poll_timeout` does
+        // not recompute them after every datagram.
+        self.cx.refile();
     }
 
     fn take_datagram(&mut self, socket: SocketId, from: SocketAddr, bytes: &[u8]) {

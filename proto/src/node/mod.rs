@@ -7,6 +7,7 @@
 //! their commit phase), `maintenance` (ticks, table upkeep, bootstrap, reachability checks).
 
 mod client;
+mod client_punch;
 mod conn;
 mod connection;
 mod incoming;
