@@ -5,6 +5,12 @@
 //! Submodules split the concerns: `rpc` (requests in flight, retries, replies), `incoming`
 //! (datagram demultiplexing and the internal command handlers), `queries` (driving walks and
 //! their commit phase), `maintenance` (ticks, table upkeep, bootstrap, reachability checks).
+//!
+//! Connections: `connection` holds every connection by its id, one `Connection` through all
+//! its phases, with one timer table; `client` and `client_punch` are the attempt (find peer,
+//! handshake, path), `responder` the server's handshake and holepunch, `conn` the transport
+//! (UDX + secret-stream), `relay` the links to blind relays, `relay_server` the relay service,
+//! `sockets` the extra sockets of punchers; `server` is the announcing server itself.
 
 mod client;
 mod client_punch;
