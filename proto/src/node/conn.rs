@@ -707,6 +707,18 @@ impl Node {
         self.mux.info(self.cx.transport(conn)?.stream)
     }
 
+    /// Whether the connection carried data frames both ways (secret-stream `rawBytesRead > 0
+    /// && rawBytesWritten > 0`; the header frames do not count, keep-alives do).
+    pub fn conn_carried_data_both_ways(&self, conn: ConnId) -> bool {
+        self.cx
+            .transport(conn)
+            .and_then(|t| t.secret.as_ref())
+            .is_some_and(|s| {
+                let (read, written) = s.raw_bytes();
+                read > 0 && written > 0
+            })
+    }
+
     /// The connection's peer key and path, once open.
     pub fn conn_info(&self, conn: ConnId) -> Option<([u8; 32], Option<SocketAddr>)> {
         let c = self.cx.transport(conn)?;

@@ -189,6 +189,10 @@ pub struct SecretStream {
     recv_key: [u8; 32],
     send_counter: [u8; 8],
     send_counter_start: [u8; 8],
+    /// Bytes of data frames read and written, the header frames not counted (secret-stream
+    /// `rawBytesRead` / `rawBytesWritten`).
+    raw_bytes_read: u64,
+    raw_bytes_written: u64,
 }
 
 impl fmt::Debug for SecretStream {
@@ -245,7 +249,16 @@ impl SecretStream {
             recv_key: send_key(&keys.hash, !keys.is_initiator),
             send_counter: unordered_counter,
             send_counter_start: unordered_counter,
+            raw_bytes_read: 0,
+            raw_bytes_written: 0,
         }
+    }
+
+    /// Bytes of data frames read and written so far, keep-alives included and the header
+    /// frames not (secret-stream `rawBytesRead`, `rawBytesWritten`: hyperswarm tells a
+    /// connection that carried data both ways from a fresh one by them).
+    pub fn raw_bytes(&self) -> (u64, u64) {
+        (self.raw_bytes_read, self.raw_bytes_written)
     }
 
     /// Whether we are the initiator.
@@ -271,6 +284,7 @@ impl SecretStream {
         self.compact_output();
         frame::write_prefix(&mut self.out, data.len() + ABYTES);
         self.push.seal(data, Tag::MESSAGE, &mut self.out);
+        self.raw_bytes_written += (3 + data.len() + ABYTES) as u64;
         self.last_write = now;
         Ok(())
     }
@@ -355,6 +369,7 @@ impl SecretStream {
             incoming,
             incoming_bytes,
             config,
+            raw_bytes_read,
             ..
         } = self;
         let header_phase = pull.is_none();
@@ -374,6 +389,7 @@ impl SecretStream {
             if body.len() < ABYTES {
                 return Err(SecretStreamError::InvalidMessage);
             }
+            *raw_bytes_read += body.len() as u64;
             pull.open_in_place(body)
                 .map_err(|_| SecretStreamError::Decrypt)?;
             let plain = &body[1..body.len() - 16];
@@ -533,6 +549,21 @@ mod tests {
             crate::crypto::to_hex(&namespace(2)),
             "aab97d097471f56651b0460ffc8aaa7d3342f7377597d60b925a1dac689adcbf"
         );
+    }
+
+    /// As secret-stream's `rawBytesRead` / `rawBytesWritten`: the header frames do not count,
+    /// each data frame counts its length prefix on the sending side and its body on the other.
+    #[test]
+    fn raw_byte_counters_leave_out_the_headers() {
+        let (mut a, mut b) = pair();
+        pump(&mut a, &mut b).unwrap();
+        pump(&mut b, &mut a).unwrap();
+        assert!(a.is_established() && b.is_established());
+        assert_eq!((a.raw_bytes(), b.raw_bytes()), ((0, 0), (0, 0)));
+        a.write(Timestamp::ZERO, b"hello").unwrap();
+        pump(&mut a, &mut b).unwrap();
+        assert_eq!(a.raw_bytes(), (0, 3 + 5 + ABYTES as u64));
+        assert_eq!(b.raw_bytes(), (5 + ABYTES as u64, 0));
     }
 
     #[test]

@@ -39,9 +39,9 @@ impl Swarm {
             return false;
         }
         if let Some(&existing) = self.by_key.get(&remote) {
-            let carried = node
-                .conn_transport(existing)
-                .is_some_and(|t| t.stats.bytes_received > 0 && t.stats.bytes_sent > 0);
+            // JS `existing.rawBytesRead > 0 && existing.rawBytesWritten > 0`: data frames, not
+            // the secret-stream headers every established connection exchanged.
+            let carried = node.conn_carried_data_both_ways(existing);
             let keep_new = keep_new_connection(&self.public_key(), &remote, carried);
             self.stats.duplicates += 1;
             if !keep_new {
