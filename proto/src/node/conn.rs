@@ -707,6 +707,25 @@ impl Node {
         self.mux.info(self.cx.transport(conn)?.stream)
     }
 
+    /// Sends an empty message (a secret-stream keep-alive) on an open connection now
+    /// (secret-stream `sendKeepAlive`); the peer drops it. Does nothing on a connection that
+    /// is not open or whose side is finished.
+    pub fn conn_send_keep_alive(&mut self, now: Timestamp, conn: ConnId) {
+        self.set_now(now);
+        let Some(t) = self.cx.transport_mut(conn) else {
+            return;
+        };
+        if !t.connected || t.write_closed || t.closed.is_some() {
+            return;
+        }
+        let Some(secret) = t.secret.as_mut() else {
+            return;
+        };
+        if secret.write(now, &[]).is_ok() {
+            self.flush_conn(conn);
+        }
+    }
+
     /// Whether the connection carried data frames both ways (secret-stream `rawBytesRead > 0
     /// && rawBytesWritten > 0`; the header frames do not count, keep-alives do).
     pub fn conn_carried_data_both_ways(&self, conn: ConnId) -> bool {

@@ -46,6 +46,8 @@ impl Swarm {
             self.stats.duplicates += 1;
             if !keep_new {
                 tracing::debug!(peer = %crate::crypto::to_hex(&remote), "duplicate connection closed (kept ours)");
+                // JS `existing.sendKeepAlive()`: the kept connection has carried data from us.
+                node.conn_send_keep_alive(now, existing);
                 node.conn_reset(now, conn);
                 self.push_dropped(remote, Some(conn), DropReason::Duplicate);
                 return false;
