@@ -67,6 +67,8 @@ pub(super) struct Connection {
     pub transport: Option<Conn>,
     /// The pairing this relay link carries ([`Purpose::RelayLink`] only).
     pub relay_link: Option<RelayPairing>,
+    /// The relay links started for this connection (ids of links since gone find nothing).
+    pub relay_links: Vec<ConnId>,
     /// A removal is due at this time (a closed connection whose input was never read).
     pub linger_until: Option<Timestamp>,
     /// Whose deadline is filed in the timer table, and when.
@@ -85,6 +87,7 @@ impl Connection {
             handshake: None,
             transport: None,
             relay_link: None,
+            relay_links: Vec::new(),
             linger_until: None,
             filed: None,
             touched: true,

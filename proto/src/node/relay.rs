@@ -198,6 +198,9 @@ impl Node {
         // The relay opens the same channel; if its open comes first it waits for ours.
         mux.pair(PROTOCOL, Some(&key.public_key()));
         let link = self.cx.insert(Side::Client, Purpose::RelayLink);
+        if let Some(c) = self.cx.get_mut(owner) {
+            c.relay_links.push(link);
+        }
         if let Some(c) = self.cx.get_mut(link) {
             c.relay_link = Some(RelayPairing {
                 owner,
@@ -422,16 +425,19 @@ impl Node {
         let _ = self.conn_finish(now, link);
     }
 
-    /// The relay links of `owner` (in `stage`, or any).
+    /// The relay links of `owner` still carrying its pairing (in `stage`, or any).
     fn links_of(&self, owner: ConnId, stage: Option<Stage>) -> Vec<ConnId> {
-        self.cx
+        let Some(c) = self.cx.get(owner) else {
+            return Vec::new();
+        };
+        c.relay_links
             .iter()
-            .filter(|c| {
-                c.relay_link
-                    .as_ref()
+            .copied()
+            .filter(|&link| {
+                self.cx
+                    .link(link)
                     .is_some_and(|p| p.owner == owner && stage.is_none_or(|s| p.stage == s))
             })
-            .map(|c| c.id)
             .collect()
     }
 

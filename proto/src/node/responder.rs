@@ -611,15 +611,7 @@ impl Node {
             remote_token: remote.token,
         };
         let puncher_socket = p.socket().unwrap_or(pending.socket);
-        let value = self.server_holepunch_value(&secure, &reply, pending.peer_address);
-        self.send_relay_request(
-            puncher_socket,
-            pending.from,
-            pending.tid,
-            command::PEER_HOLEPUNCH,
-            Some(target),
-            &value,
-        );
+        self.answer_holepunch(puncher_socket, &pending, target, &secure, &reply);
         self.drain_puncher(conn);
     }
 
@@ -644,7 +636,20 @@ impl Node {
             round: h.round,
             ..HolepunchPayload::default()
         };
-        let value = self.server_holepunch_value(&secure, &payload, pending.peer_address);
+        self.answer_holepunch(socket, pending, target, &secure, &payload);
+        self.drain_puncher(conn);
+    }
+
+    /// Answers the client round `pending` from `socket` with `payload`, sealed for the client.
+    fn answer_holepunch(
+        &mut self,
+        socket: SocketId,
+        pending: &PendingHolepunch,
+        target: [u8; 32],
+        secure: &SecurePayload,
+        payload: &HolepunchPayload,
+    ) {
+        let value = self.server_holepunch_value(secure, payload, pending.peer_address);
         self.send_relay_request(
             socket,
             pending.from,
@@ -653,7 +658,6 @@ impl Node {
             Some(target),
             &value,
         );
-        self.drain_puncher(conn);
     }
 
     /// Seals `payload` for the client under a fresh nonce and encodes it as the server's
