@@ -6,7 +6,6 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::error::{QueryError, RequestError};
 use crate::ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
-use crate::noise::HandshakeOutput;
 use crate::rpc::HealthState;
 use crate::wire::hyperdht::{MutableRecord, Peer};
 
@@ -159,9 +158,8 @@ pub enum Event {
         /// The client's public key.
         remote_public_key: [u8; 32],
     },
-    /// A connection has an authenticated handshake and an open path: attach the UDX stream
-    /// (`local_udx_id` → `remote_udx_id` at `remote` via `socket`) and secret-stream (keys in
-    /// `handshake`).
+    /// A connection is open: its handshake is authenticated, its path works and the peer's
+    /// secret-stream header arrived. Read and write it through [`crate::Node::conn`].
     Connected {
         /// Which connection.
         conn: ConnId,
@@ -169,14 +167,15 @@ pub enum Event {
         socket: SocketId,
         /// The peer's address on the path.
         remote: SocketAddr,
-        /// Keys and hash from the Noise handshake.
-        handshake: Box<HandshakeOutput>,
-        /// Our UDX stream id.
-        local_udx_id: u32,
-        /// The peer's UDX stream id.
-        remote_udx_id: u32,
+        /// The peer's public key (authenticated by the Noise handshake).
+        remote_public_key: [u8; 32],
+        /// Whether we opened the connection (the client side; JS `isInitiator`).
+        is_initiator: bool,
+        /// The Noise handshake hash, the same at both ends (JS `handshakeHash`: what
+        /// hypercore binds its capabilities to). The session keys stay inside the node.
+        handshake_hash: [u8; 64],
     },
-    /// A connection has bytes to read (`Node::conn_read` until `Blocked`).
+    /// A connection has bytes to read ([`crate::Conn::read`] until `Blocked`).
     Readable {
         /// Which connection.
         conn: ConnId,
@@ -186,7 +185,7 @@ pub enum Event {
         /// Which connection.
         conn: ConnId,
     },
-    /// The peer finished its side: after the buffered bytes, `conn_read` returns `Ok(0)`.
+    /// The peer finished its side: after the buffered bytes, [`crate::Conn::read`] returns `Ok(0)`.
     Finished {
         /// Which connection.
         conn: ConnId,

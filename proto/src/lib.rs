@@ -71,12 +71,14 @@ pub mod time;
 pub mod wire;
 
 pub use config::{Config, Persistence};
+pub use dht::KeyPair;
 pub use error::{ApiError, QueryError, RequestError};
 pub use event::{Event, Reply, SocketOp, Transmit};
 pub use ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
 pub use node::{
-    AcceptPolicy, ConnCloseReason, ConnError, ConnectError, ConnectOptions, IncomingHandshake,
-    Node, QuerySpec, RequestSpec, ServerConfig,
+    AcceptPolicy, Conn, ConnCloseReason, ConnError, ConnInfo, ConnectError, ConnectOptions,
+    IncomingHandshake, Node, QuerySpec, RequestSpec, ServerConfig, CLOSED_LINGER,
+    MAX_PENDING_OUTPUT, MAX_UNREAD_INPUT,
 };
 pub use rpc::HealthState;
 pub use stats::{Dropped, Relaying, Stats};

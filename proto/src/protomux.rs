@@ -2,8 +2,8 @@
 //!
 //! A [`Protomux`] owns the channel tables of one connection and nothing else: feed it each
 //! message the peer sent ([`Protomux::handle_message`], one secret-stream message as read with
-//! `conn_read_message`), send what [`Protomux::poll_transmit`] yields as one message each
-//! (`conn_write_message`), and drain [`Protomux::poll_event`]. It never touches the
+//! `Conn::read_message`), send what [`Protomux::poll_transmit`] yields as one message each
+//! (`Conn::write_message`), and drain [`Protomux::poll_event`]. It never touches the
 //! connection itself, so it works over either driver or over anything else that keeps message
 //! boundaries.
 //!

@@ -78,7 +78,7 @@ impl Connection {
         {
             let mut st = self.shared.lock();
             let now = st.core.now();
-            st.core.node.conn_reset(now, self.meta.id);
+            st.core.node.conn(self.meta.id).reset(now);
         }
         self.shared.waker.wake();
     }
@@ -98,7 +98,7 @@ impl Connection {
         }
         future::poll_fn(|cx| {
             self.poll_write_with(cx, |node, now, id| {
-                node.conn_write_message(now, id, message)
+                node.conn(id).write_message(now, message)
             })
         })
         .await
@@ -109,7 +109,7 @@ impl Connection {
     /// that stopped inside a message, returns the rest of it. Cancel-safe: a message
     /// leaves the node only when it is returned.
     pub async fn recv_message(&self) -> io::Result<Option<Vec<u8>>> {
-        future::poll_fn(|cx| self.poll_read_with(cx, |node, id| node.conn_read_message(id)))
+        future::poll_fn(|cx| self.poll_read_with(cx, |node, id| node.conn(id).read_message()))
             .await
             .map(Option::flatten)
     }
@@ -172,7 +172,7 @@ impl Connection {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        self.poll_read_with(cx, |node, id| node.conn_read(id, buf))
+        self.poll_read_with(cx, |node, id| node.conn(id).read(buf))
             .map_ok(|n| n.unwrap_or(0))
     }
 
@@ -181,7 +181,7 @@ impl Connection {
             return Poll::Ready(Ok(0));
         }
         let data = &data[..data.len().min(MAX_WRITE)];
-        self.poll_write_with(cx, |node, now, id| node.conn_write(now, id, data))
+        self.poll_write_with(cx, |node, now, id| node.conn(id).write(now, data))
     }
 
     fn close_inner(&self) -> Poll<io::Result<()>> {
@@ -193,7 +193,7 @@ impl Connection {
             return Poll::Ready(Err(node_gone()));
         }
         let now = st.core.now();
-        match st.core.node.conn_finish(now, self.meta.id) {
+        match st.core.node.conn(self.meta.id).finish(now) {
             Ok(()) => {
                 if let Some(s) = st.conns.get_mut(&self.meta.id) {
                     s.finished = true;

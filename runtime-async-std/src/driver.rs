@@ -300,7 +300,7 @@ fn apply_deferred(st: &mut State, now: Timestamp, d: Deferred) {
             };
             if slot.closed.is_some() {
                 st.conns.remove(&conn);
-                node.conn_remove(conn);
+                node.conn(conn).remove();
                 return;
             }
             slot.dropped = true;
@@ -308,7 +308,7 @@ fn apply_deferred(st: &mut State, now: Timestamp, d: Deferred) {
             slot.write_waker = None;
             if !slot.finished {
                 slot.finished = true;
-                let _ = node.conn_finish(now, conn);
+                let _ = node.conn(conn).finish(now);
             }
             drain(node, conn);
         }
@@ -322,7 +322,7 @@ fn apply_deferred(st: &mut State, now: Timestamp, d: Deferred) {
 /// Reads and discards what a connection without a handle received.
 fn drain(node: &mut Node, conn: ConnId) {
     let mut scratch = [0u8; 4096];
-    while let Ok(n) = node.conn_read(conn, &mut scratch) {
+    while let Ok(n) = node.conn(conn).read(&mut scratch) {
         if n == 0 {
             break;
         }
@@ -371,7 +371,7 @@ fn conn_event(
                     tracing::debug!(%reason, "connection without a handle closed");
                 }
                 conns.remove(&conn);
-                core.node.conn_remove(conn);
+                core.node.conn(conn).remove();
             }
         },
     }

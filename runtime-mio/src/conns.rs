@@ -158,7 +158,7 @@ impl Conns {
             self.readers.remove(&conn);
             self.closed_conns.remove(&conn);
             self.parked_writes.remove(&conn);
-            node.conn_remove(conn);
+            node.conn(conn).remove();
         }
     }
 
@@ -177,8 +177,8 @@ impl Conns {
             return;
         }
         let result = match &data {
-            Outgoing::Bytes(bytes) => node.conn_write(now, conn, bytes).map(drop),
-            Outgoing::Message(message) => node.conn_write_message(now, conn, message),
+            Outgoing::Bytes(bytes) => node.conn(conn).write(now, bytes).map(drop),
+            Outgoing::Message(message) => node.conn(conn).write_message(now, message),
         };
         match result {
             Err(ConnError::Blocked) => self
@@ -204,7 +204,7 @@ fn next_chunk(
     while bytes.len() < CHUNK {
         let (message, from) = match partial.take() {
             Some(p) => p,
-            None => match node.conn_read_message(conn) {
+            None => match node.conn(conn).read_message() {
                 Ok(Some(m)) => (m, 0),
                 Ok(None) if bytes.is_empty() => return Some(Chunk::Eof),
                 // The end comes in the next chunk, after these bytes.

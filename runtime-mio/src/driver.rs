@@ -224,9 +224,9 @@ impl Loop {
                         .write_conn(&mut core.node, now, conn, data, ticket)
                 }
                 Command::Finish(conn) => {
-                    let _ = core.node.conn_finish(now, conn);
+                    let _ = core.node.conn(conn).finish(now);
                 }
-                Command::Reset(conn) => core.node.conn_reset(now, conn),
+                Command::Reset(conn) => core.node.conn(conn).reset(now),
                 Command::NewSwarm(config, seed, connections, id) => {
                     let _ = id.send(core.new_swarm(config, seed, connections));
                 }

@@ -130,7 +130,7 @@ impl Harness {
             })
             .collect();
         for &(conn, _) in &closed {
-            self.node.conn_remove(conn);
+            self.node.conn(conn).remove();
         }
         closed.iter().filter(|(_, r)| pred(*r)).count()
     }
@@ -273,7 +273,7 @@ fn handshakes_past_the_slot_cap_get_no_reply_until_slots_free() {
         "every accepted handshake's connection closed: {:?}",
         h.events
     );
-    assert_eq!(h.node.conn_count(), 0, "the node holds no connection");
+    assert_eq!(h.node.connection_count(), 0, "the node holds no connection");
 }
 
 /// Relayed handshakes whose client never opens a path (it holds no keys and never punches)
@@ -300,5 +300,5 @@ fn relayed_handshakes_that_never_open_a_path_close_their_connections() {
     h.advance(Duration::from_secs(30));
     let no_path = h.remove_closed(|r| r == ConnCloseReason::NoPath);
     assert_eq!(no_path, 3, "each closed without a path: {:?}", h.events);
-    assert_eq!(h.node.conn_count(), 0, "the node holds no connection");
+    assert_eq!(h.node.connection_count(), 0, "the node holds no connection");
 }

@@ -708,7 +708,11 @@ fn idle_connections_send_keep_alives() {
         })
         .expect("the server has the connection");
     let sent = |sim: &Sim, idx: NodeIdx, conn: ConnId| {
-        let info = sim.node(idx).conn_transport(conn).expect("connection held");
+        let info = sim
+            .node(idx)
+            .conn_info(conn)
+            .and_then(|i| i.stream)
+            .expect("connection held");
         (info.stats.packets_sent, info.stats.packets_received)
     };
     let (c0, s0) = (sent(&sim, c, conn), sent(&sim, s, server_conn));
@@ -809,19 +813,19 @@ fn double_random_nats_connect_through_a_blind_relay() {
             })
             .unwrap_or_else(|| panic!("the server has the connection (seed {seed})"));
         // Bytes both ways.
-        sim.command(c, |n, now| n.conn_write(now, conn, b"to the server"))
+        sim.command(c, |n, now| n.conn(conn).write(now, b"to the server"))
             .expect("client write");
-        sim.command(s, |n, now| n.conn_write(now, server_conn, b"to the client"))
+        sim.command(s, |n, now| n.conn(server_conn).write(now, b"to the client"))
             .expect("server write");
         sim.run_for(Duration::from_secs(2));
         let mut buf = [0u8; 64];
-        let got = sim.command(s, |n, _| n.conn_read(server_conn, &mut buf));
+        let got = sim.command(s, |n, _| n.conn(server_conn).read(&mut buf));
         assert_eq!(
             &buf[..got.expect("server read")],
             b"to the server",
             "seed {seed}"
         );
-        let got = sim.command(c, |n, _| n.conn_read(conn, &mut buf));
+        let got = sim.command(c, |n, _| n.conn(conn).read(&mut buf));
         assert_eq!(
             &buf[..got.expect("client read")],
             b"to the client",

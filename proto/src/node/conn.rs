@@ -108,10 +108,9 @@ impl std::error::Error for ConnError {}
 
 /// One connection's transport state.
 #[derive(Debug)]
-pub(super) struct Conn {
+pub(super) struct Transport {
     pub stream: StreamId,
     remote_udx_id: u32,
-    local_udx_id: u32,
     handshake: HandshakeOutput,
     secret: Option<SecretStream>,
     path: Option<(SocketId, SocketAddr)>,
@@ -132,7 +131,20 @@ pub(super) struct Conn {
 /// drops it with the connection.
 pub const CLOSED_LINGER: core::time::Duration = core::time::Duration::from_secs(60);
 
-impl Conn {
+impl Transport {
+    /// The peer's key and, once a path is open, its address on it.
+    pub fn peer(&self) -> ([u8; 32], Option<SocketAddr>) {
+        (self.handshake.remote_public_key, self.path.map(|p| p.1))
+    }
+
+    /// Whether data frames went both ways (secret-stream raw byte counts, headers excluded).
+    pub fn carried_data_both_ways(&self) -> bool {
+        self.secret.as_ref().is_some_and(|s| {
+            let (read, written) = s.raw_bytes();
+            read > 0 && written > 0
+        })
+    }
+
     /// The keep-alive deadline.
     pub fn next_timeout(&self) -> Option<Timestamp> {
         if self.closed.is_some() {
@@ -183,10 +195,9 @@ impl Node {
         let Some(c) = self.cx.get_mut(conn) else {
             return;
         };
-        c.transport = Some(Conn {
+        c.transport = Some(Transport {
             stream,
             remote_udx_id,
-            local_udx_id,
             handshake,
             secret: None,
             path: None,
@@ -319,16 +330,19 @@ impl Node {
             let (socket, remote) = c
                 .path
                 .unwrap_or((SocketId::SERVER, SocketAddr::from(([0, 0, 0, 0], 0))));
-            let handshake = Box::new(c.handshake.clone());
-            let (local_udx_id, remote_udx_id) = (c.local_udx_id, c.remote_udx_id);
+            let (remote_public_key, is_initiator, handshake_hash) = (
+                c.handshake.remote_public_key,
+                c.handshake.is_initiator,
+                c.handshake.hash,
+            );
             tracing::info!(%remote, "connection open");
             self.conn_event(Event::Connected {
                 conn,
                 socket,
                 remote,
-                handshake,
-                local_udx_id,
-                remote_udx_id,
+                remote_public_key,
+                is_initiator,
+                handshake_hash,
             });
         }
         self.flush_conn(conn);
@@ -509,7 +523,7 @@ impl Node {
     /// Encrypts and queues `data` on an open connection as a byte stream (split into messages
     /// of at most 64 KiB); returns how much was taken (all of it, or `Err(Blocked)` while too
     /// much is queued).
-    pub fn conn_write(
+    pub(crate) fn conn_write(
         &mut self,
         now: Timestamp,
         conn: ConnId,
@@ -524,7 +538,7 @@ impl Node {
     /// [`ConnError::MessageTooLarge`] over [`crate::secretstream::MAX_MESSAGE`] bytes and with
     /// `Err(Blocked)` while too much is queued. An empty message is not sent: hyperdht peers
     /// drop empty messages as keep-alives.
-    pub fn conn_write_message(
+    pub(crate) fn conn_write_message(
         &mut self,
         now: Timestamp,
         conn: ConnId,
@@ -583,7 +597,7 @@ impl Node {
 
     /// Reads decrypted bytes as a byte stream (message boundaries are not kept); `Ok(0)` once
     /// the peer finished and everything was read.
-    pub fn conn_read(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, ConnError> {
+    pub(crate) fn conn_read(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, ConnError> {
         let Some(c) = self.cx.get_mut(conn) else {
             return self.read_gone(conn).map(|()| 0);
         };
@@ -603,7 +617,7 @@ impl Node {
     /// Reads the next message whole, as the peer wrote it (one JS `write`); `Ok(None)` once
     /// the peer finished and everything was read. After a [`Node::conn_read`] that stopped
     /// inside a message, returns the rest of it.
-    pub fn conn_read_message(&mut self, conn: ConnId) -> Result<Option<Vec<u8>>, ConnError> {
+    pub(crate) fn conn_read_message(&mut self, conn: ConnId) -> Result<Option<Vec<u8>>, ConnError> {
         let Some(c) = self.cx.get_mut(conn) else {
             return self.read_gone(conn).map(|()| None);
         };
@@ -663,7 +677,7 @@ impl Node {
     }
 
     /// Ends our side once everything written is sent (UDX END).
-    pub fn conn_finish(&mut self, now: Timestamp, conn: ConnId) -> Result<(), ConnError> {
+    pub(crate) fn conn_finish(&mut self, now: Timestamp, conn: ConnId) -> Result<(), ConnError> {
         self.set_now(now);
         let gone = self.gone(conn);
         let c = self.cx.get_mut(conn).ok_or(gone)?;
@@ -680,7 +694,7 @@ impl Node {
     }
 
     /// Resets the connection (UDX DESTROY) at once.
-    pub fn conn_reset(&mut self, now: Timestamp, conn: ConnId) {
+    pub(crate) fn conn_reset(&mut self, now: Timestamp, conn: ConnId) {
         self.set_now(now);
         self.close_conn(conn, ConnCloseReason::Destroyed, true);
     }
@@ -688,29 +702,23 @@ impl Node {
     /// Forgets a closed connection and whatever of its input was not read. The node also does
     /// this by itself once a closed connection was read to the end (or
     /// [`CLOSED_LINGER`] after it closed), so calling it is optional.
-    pub fn conn_remove(&mut self, conn: ConnId) {
+    pub(crate) fn conn_remove(&mut self, conn: ConnId) {
         self.drop_transport(conn);
         self.reap(conn);
     }
 
     /// Connections the node holds: opening, open, or closed with input not read yet.
-    pub fn conn_count(&self) -> usize {
+    pub(crate) fn conn_count(&self) -> usize {
         self.cx
             .iter()
             .filter(|c| c.purpose == Purpose::App && (c.client.is_some() || c.transport.is_some()))
             .count()
     }
 
-    /// Transport state of the connection's UDX stream (round-trip time, congestion window,
-    /// packet counters), while the node holds the connection.
-    pub fn conn_transport(&self, conn: ConnId) -> Option<crate::stream::StreamInfo> {
-        self.mux.info(self.cx.transport(conn)?.stream)
-    }
-
     /// Sends an empty message (a secret-stream keep-alive) on an open connection now
     /// (secret-stream `sendKeepAlive`); the peer drops it. Does nothing on a connection that
     /// is not open or whose side is finished.
-    pub fn conn_send_keep_alive(&mut self, now: Timestamp, conn: ConnId) {
+    pub(crate) fn conn_send_keep_alive(&mut self, now: Timestamp, conn: ConnId) {
         self.set_now(now);
         let Some(t) = self.cx.transport_mut(conn) else {
             return;
@@ -724,23 +732,5 @@ impl Node {
         if secret.write(now, &[]).is_ok() {
             self.flush_conn(conn);
         }
-    }
-
-    /// Whether the connection carried data frames both ways (secret-stream `rawBytesRead > 0
-    /// && rawBytesWritten > 0`; the header frames do not count, keep-alives do).
-    pub fn conn_carried_data_both_ways(&self, conn: ConnId) -> bool {
-        self.cx
-            .transport(conn)
-            .and_then(|t| t.secret.as_ref())
-            .is_some_and(|s| {
-                let (read, written) = s.raw_bytes();
-                read > 0 && written > 0
-            })
-    }
-
-    /// The connection's peer key and path, once open.
-    pub fn conn_info(&self, conn: ConnId) -> Option<([u8; 32], Option<SocketAddr>)> {
-        let c = self.cx.transport(conn)?;
-        Some((c.handshake.remote_public_key, c.path.map(|p| p.1)))
     }
 }

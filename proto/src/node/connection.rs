@@ -10,10 +10,10 @@
 //!
 //! Each phase keeps its state in its own part: the attempt ([`ClientConn`], until a path
 //! opens), the server's handshake ([`ServerHandshake`], until it clears), the transport
-//! ([`Conn`]: the UDX stream and secret-stream, from the handshake on) and, for an internal
+//! ([`Transport`]: the UDX stream and secret-stream, from the handshake on) and, for an internal
 //! connection to a blind relay, the pairing it carries ([`RelayPairing`]). The node removes
 //! a connection once nothing of it is left (see [`Connection::is_spent`]): a driver that forgets
-//! to call `conn_remove` leaks nothing.
+//! to call [`crate::Conn::remove`] leaks nothing.
 //!
 //! [`Connections`] is a slab: an id carries its slot's generation, so ids are never reused and
 //! a late report for a dead connection finds nothing. It also keeps the one timer table of all
@@ -23,7 +23,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use super::client::ClientConn;
-use super::conn::{Conn, ConnCloseReason};
+use super::conn::{ConnCloseReason, Transport};
 use super::relay::RelayPairing;
 use super::responder::ServerHandshake;
 use crate::holepunch::puncher::Puncher;
@@ -64,7 +64,7 @@ pub(super) struct Connection {
     /// The handshake a server holds, until it clears (server side).
     pub handshake: Option<ServerHandshake>,
     /// The UDX stream with secret-stream on top, from the handshake on.
-    pub transport: Option<Conn>,
+    pub transport: Option<Transport>,
     /// The pairing this relay link carries ([`Purpose::RelayLink`] only).
     pub relay_link: Option<RelayPairing>,
     /// The relay links started for this connection (ids of links since gone find nothing).
@@ -102,7 +102,7 @@ impl Connection {
             self.handshake
                 .as_ref()
                 .and_then(ServerHandshake::next_timeout),
-            self.transport.as_ref().and_then(Conn::next_timeout),
+            self.transport.as_ref().and_then(Transport::next_timeout),
             self.relay_link
                 .as_ref()
                 .and_then(RelayPairing::next_timeout),
@@ -137,7 +137,7 @@ impl Connection {
         self.client.is_none()
             && self.handshake.is_none()
             && self.relay_link.is_none()
-            && self.transport.as_ref().is_none_or(Conn::is_spent)
+            && self.transport.as_ref().is_none_or(Transport::is_spent)
     }
 }
 
@@ -211,12 +211,12 @@ impl Connections {
     }
 
     /// The transport of connection `id`.
-    pub fn transport(&self, id: ConnId) -> Option<&Conn> {
+    pub fn transport(&self, id: ConnId) -> Option<&Transport> {
         self.get(id)?.transport.as_ref()
     }
 
     /// The transport of connection `id`, to change.
-    pub fn transport_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    pub fn transport_mut(&mut self, id: ConnId) -> Option<&mut Transport> {
         self.get_mut(id)?.transport.as_mut()
     }
 
@@ -262,7 +262,7 @@ impl Connections {
         if let Some(t) = c.filed {
             self.timers.remove(&(t, id));
         }
-        if let Some((reason, eof)) = c.transport.as_ref().and_then(Conn::closed) {
+        if let Some((reason, eof)) = c.transport.as_ref().and_then(Transport::closed) {
             self.remember_closed(id, reason, eof);
         }
         Some(c)

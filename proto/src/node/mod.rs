@@ -15,6 +15,7 @@
 mod client;
 mod client_punch;
 mod conn;
+mod conn_handle;
 mod connection;
 mod incoming;
 mod maintenance;
@@ -46,7 +47,8 @@ use crate::stats::Stats;
 use crate::time::Timestamp;
 
 pub use client::ConnectError;
-pub use conn::{ConnCloseReason, ConnError};
+pub use conn::{ConnCloseReason, ConnError, CLOSED_LINGER, MAX_PENDING_OUTPUT, MAX_UNREAD_INPUT};
+pub use conn_handle::{Conn, ConnInfo};
 pub use queries::QuerySpec;
 pub use relay::ConnectOptions;
 pub use rpc::RequestSpec;

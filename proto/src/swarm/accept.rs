@@ -34,21 +34,23 @@ impl Swarm {
         remote: [u8; 32],
     ) -> bool {
         if self.destroyed {
-            node.conn_reset(now, conn);
+            node.conn(conn).reset(now);
             self.push_dropped(remote, Some(conn), DropReason::Destroyed);
             return false;
         }
         if let Some(&existing) = self.by_key.get(&remote) {
             // JS `existing.rawBytesRead > 0 && existing.rawBytesWritten > 0`: data frames, not
             // the secret-stream headers every established connection exchanged.
-            let carried = node.conn_carried_data_both_ways(existing);
+            let carried = node
+                .conn_info(existing)
+                .is_some_and(|i| i.carried_data_both_ways);
             let keep_new = keep_new_connection(&self.public_key(), &remote, carried);
             self.stats.duplicates += 1;
             if !keep_new {
                 tracing::debug!(peer = %crate::crypto::to_hex(&remote), "duplicate connection closed (kept ours)");
                 // JS `existing.sendKeepAlive()`: the kept connection has carried data from us.
-                node.conn_send_keep_alive(now, existing);
-                node.conn_reset(now, conn);
+                node.conn(existing).send_keep_alive(now);
+                node.conn(conn).reset(now);
                 self.push_dropped(remote, Some(conn), DropReason::Duplicate);
                 return false;
             }
@@ -57,7 +59,7 @@ impl Swarm {
         }
         if self.server_connections >= self.config.max_server_connections {
             self.stats.server_over_limit += 1;
-            node.conn_reset(now, conn);
+            node.conn(conn).reset(now);
             self.push_dropped(remote, Some(conn), DropReason::TooManyServerConnections);
             return false;
         }
@@ -69,7 +71,7 @@ impl Swarm {
         });
         let Some(peer) = peer else {
             // Our own key: the gate refuses it before a handshake completes.
-            node.conn_reset(now, conn);
+            node.conn(conn).reset(now);
             return false;
         };
         self.conns.insert(

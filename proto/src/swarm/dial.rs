@@ -290,7 +290,7 @@ impl Swarm {
             // the cancel finds nothing and the reset closes it.
             node.cancel_connect(now, conn);
         }
-        node.conn_reset(now, conn);
+        node.conn(conn).reset(now);
         self.push_dropped(c.remote, Some(conn), reason);
         self.on_conn_gone(now, node, conn);
     }

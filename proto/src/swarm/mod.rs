@@ -535,7 +535,7 @@ impl Swarm {
             self.close_conn(now, node, conn, DropReason::Destroyed);
         }
         for (conn, remote) in std::mem::take(&mut self.incoming) {
-            node.conn_reset(now, conn);
+            node.conn(conn).reset(now);
             self.push_dropped(remote, Some(conn), DropReason::Destroyed);
         }
         if let Some(server) = self.server.take() {

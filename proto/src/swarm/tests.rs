@@ -178,15 +178,9 @@ fn connected(conn: ConnId, remote: [u8; 32]) -> Event {
         conn,
         socket: crate::SocketId::SERVER,
         remote: "10.0.0.3:50000".parse().unwrap(),
-        handshake: Box::new(crate::noise::HandshakeOutput {
-            tx: [0; 32],
-            rx: [0; 32],
-            hash: [0; 64],
-            remote_public_key: remote,
-            is_initiator: false,
-        }),
-        local_udx_id: 1,
-        remote_udx_id: 2,
+        remote_public_key: remote,
+        is_initiator: false,
+        handshake_hash: [0; 64],
     }
 }
 

@@ -257,7 +257,7 @@ impl<G: Glue> Calls<G> {
                     G::send(&tx, Err(Error::Connect(reason)));
                 }
                 // An attempt that got as far as a connection leaves it in the node.
-                node.conn_remove(conn);
+                node.conn(conn).remove();
             }
             Event::ConnClosed { conn, .. } => {
                 // A server's connection that never opened was never handed out.

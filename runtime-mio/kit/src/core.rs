@@ -225,13 +225,18 @@ impl<G: Glue> Core<G> {
                 conn,
                 socket,
                 remote,
-                handshake,
+                remote_public_key,
+                is_initiator,
                 ..
             } => {
                 let local = self.node.local_addr(socket);
-                Some(ConnEvent::Opened(ConnMeta::new(
-                    conn, &handshake, local, remote,
-                )))
+                Some(ConnEvent::Opened(ConnMeta {
+                    id: conn,
+                    remote_public_key,
+                    local_addr: local,
+                    remote_addr: remote,
+                    is_initiator,
+                }))
             }
             Event::Readable { conn } | Event::Finished { conn } => Some(ConnEvent::Readable(conn)),
             Event::Writable { conn } => Some(ConnEvent::Writable(conn)),

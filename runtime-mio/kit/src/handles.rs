@@ -5,7 +5,6 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 
-use hyperdht_proto::noise::HandshakeOutput;
 use hyperdht_proto::{ConnId, ServerId};
 
 /// An open connection's identity: its id, the authenticated peer and the path.
@@ -22,24 +21,6 @@ pub struct ConnMeta {
     pub remote_addr: SocketAddr,
     /// Whether we opened the connection (the client side; JS `isInitiator`).
     pub is_initiator: bool,
-}
-
-impl ConnMeta {
-    /// What `Event::Connected` says about connection `id`.
-    pub fn new(
-        id: ConnId,
-        handshake: &HandshakeOutput,
-        local_addr: Option<SocketAddr>,
-        remote_addr: SocketAddr,
-    ) -> ConnMeta {
-        ConnMeta {
-            id,
-            remote_public_key: handshake.remote_public_key,
-            local_addr,
-            remote_addr,
-            is_initiator: handshake.is_initiator,
-        }
-    }
 }
 
 /// A listening server's identity: its id, its key, where its first announce went.

@@ -47,7 +47,7 @@ impl NodeInfo {
             server_addr: node.local_addr(SocketId::SERVER),
             client_addr: node.local_addr(SocketId::CLIENT),
             table: node.table().iter().map(|t| (t.id, t.addr)).collect(),
-            connections: node.conn_count(),
+            connections: node.connection_count(),
             stats: node.stats(),
         }
     }
