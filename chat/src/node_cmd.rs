@@ -76,7 +76,7 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
                         tracing::info!(?host, port, "public address updated")
                     }
                     Event::Health(h) => tracing::info!(health = ?h, "network health changed"),
-                    Event::Closed => break,
+                    Event::NodeClosed => break,
                     _ => {}
                 }
             }

@@ -77,3 +77,35 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// Why bytes did not decode: the one decode error of the crate, for compact-encoded messages
+/// ([`crate::wire`]) and UDX packets ([`crate::stream`]) alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended before the value did (for a UDX packet: shorter than its 20-byte
+    /// header).
+    UnexpectedEnd,
+    /// An array claimed more than [`crate::wire::compact::MAX_ARRAY_LEN`] elements.
+    ArrayTooLong,
+    /// The first byte is neither a request nor a response of protocol version 3.
+    UnknownType,
+    /// A value was out of the range its field allows.
+    OutOfRange,
+    /// Not a UDX packet: wrong magic or version byte.
+    NotUdx,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DecodeError::UnexpectedEnd => "unexpected end of input",
+            DecodeError::ArrayTooLong => "array longer than 0x100000 elements",
+            DecodeError::UnknownType => "unknown message type byte",
+            DecodeError::OutOfRange => "value out of range",
+            DecodeError::NotUdx => "wrong UDX magic or version",
+        })
+    }
+}
+
+impl std::error::Error for DecodeError {}

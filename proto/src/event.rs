@@ -204,8 +204,9 @@ pub enum Event {
         /// Why.
         reason: crate::node::ConnectError,
     },
-    /// The node was shut down; all sockets are closed.
-    Closed,
+    /// The node was shut down; all sockets are closed (the connection and server
+    /// equivalents are [`Event::ConnClosed`] and [`Event::ServerClosed`]).
+    NodeClosed,
 }
 
 /// A record found by a record query.

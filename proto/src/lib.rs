@@ -72,7 +72,7 @@ pub mod wire;
 
 pub use config::{Config, Persistence};
 pub use dht::KeyPair;
-pub use error::{ApiError, QueryError, RequestError};
+pub use error::{ApiError, DecodeError, QueryError, RequestError};
 pub use event::{Event, Reply, SocketOp, Transmit};
 pub use ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
 pub use node::{

@@ -358,7 +358,7 @@ fn seeds_reach_their_states() {
     assert!(s
         .events
         .iter()
-        .any(|e| matches!(e, hyperdht_proto::Event::Closed)));
+        .any(|e| matches!(e, hyperdht_proto::Event::NodeClosed)));
 }
 
 #[test]

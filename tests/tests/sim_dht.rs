@@ -346,7 +346,7 @@ fn shutdown_with_requests_in_flight_is_deterministic() {
                     .map(|(_, e)| format!("{e:?}"))
                     .collect();
                 assert_eq!(order.len(), 16);
-                assert!(matches!(sim.events(a).last(), Some((_, Event::Closed))));
+                assert!(matches!(sim.events(a).last(), Some((_, Event::NodeClosed))));
                 (order, sim.transcript_hash())
             };
             let (oa, ha) = run();
@@ -427,7 +427,10 @@ fn taken_ports_fall_back_and_a_restarted_node_rebinds() {
         let first = same_host[0];
         let addr = sim.server_addr(first).unwrap();
         sim.command(first, |n, now| n.shutdown(now));
-        assert!(matches!(sim.events(first).last(), Some((_, Event::Closed))));
+        assert!(matches!(
+            sim.events(first).last(),
+            Some((_, Event::NodeClosed))
+        ));
         assert_eq!(sim.server_addr(first), None);
         let mut cfg = Config::new(vec![boot]);
         cfg.host = shared;

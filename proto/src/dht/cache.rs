@@ -151,7 +151,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     /// When the next rotation is due.
-    pub fn next_timeout(&self) -> Timestamp {
+    pub fn poll_timeout(&self) -> Timestamp {
         self.next_rotation
     }
 
@@ -338,7 +338,7 @@ impl RecordCache {
     }
 
     /// When the next rotation is due.
-    pub fn next_timeout(&self) -> Timestamp {
+    pub fn poll_timeout(&self) -> Timestamp {
         self.next_rotation
     }
 

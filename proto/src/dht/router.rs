@@ -95,8 +95,8 @@ impl Router {
     }
 
     /// The next expiry deadline.
-    pub fn next_timeout(&self) -> Timestamp {
-        self.forwards.next_timeout()
+    pub fn poll_timeout(&self) -> Timestamp {
+        self.forwards.poll_timeout()
     }
 
     /// Expires what is due.

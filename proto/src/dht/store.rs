@@ -151,13 +151,13 @@ impl Store {
     }
 
     /// The earliest rotation deadline.
-    pub fn next_timeout(&self) -> Timestamp {
+    pub fn poll_timeout(&self) -> Timestamp {
         self.records
-            .next_timeout()
-            .min(self.bumps.next_timeout())
-            .min(self.refreshes.next_timeout())
-            .min(self.mutables.next_timeout())
-            .min(self.immutables.next_timeout())
+            .poll_timeout()
+            .min(self.bumps.poll_timeout())
+            .min(self.refreshes.poll_timeout())
+            .min(self.mutables.poll_timeout())
+            .min(self.immutables.poll_timeout())
     }
 
     /// Expires what is due.

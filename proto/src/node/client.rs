@@ -193,7 +193,7 @@ impl fmt::Debug for InitiatorBox {
 }
 
 impl ClientConn {
-    pub fn next_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         let pause = match &self.phase {
             Phase::ProbeAnalyzing { pause_until, .. } => *pause_until,
             _ => None,
@@ -703,7 +703,7 @@ impl Node {
         let Some(c) = self.cx.client_mut(id) else {
             return;
         };
-        if c.next_timeout().is_none_or(|t| t > now) {
+        if c.poll_timeout().is_none_or(|t| t > now) {
             return;
         }
         if c.deadline.is_some_and(|t| t <= now) {

@@ -146,7 +146,7 @@ impl Transport {
     }
 
     /// The keep-alive deadline.
-    pub fn next_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         if self.closed.is_some() {
             return None;
         }

@@ -97,15 +97,15 @@ impl Connection {
     /// The earliest deadline of any of its parts.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         [
-            self.client.as_ref().and_then(ClientConn::next_timeout),
+            self.client.as_ref().and_then(ClientConn::poll_timeout),
             self.puncher().and_then(Puncher::poll_timeout),
             self.handshake
                 .as_ref()
-                .and_then(ServerHandshake::next_timeout),
-            self.transport.as_ref().and_then(Transport::next_timeout),
+                .and_then(ServerHandshake::poll_timeout),
+            self.transport.as_ref().and_then(Transport::poll_timeout),
             self.relay_link
                 .as_ref()
-                .and_then(RelayPairing::next_timeout),
+                .and_then(RelayPairing::poll_timeout),
             self.linger_until,
         ]
         .into_iter()
@@ -323,7 +323,7 @@ impl Connections {
     }
 
     /// The earliest deadline of any connection.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         let filed = self.timers.first().map(|&(t, _)| t);
         let changed = self
             .touched
@@ -377,7 +377,7 @@ mod tests {
     fn a_connection_without_deadlines_is_never_due() {
         let mut t = Connections::default();
         let a = t.insert(Side::Server(1), Purpose::App);
-        assert_eq!(t.next_deadline(), None);
+        assert_eq!(t.poll_timeout(), None);
         let later = Timestamp::from_millis(1_000_000);
         assert!(t.take_due(later).is_empty());
         assert!(t.get(a).is_some_and(Connection::is_spent));
@@ -390,16 +390,16 @@ mod tests {
         let b = t.insert(Side::Client, Purpose::App);
         t.get_mut(a).unwrap().linger_until = Some(Timestamp::from_millis(30));
         t.get_mut(b).unwrap().linger_until = Some(Timestamp::from_millis(20));
-        assert_eq!(t.next_deadline(), Some(Timestamp::from_millis(20)));
+        assert_eq!(t.poll_timeout(), Some(Timestamp::from_millis(20)));
         t.refile();
-        assert_eq!(t.next_deadline(), Some(Timestamp::from_millis(20)));
+        assert_eq!(t.poll_timeout(), Some(Timestamp::from_millis(20)));
         assert_eq!(t.take_due(Timestamp::from_millis(25)), vec![b]);
         // `b` was marked changed: still due until its deadline moves.
-        assert_eq!(t.next_deadline(), Some(Timestamp::from_millis(20)));
+        assert_eq!(t.poll_timeout(), Some(Timestamp::from_millis(20)));
         t.get_mut(b).unwrap().linger_until = None;
         t.refile();
-        assert_eq!(t.next_deadline(), Some(Timestamp::from_millis(30)));
+        assert_eq!(t.poll_timeout(), Some(Timestamp::from_millis(30)));
         t.remove(a);
-        assert_eq!(t.next_deadline(), None);
+        assert_eq!(t.poll_timeout(), None);
     }
 }

@@ -395,18 +395,12 @@ impl Node {
         self.events.pop_front()
     }
 
-    /// When [`Node::handle_timeout`] must be called next (`now` while output is queued;
-    /// `None` once closed).
+    /// When [`Node::handle_timeout`] must be called next: the earliest timer deadline, `None`
+    /// once closed. Queued output does not count: the run-loop contract (crate docs) is to
+    /// drain `poll_socket_op`, `poll_transmit` and `poll_event` until `None` after every
+    /// `handle_*` call, so a driver that waits for a writable socket with transmits still
+    /// queued sleeps until the socket or this deadline, whichever comes first.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        if !self.transmits.is_empty() || !self.events.is_empty() || !self.socket_ops.is_empty() {
-            return Some(self.now);
-        }
-        self.next_timer()
-    }
-
-    /// The next timer deadline, ignoring queued output (for a driver that must wait for a
-    /// socket to become writable before it drains more transmits).
-    pub fn next_timer(&self) -> Option<Timestamp> {
         if self.closed {
             return None;
         }
@@ -414,19 +408,19 @@ impl Node {
         if let Some(d) = self.next_drain_at {
             t = t.min(d);
         }
-        if let Some(r) = self.requests.next_deadline() {
+        if let Some(r) = self.requests.poll_timeout() {
             t = t.min(r);
         }
         if let Some((&(d, _), _)) = self.delayed_pings.first_key_value() {
             t = t.min(d);
         }
-        t = t.min(self.router.next_timeout());
+        t = t.min(self.router.poll_timeout());
         for d in [
             self.mux.poll_timeout(),
-            self.cx.next_deadline(),
+            self.cx.poll_timeout(),
             self.servers
                 .values()
-                .filter_map(server::ServerState::next_timeout)
+                .filter_map(server::ServerState::poll_timeout)
                 .min(),
         ]
         .into_iter()
@@ -435,7 +429,7 @@ impl Node {
             t = t.min(d);
         }
         if let Some(store) = &self.store {
-            t = t.min(store.next_timeout());
+            t = t.min(store.poll_timeout());
         }
         Some(t)
     }
@@ -637,7 +631,7 @@ impl Node {
             }
             *state = SocketState::Closed;
         }
-        self.push_event(Event::Closed);
+        self.push_event(Event::NodeClosed);
     }
 
     // ----- accessors -----------------------------------------------------------------------

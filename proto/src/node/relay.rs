@@ -161,7 +161,7 @@ pub(super) struct RelayPairing {
 
 impl RelayPairing {
     /// Pairing or closing must be done by then; a relaying link has no deadline.
-    pub fn next_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         (self.stage != Stage::Relaying).then_some(self.deadline)
     }
 }

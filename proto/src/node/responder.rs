@@ -58,7 +58,7 @@ pub(super) struct ServerHandshake {
 
 impl ServerHandshake {
     /// The earliest of its own deadlines (its puncher's are the connection's).
-    pub fn next_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         match (self.prepunch_deadline, self.clear_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

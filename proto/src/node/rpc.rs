@@ -160,7 +160,7 @@ impl Requests {
         self.inflight.len()
     }
 
-    pub fn next_deadline(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.first().map(|(t, _)| *t)
     }
 

@@ -134,7 +134,7 @@ pub(super) struct ServerState {
 
 impl ServerState {
     /// The announcer's next deadline.
-    pub fn next_timeout(&self) -> Option<Timestamp> {
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.announcer.next_ping
     }
 

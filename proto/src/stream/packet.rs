@@ -144,7 +144,7 @@ impl Header {
         let b: &[u8; HEADER_LEN] = bytes
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
-            .ok_or(DecodeError::TooShort)?;
+            .ok_or(DecodeError::UnexpectedEnd)?;
         if b[0] != MAGIC || b[1] != VERSION {
             return Err(DecodeError::NotUdx);
         }
@@ -160,26 +160,7 @@ impl Header {
     }
 }
 
-/// Why bytes are not a UDX packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Fewer than 20 bytes.
-    TooShort,
-    /// Wrong magic or version byte.
-    NotUdx,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DecodeError::TooShort => "shorter than a UDX header",
-            DecodeError::NotUdx => "wrong UDX magic or version",
-        })
-    }
-}
-
-impl std::error::Error for DecodeError {}
+pub use crate::error::DecodeError;
 
 /// The destination stream id of a datagram if it looks like UDX (length ≥ 20, magic, version),
 /// the first test of connect.md §2.10. Whether the id is live is the caller's question.
@@ -357,7 +338,7 @@ mod tests {
 
     #[test]
     fn not_udx() {
-        assert_eq!(Header::decode(&[0xff; 19]), Err(DecodeError::TooShort));
+        assert_eq!(Header::decode(&[0xff; 19]), Err(DecodeError::UnexpectedEnd));
         assert_eq!(Header::decode(&[0xfe; 20]), Err(DecodeError::NotUdx));
         assert_eq!(peek_id(&[0]), None);
         let mut b = [0u8; 20];

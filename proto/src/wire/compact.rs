@@ -5,38 +5,12 @@
 //! are accepted, trailing bytes are left for the caller to ignore) and strict on lengths. The
 //! `write_*` functions append to a `Vec<u8>` and always produce the shortest form.
 
-use core::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 /// The largest array length the JS decoder accepts (`compact-encoding` `array`).
 pub const MAX_ARRAY_LEN: u64 = 0x10_0000;
 
-/// Why a decoder gave up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// The input ended before the value did.
-    UnexpectedEnd,
-    /// An array claimed more than [`MAX_ARRAY_LEN`] elements.
-    ArrayTooLong,
-    /// The first byte is neither a request nor a response of protocol version 3.
-    UnknownType,
-    /// A value was out of the range its field allows.
-    OutOfRange,
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DecodeError::UnexpectedEnd => "unexpected end of input",
-            DecodeError::ArrayTooLong => "array longer than 0x100000 elements",
-            DecodeError::UnknownType => "unknown message type byte",
-            DecodeError::OutOfRange => "value out of range",
-        })
-    }
-}
-
-impl std::error::Error for DecodeError {}
+pub use crate::error::DecodeError;
 
 /// A bounds-checked cursor over encoded bytes.
 #[derive(Clone, Debug)]

@@ -172,7 +172,7 @@ impl<G: Glue> Calls<G> {
         self.bind_failed
     }
 
-    /// Whether the node reported `Event::Closed` (it has shut down).
+    /// Whether the node reported `Event::NodeClosed` (it has shut down).
     pub fn node_closed(&self) -> bool {
         self.node_closed
     }
@@ -264,7 +264,7 @@ impl<G: Glue> Calls<G> {
                 self.server_conns.remove(&conn);
                 return Some(ev);
             }
-            Event::Closed => self.node_closed = true,
+            Event::NodeClosed => self.node_closed = true,
             ev @ (Event::Connected { .. }
             | Event::Readable { .. }
             | Event::Finished { .. }

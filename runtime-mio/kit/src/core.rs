@@ -156,16 +156,11 @@ impl<G: Glue> Core<G> {
         self.swarms.handle_timeout(now, &mut self.node);
     }
 
-    /// When to call [`Core::handle_timeout`] next (read after [`Core::flush`]). While the
-    /// outbox waits for a writable socket, queued output does not count (the writable socket
-    /// wakes the driver), only timers.
+    /// When to call [`Core::handle_timeout`] next (read after [`Core::flush`]): the node's
+    /// and the swarms' timers. Output still queued while the outbox waits for a writable
+    /// socket does not count: the writable socket wakes the driver.
     pub fn deadline(&self) -> Option<Timestamp> {
-        let node = if self.outbox.blocked().is_some() {
-            self.node.next_timer()
-        } else {
-            self.node.poll_timeout()
-        };
-        earliest(node, self.swarms.poll_timeout())
+        earliest(self.node.poll_timeout(), self.swarms.poll_timeout())
     }
 
     /// Drains the node until it has nothing more: socket ops (bound and closed through `io`),
