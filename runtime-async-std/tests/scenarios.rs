@@ -423,9 +423,9 @@ async fn failures_and_shutdown(spawn: Spawner) {
     let server_key = KeyPair::from_seed(&[0x62; 32]);
     let banned = client_key.public_key();
     let mut cfg = ServerConfig::default();
-    cfg.accept = Some(Arc::new(
-        move |h: &hyperdht_proto::IncomingHandshake<'_>| *h.remote_public_key != banned,
-    ));
+    cfg.accept = Some(Arc::new(move |h: &hyperdht_proto::IncomingHandshake| {
+        h.remote_public_key != banned
+    }));
     let server = timeout(STEP, "listen", server_node.listen(&server_key, cfg))
         .await
         .expect("listen");

@@ -99,9 +99,9 @@ fn refused_and_unknown_keys_fail_cleanly() {
     let banned = KeyPair::from_seed(&[0xba; 32]);
     let banned_pk = banned.public_key();
     let mut cfg = ServerConfig::default();
-    cfg.accept = Some(Arc::new(
-        move |h: &hyperdht_proto::IncomingHandshake<'_>| *h.remote_public_key != banned_pk,
-    ));
+    cfg.accept = Some(Arc::new(move |h: &hyperdht_proto::IncomingHandshake| {
+        h.remote_public_key != banned_pk
+    }));
     let _server = server_node.listen(&server_key, cfg).expect("listen");
 
     match client_node.connect_with(

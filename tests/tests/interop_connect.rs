@@ -138,9 +138,9 @@ fn js_client_to_rust_server() {
     let server_key = KeyPair::from_seed(&[0x5a; 32]);
     let denied = KeyPair::from_seed(&[0xde; 32]).public_key();
     let mut cfg = ServerConfig::default();
-    cfg.accept = Some(Arc::new(
-        move |hs: &hyperdht_proto::IncomingHandshake<'_>| *hs.remote_public_key != denied,
-    ));
+    cfg.accept = Some(Arc::new(move |hs: &hyperdht_proto::IncomingHandshake| {
+        hs.remote_public_key != denied
+    }));
     let listener = server.listen(&server_key, cfg).expect("listen");
     let client = js_peer(&h, &net.bootstrap, false);
 

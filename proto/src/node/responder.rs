@@ -261,9 +261,9 @@ impl Node {
         };
         let accepted = s.config.accept.as_ref().is_none_or(|f| {
             f(&IncomingHandshake {
-                remote_public_key: &remote_pk,
+                remote_public_key: remote_pk,
                 client_address,
-                payload: &remote_payload,
+                relayed: !direct,
             })
         });
         if !accepted {

@@ -20,7 +20,7 @@ use crate::event::{Event, Reply};
 use crate::ids::{ConnId, ServerId, SocketId};
 use crate::time::Timestamp;
 use crate::wire::hyperdht::Peer;
-use crate::wire::noise::{NoisePayload, RelayInfo};
+use crate::wire::noise::RelayInfo;
 
 /// Relays pinged between announces (`announcer.js` MIN_ACTIVE).
 pub const MIN_ACTIVE: usize = 3;
@@ -34,20 +34,22 @@ pub const PING_GAP: Duration = Duration::from_secs(3);
 /// memory under a handshake flood). JS keeps no such bound.
 pub const MAX_SLOTS: usize = 1024;
 
-/// What a server's accept policy sees.
-#[derive(Debug)]
-pub struct IncomingHandshake<'a> {
-    /// The client's static public key.
-    pub remote_public_key: &'a [u8; 32],
-    /// The client's address as the relay (or we) saw it.
+/// What a server's accept policy sees of a client before any data flows (JS `firewall`'s
+/// `remotePublicKey` and `clientAddress`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IncomingHandshake {
+    /// The client's public key (the Noise handshake proves the client holds its secret key).
+    pub remote_public_key: [u8; 32],
+    /// The client's address as the DHT node that relayed the handshake (or we) saw it.
     pub client_address: SocketAddrV4,
-    /// The client's handshake payload.
-    pub payload: &'a NoisePayload,
+    /// Whether the handshake came through a DHT node rather than straight from the client.
+    pub relayed: bool,
 }
 
 /// Decides whether a client may connect, before any data flows (JS `firewall`, inverted:
 /// `true` accepts).
-pub type AcceptPolicy = Arc<dyn Fn(&IncomingHandshake<'_>) -> bool + Send + Sync>;
+pub type AcceptPolicy = Arc<dyn Fn(&IncomingHandshake) -> bool + Send + Sync>;
 
 /// How a server behaves.
 #[derive(Clone)]

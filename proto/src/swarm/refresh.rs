@@ -21,7 +21,7 @@ impl Swarm {
         }
         let gate = self.gate.clone();
         let accept: crate::node::AcceptPolicy =
-            Arc::new(move |hs| gate.lock().check_incoming(hs.remote_public_key));
+            Arc::new(move |hs| gate.lock().check_incoming(&hs.remote_public_key));
         let config = ServerConfig {
             accept: Some(accept),
             ..ServerConfig::default()
