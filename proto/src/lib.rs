@@ -17,13 +17,23 @@
 //! ```
 //!
 //! ## Run-loop contract
-//! 1. Wait for the earliest of [`Node::poll_timeout`], a readable socket, or an application
-//!    command.
-//! 2. Apply the inputs with one `now`: datagrams through [`Node::handle_datagram`], then
+//! 1. Wait for the earliest of [`Node::poll_timeout`], a readable socket, a writable socket
+//!    (only while transmits wait for one), or an application command.
+//! 2. Apply the inputs with one `now` (never earlier than the last one): datagrams through
+//!    [`Node::handle_datagram`], a datagram cut by a too-small receive buffer through
+//!    [`Node::handle_oversized_datagram`] (never decode a cut datagram), bind results
+//!    through [`Node::handle_socket_bound`] / [`Node::handle_socket_failed`], then
 //!    [`Node::handle_timeout`] (calling it early is harmless).
 //! 3. Drain [`Node::poll_socket_op`], then [`Node::poll_transmit`], then [`Node::poll_event`],
-//!    each until `None`.
-//! 4. Read [`Node::poll_timeout`] last; it is `now` while output is queued.
+//!    each until `None`. Socket ops come first: a transmit may need the socket a `Bind` opens,
+//!    and a `Close` is queued only after the transmits of that socket. A socket that would
+//!    block keeps the rest of the transmits queued; nothing is lost, send them once it is
+//!    writable.
+//! 4. Read [`Node::poll_timeout`] last: the earliest timer deadline (queued output does not
+//!    move it; after step 3 nothing is queued), `None` once the node is closed.
+//! 5. Connections are read and written through [`Node::conn`] whenever
+//!    [`Event::Readable`] / [`Event::Writable`] say so; a closed connection is forgotten by the
+//!    node itself ([`CLOSED_LINGER`] at most).
 //!
 //! ## A blocking loop in a few lines
 //! ```

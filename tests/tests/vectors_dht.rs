@@ -3,11 +3,11 @@
 //! reproduced byte for byte by our codecs, and a live-behaviour check: a Rust [`Node`] fed the
 //! requests captured from a real persistent hyperdht node must send back the same bytes.
 //!
-//! What is not checked here (not implemented in `proto` yet): `int` (zig-zag, unused on the
-//! DHT path), Ed25519 key pairs and signatures, the hyperdht value encodings (`announce`,
-//! `lookupRawReply`, `mutablePutRequest`/`mutableGetResponse`, handshake, `pluginRequest`) and
-//! every hyperdht command handler (LOOKUP, ANNOUNCE, MUTABLE_*, FIND_PEER, handshake relaying).
-//! Of dht-03 only the pure BLAKE2b parts and the compact-encoded peer record are checked.
+//! Checked elsewhere against the same packages: the rest of dht-03 (records, key pairs,
+//! signatures, namespaces) and the dht-05 relay capture in `vectors_records.rs`, the command
+//! handlers live in `interop_records.rs`, and the Noise and holepunch payloads in
+//! `vectors_connect.rs`. Here, of dht-03, only the pure BLAKE2b parts and the compact-encoded
+//! peer record are checked.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
