@@ -24,6 +24,10 @@ pub struct Dropped {
     /// so only its beginning arrived; reported by the driver through
     /// [`Node::handle_oversized_datagram`](crate::Node::handle_oversized_datagram).
     pub oversized: u64,
+    /// A PEER_HANDSHAKE that would have opened a connection to one of our servers while it
+    /// already held [`Config::max_connections_per_server`](crate::Config) live connections
+    /// (no reply, as JS gives none to a handshake it cannot answer).
+    pub connection_cap: u64,
 }
 
 /// Blind relay use (JS `dht.stats.relaying`).

@@ -2,7 +2,8 @@
 //! message 1 gets no answer and leaves no state; a replay inside the dedupe window gets the
 //! same answer and no second connection; a replay after it opens a connection attempt that
 //! never becomes `Connected` (the replayer holds no keys) and is torn down; a flood past the
-//! server's handshake cap gets no reply until slots free.
+//! server's handshake cap gets no reply until slots free; a server holds at most
+//! `Config::max_connections_per_server` live connections, and a closed one frees its place.
 
 use std::net::{SocketAddr, SocketAddrV4};
 
@@ -31,10 +32,13 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let addr: SocketAddrV4 = NODE.parse().unwrap();
+        Harness::with_config(Config::bootstrapper(NODE.parse().unwrap()))
+    }
+
+    fn with_config(config: Config) -> Harness {
         let now = Timestamp::from_millis(1000);
         let mut h = Harness {
-            node: Node::new(Config::bootstrapper(addr), [3; 32], now),
+            node: Node::new(config, [3; 32], now),
             now,
             events: Vec::new(),
         };
@@ -301,4 +305,77 @@ fn relayed_handshakes_that_never_open_a_path_close_their_connections() {
     let no_path = h.remove_closed(|r| r == ConnCloseReason::NoPath);
     assert_eq!(no_path, 3, "each closed without a path: {:?}", h.events);
     assert_eq!(h.node.conn_count(), 0, "the node holds no connection");
+}
+
+/// A server holds at most `max_connections_per_server` live connections: past it, a new
+/// handshake gets no reply and is counted, a retransmit of a held one is still answered, and a
+/// connection that closes frees its place for the next client.
+#[test]
+fn connections_past_the_per_server_cap_are_dropped_until_one_closes() {
+    let mut config = Config::bootstrapper(NODE.parse().unwrap());
+    assert_eq!(
+        config.max_connections_per_server, 1024,
+        "the default cap (hyperdht keeps none)"
+    );
+    config.max_connections_per_server = 3;
+    let mut h = Harness::with_config(config);
+    h.advance(Duration::from_secs(2));
+    let server = KeyPair::from_seed(&[0x5e; 32]);
+    let id = h
+        .node
+        .listen(h.now, &server, ServerConfig::default())
+        .unwrap();
+    h.advance(Duration::from_secs(2));
+    let target = hash(&server.public_key());
+    let clients: Vec<KeyPair> = (0..6u8)
+        .map(|i| KeyPair::from_seed(&[0x60 + i; 32]))
+        .collect();
+    let mut held = Vec::new();
+    for (i, client) in clients.iter().take(5).enumerate() {
+        let (_, m1) = message1(client, &server);
+        let answered = reply_noise(&h.feed(100 + i as u16, target, m1.clone())).is_some();
+        assert_eq!(answered, i < 3, "handshake {i} against a cap of three");
+        if i < 3 {
+            held.push(m1);
+        }
+    }
+    let incoming: Vec<ConnId> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Incoming { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(incoming.len(), 3, "exactly the cap's connections opened");
+    assert_eq!(h.node.server_conn_count(id), 3);
+    assert_eq!(
+        h.node.stats().dropped.connection_cap,
+        2,
+        "both extra ones counted"
+    );
+
+    // A retransmit of a held handshake opens nothing new and is still answered.
+    assert!(reply_noise(&h.feed(110, target, held[0].clone())).is_some());
+    assert_eq!(h.node.stats().dropped.connection_cap, 2);
+
+    // One closes: its place is free (the connection itself is gone once read to the end).
+    h.node.conn_reset(h.now, incoming[1]);
+    h.pump();
+    assert_eq!(
+        h.node.server_conn_count(id),
+        2,
+        "a closed connection frees its place"
+    );
+    let (initiator, m1) = message1(&clients[5], &server);
+    let m2 = reply_noise(&h.feed(120, target, m1)).expect("the freed place is taken");
+    initiator.read_message2(&m2).expect("reply authenticates");
+    assert_eq!(h.node.server_conn_count(id), 3);
+    assert_eq!(h.node.stats().dropped.connection_cap, 2);
+    let (_, m1) = message1(&clients[3], &server);
+    assert!(
+        reply_noise(&h.feed(121, target, m1)).is_none(),
+        "full again"
+    );
+    assert_eq!(h.node.stats().dropped.connection_cap, 3);
 }

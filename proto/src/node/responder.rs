@@ -2,6 +2,9 @@
 //! `_onpeerhandshake`, `_onpeerholepunch`): answering a relayed Noise handshake, deciding how
 //! the path opens, the responder half of holepunching, and the handshake's lifetime (kept
 //! [`HANDSHAKE_CLEAR_WAIT`] after it finished, so retransmitted handshakes get the same reply).
+//! What a client controls is bounded: a server opens at most
+//! [`Config::max_connections_per_server`](crate::Config) live connections (handshakes past it
+//! get no reply).
 //! The handshake is a part of its [`Connection`](super::connection::Connection); the server
 //! only keeps which slot numbers are taken.
 
@@ -118,6 +121,11 @@ impl Node {
             .and_then(|s| s.connects.get(&hs.noise).copied());
         let conn = match existing {
             Some(conn) => conn,
+            None if self.server_is_full(id) => {
+                self.stats.dropped.connection_cap += 1;
+                tracing::debug!("handshake dropped: the server holds its maximum of connections");
+                return;
+            }
             None => {
                 let client_address = hs.peer_address.unwrap_or(from);
                 let direct = hs.peer_address.is_none();
@@ -140,6 +148,14 @@ impl Node {
             return;
         }
         self.send_handshake_reply(conn, pending);
+    }
+
+    /// Whether server `id` holds [`Config::max_connections_per_server`](crate::Config) live
+    /// connections: a handshake that would open another is dropped.
+    fn server_is_full(&self, id: u64) -> bool {
+        self.servers
+            .get(&id)
+            .is_some_and(|s| s.live_conns >= self.config.max_connections_per_server)
     }
 
     /// The server a server-side connection belongs to.
@@ -344,6 +360,7 @@ impl Node {
             remote_public_key: remote_pk,
         });
         self.open_conn(conn, conn_output, (udx_id, remote_udx_id), None, false);
+        self.count_server_conn(id, conn);
 
         if remote_payload.firewall == firewall::OPEN || direct {
             let path_socket = if direct {
