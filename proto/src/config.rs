@@ -42,6 +42,11 @@ pub const MAX_REPINGING: u32 = 3;
 /// handshake `lib/server.js` answers opens a connection); 1024 open connections is far past
 /// what one peer serves in practice, while bounding what a flood of handshakes can hold.
 pub const DEFAULT_MAX_CONNECTIONS_PER_SERVER: usize = 1024;
+/// Handshake replies one server handshake keeps while its puncher socket opens (the replies
+/// to a client resending its handshake meanwhile); past it the oldest is dropped and counted
+/// in [`Dropped::pending_reply_overflow`](crate::stats::Dropped). JS keeps no bound (each
+/// retransmit awaits the same handshake promise in `_onpeerhandshake`).
+pub const MAX_PENDING_REPLIES: usize = 8;
 /// The public HyperDHT bootstrap nodes (`hyperdht/lib/constants.js`), as `ip@host:port`.
 pub const PUBLIC_BOOTSTRAP: [&str; 3] = [
     "88.99.3.86@node1.hyperdht.org:49737",

@@ -3,7 +3,9 @@
 //! same answer and no second connection; a replay after it opens a connection attempt that
 //! never becomes `Connected` (the replayer holds no keys) and is torn down; a flood past the
 //! server's handshake cap gets no reply until slots free; a server holds at most
-//! `Config::max_connections_per_server` live connections, and a closed one frees its place.
+//! `Config::max_connections_per_server` live connections, and a closed one frees its place; a
+//! client resending its handshake while the server's puncher socket opens queues a bounded
+//! number of replies.
 
 use std::net::{SocketAddr, SocketAddrV4};
 
@@ -378,4 +380,116 @@ fn connections_past_the_per_server_cap_are_dropped_until_one_closes() {
         "full again"
     );
     assert_eq!(h.node.stats().dropped.connection_cap, 3);
+}
+
+/// A relayed handshake to a firewalled server is answered from the server's puncher socket,
+/// so its replies wait until the driver bound that socket. A client resending its handshake
+/// meanwhile keeps at most `MAX_PENDING_REPLIES` of them (the newest; the others are counted),
+/// and all of those go out once the socket is bound.
+#[test]
+fn replies_waiting_for_the_puncher_socket_stay_bounded() {
+    use hyperdht_proto::config::MAX_PENDING_REPLIES;
+    use hyperdht_proto::wire::rpc::Message;
+    use hyperdht_proto::SocketOp;
+
+    let mut config = Config::local(Vec::new());
+    config.host = *NODE.parse::<SocketAddrV4>().unwrap().ip();
+    config.port = 49737;
+    let now = Timestamp::from_millis(1000);
+    let mut node = Node::new(config, [4; 32], now);
+    // Binds the two DHT sockets; any other bind is held back (the puncher's socket).
+    let mut held_binds = Vec::new();
+    let drain = |node: &mut Node, held_binds: &mut Vec<(SocketId, SocketAddrV4)>| {
+        let mut out = Vec::new();
+        loop {
+            let mut any = false;
+            while let Some(op) = node.poll_socket_op() {
+                any = true;
+                if let SocketOp::Bind { socket, addr } = op {
+                    if socket == SocketId::SERVER || socket == SocketId::CLIENT {
+                        let port = if addr.port() == 0 { 50001 } else { addr.port() };
+                        let bound = SocketAddrV4::new(*addr.ip(), port);
+                        node.handle_socket_bound(now, socket, SocketAddr::V4(bound));
+                    } else {
+                        held_binds.push((socket, addr));
+                    }
+                }
+            }
+            while let Some(t) = node.poll_transmit() {
+                any = true;
+                out.push(t);
+            }
+            while node.poll_event().is_some() {
+                any = true;
+            }
+            if !any {
+                return out;
+            }
+        }
+    };
+    drain(&mut node, &mut held_binds);
+    assert!(
+        node.is_firewalled(),
+        "replies of a firewalled server come from its puncher"
+    );
+    let server = KeyPair::from_seed(&[0x5e; 32]);
+    node.listen(now, &server, ServerConfig::default()).unwrap();
+    drain(&mut node, &mut held_binds);
+    let target = hash(&server.public_key());
+    let (_, m1) = message1(&KeyPair::from_seed(&[0x70; 32]), &server);
+    let client: SocketAddrV4 = "10.9.9.9:5000".parse().unwrap();
+    let relay: SocketAddr = ATTACKER.parse().unwrap();
+    let sends = 3 * MAX_PENDING_REPLIES;
+    for i in 0..sends {
+        let value = Handshake {
+            mode: mode::FROM_RELAY,
+            noise: m1.clone(),
+            peer_address: Some(client),
+            relay_address: None,
+        }
+        .to_bytes();
+        let req = Request {
+            tid: 200 + i as u16,
+            to: NODE.parse().unwrap(),
+            id: None,
+            token: None,
+            internal: false,
+            command: command::PEER_HANDSHAKE,
+            target: Some(target),
+            value: Some(&value),
+        };
+        let mut bytes = Vec::new();
+        req.encode(&mut bytes);
+        node.handle_datagram(now, SocketId::SERVER, relay, &bytes);
+        let out = drain(&mut node, &mut held_binds);
+        assert!(
+            !out.iter().any(|t| t.dst == relay),
+            "no reply before the puncher socket is bound"
+        );
+    }
+    assert_eq!(
+        node.stats().dropped.pending_reply_overflow,
+        (sends - MAX_PENDING_REPLIES) as u64,
+        "the replies past the bound were dropped and counted"
+    );
+    assert_eq!(held_binds.len(), 1, "one puncher socket asked for");
+
+    // The socket is bound: the replies kept go out, the newest ones, each once.
+    let (socket, addr) = held_binds[0];
+    let bound = SocketAddrV4::new(*addr.ip(), 50002);
+    node.handle_socket_bound(now, socket, SocketAddr::V4(bound));
+    let out = drain(&mut node, &mut held_binds);
+    let mut tids: Vec<u16> = out
+        .iter()
+        .filter(|t| t.dst == relay && t.socket == socket)
+        .filter_map(|t| match Message::decode(&t.payload).ok()? {
+            Message::Request(r) if r.command == command::PEER_HANDSHAKE => Some(r.tid),
+            _ => None,
+        })
+        .collect();
+    tids.sort_unstable();
+    let newest: Vec<u16> = (sends - MAX_PENDING_REPLIES..sends)
+        .map(|i| 200 + i as u16)
+        .collect();
+    assert_eq!(tids, newest, "the newest replies were kept: {out:?}");
 }

@@ -4,7 +4,8 @@
 //! [`HANDSHAKE_CLEAR_WAIT`] after it finished, so retransmitted handshakes get the same reply).
 //! What a client controls is bounded: a server opens at most
 //! [`Config::max_connections_per_server`](crate::Config) live connections (handshakes past it
-//! get no reply).
+//! get no reply), and a handshake holds at most [`MAX_PENDING_REPLIES`] replies while its
+//! puncher socket opens.
 //! The handshake is a part of its [`Connection`](super::connection::Connection); the server
 //! only keeps which slot numbers are taken.
 
@@ -16,6 +17,7 @@ use super::connection::{Purpose, Side};
 use super::relay::RelayRequest;
 use super::server::IncomingHandshake;
 use super::Node;
+use crate::config::MAX_PENDING_REPLIES;
 use crate::crypto::to_hex;
 use crate::dht::keys::command;
 use crate::dht::KeyPair;
@@ -53,7 +55,8 @@ pub(super) struct ServerHandshake {
     pub done: bool,
     pub prepunch_deadline: Option<Timestamp>,
     pub clear_at: Option<Timestamp>,
-    /// Handshake replies waiting for the puncher socket.
+    /// Handshake replies waiting for the puncher socket, at most [`MAX_PENDING_REPLIES`]
+    /// (the newest).
     pending_replies: Vec<PendingReply>,
     /// A PEER_HOLEPUNCH waiting for the NAT analysis.
     pending_holepunch: Option<PendingHolepunch>,
@@ -144,6 +147,12 @@ impl Node {
         let waiting =
             h.reply_from_puncher && h.puncher.as_ref().and_then(Puncher::socket).is_none();
         if waiting {
+            // Bounded: the newest are kept (a client waits for the answer to its latest
+            // retransmit; older ones it may have given up on).
+            if h.pending_replies.len() >= MAX_PENDING_REPLIES {
+                h.pending_replies.remove(0);
+                self.stats.dropped.pending_reply_overflow += 1;
+            }
             h.pending_replies.push(pending);
             return;
         }
