@@ -47,6 +47,10 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_SERVER: usize = 1024;
 /// in [`Dropped::pending_reply_overflow`](crate::stats::Dropped). JS keeps no bound (each
 /// retransmit awaits the same handshake promise in `_onpeerhandshake`).
 pub const MAX_PENDING_REPLIES: usize = 8;
+/// Default for [`Config::max_queued_output`]. A driver that drains every turn (both drivers
+/// here do) holds at most one turn's output, a few hundred entries; the cap only bites when
+/// nothing drains.
+pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 8192;
 /// The public HyperDHT bootstrap nodes (`hyperdht/lib/constants.js`), as `ip@host:port`.
 pub const PUBLIC_BOOTSTRAP: [&str; 3] = [
     "88.99.3.86@node1.hyperdht.org:49737",
@@ -126,6 +130,10 @@ pub struct Config {
     /// it closes (its unread input may linger a while after). Not bounded in JS; the default
     /// is [`DEFAULT_MAX_CONNECTIONS_PER_SERVER`].
     pub max_connections_per_server: usize,
+    /// Entries each output queue (transmits, events, socket ops) may hold before the node
+    /// refuses datagrams ([`Node::backpressure`](crate::Node::backpressure)); the default is
+    /// [`DEFAULT_MAX_QUEUED_OUTPUT`].
+    pub max_queued_output: usize,
 }
 
 /// The public bootstrap nodes of [`PUBLIC_BOOTSTRAP`] as addresses (the IP before each `@`;
@@ -169,6 +177,7 @@ impl Default for Config {
             local_connection: true,
             key_pair: None,
             max_connections_per_server: DEFAULT_MAX_CONNECTIONS_PER_SERVER,
+            max_queued_output: DEFAULT_MAX_QUEUED_OUTPUT,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct Dropped {
     /// already waited for the server's puncher socket (the oldest goes; a client resending
     /// its handshake while the socket opens cannot grow the queue).
     pub pending_reply_overflow: u64,
+    /// Refused because an output queue was full ([`Node::backpressure`](crate::Node::backpressure)):
+    /// the driver did not drain what the node produced.
+    pub backpressure: u64,
 }
 
 /// Blind relay use (JS `dht.stats.relaying`).

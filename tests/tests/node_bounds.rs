@@ -1,14 +1,112 @@
 //! What a peer controls is bounded, end to end against the public API:
 //!
+//! - a node whose driver stops draining stops growing: once an output queue holds
+//!   `Config::max_queued_output` entries, datagrams are refused and counted, the node reports
+//!   `Backpressure`, and it resumes once drained;
 //! - a server's connection that closed with input the application never read (so the node
 //!   keeps it for a while) no longer counts against `Config::max_connections_per_server`: the
 //!   next client connects.
 
 use core::time::Duration;
+use std::net::{SocketAddr, SocketAddrV4};
 
+use hyperdht_proto::config::DEFAULT_MAX_QUEUED_OUTPUT;
 use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::{Config, ConnId, Event, ServerConfig, Timestamp};
+use hyperdht_proto::wire::rpc::Request;
+use hyperdht_proto::{
+    Backpressure, Config, ConnId, Event, Node, ServerConfig, SocketId, Timestamp,
+};
+use hyperdht_tests::bench_util::pump_in_process;
 use hyperdht_tests::sim::{NodeIdx, Sim};
+
+const NODE: &str = "127.0.0.9:49737";
+
+/// A PING to the node with transaction id `tid`, as bytes.
+fn ping(tid: u16) -> Vec<u8> {
+    let req = Request {
+        tid,
+        to: NODE.parse().unwrap(),
+        id: None,
+        token: None,
+        internal: true,
+        command: hyperdht_proto::commands::PING,
+        target: None,
+        value: None,
+    };
+    let mut bytes = Vec::new();
+    req.encode(&mut bytes);
+    bytes
+}
+
+/// The `i`-th of many distinct senders.
+fn source(i: u32) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        [10, 1, (i >> 8) as u8, i as u8].into(),
+        4000,
+    ))
+}
+
+/// A listening node, drained once.
+fn node(config: Config) -> (Node, Timestamp) {
+    let now = Timestamp::from_millis(1000);
+    let mut node = Node::new(config, [5; 32], now);
+    pump_in_process(&mut node, now, drop, drop);
+    (node, now)
+}
+
+/// Drains every transmit; how many there were.
+fn drain_transmits(node: &mut Node) -> usize {
+    std::iter::from_fn(|| node.poll_transmit()).count()
+}
+
+#[test]
+fn a_node_whose_driver_does_not_drain_stops_growing_and_resumes_once_drained() {
+    let mut config = Config::bootstrapper(NODE.parse().unwrap());
+    config.max_queued_output = 32;
+    let (mut node, now) = node(config);
+    assert_eq!(node.backpressure(), None);
+    let before = node.stats();
+
+    // Every PING is answered with one datagram; nothing drains.
+    for i in 0..100 {
+        node.handle_datagram(now, SocketId::SERVER, source(i), &ping(i as u16));
+    }
+    assert_eq!(node.backpressure(), Some(Backpressure::Transmits));
+    let stats = node.stats();
+    assert_eq!(stats.datagrams_received - before.datagrams_received, 100);
+    assert_eq!(
+        stats.dropped.backpressure, 68,
+        "the pings past the cap of 32 queued replies were refused"
+    );
+    assert_eq!(stats.requests_received - before.requests_received, 32);
+    // Timers still run while input is refused, and nothing queued is lost.
+    node.handle_timeout(now + Duration::from_millis(10));
+    assert_eq!(
+        drain_transmits(&mut node),
+        32,
+        "the queue held the cap, no more"
+    );
+    assert_eq!(node.backpressure(), None, "drained: input is taken again");
+
+    node.handle_datagram(now, SocketId::SERVER, source(500), &ping(500));
+    assert_eq!(drain_transmits(&mut node), 1, "answered after draining");
+    assert_eq!(node.stats().dropped.backpressure, 68);
+}
+
+#[test]
+fn the_default_queue_cap_holds_a_flood_that_is_never_drained() {
+    let config = Config::bootstrapper(NODE.parse().unwrap());
+    assert_eq!(config.max_queued_output, DEFAULT_MAX_QUEUED_OUTPUT);
+    let (mut node, now) = node(config);
+    let flood = DEFAULT_MAX_QUEUED_OUTPUT as u32 + 1000;
+    for i in 0..flood {
+        node.handle_datagram(now, SocketId::SERVER, source(i), &ping(i as u16));
+    }
+    assert_eq!(node.backpressure(), Some(Backpressure::Transmits));
+    assert_eq!(node.stats().dropped.backpressure, 1000);
+    assert_eq!(drain_transmits(&mut node), DEFAULT_MAX_QUEUED_OUTPUT);
+    assert_eq!(node.backpressure(), None);
+}
 
 /// The first event on `idx` that `pred` accepts, running the simulation until `limit`.
 fn run_until_event(
