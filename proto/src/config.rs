@@ -38,6 +38,19 @@ pub const QUERY_RETRIES: u32 = 5;
 pub const MAX_CHECKS: u32 = 10;
 /// Concurrent ping-and-swap checks for full rows (`index.js` `_repinging >= 3`).
 pub const MAX_REPINGING: u32 = 3;
+/// Default for [`Config::max_connections_per_server`]. hyperdht keeps no such bound (every
+/// handshake `lib/server.js` answers opens a connection); 1024 open connections is far past
+/// what one peer serves in practice, while bounding what a flood of handshakes can hold.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SERVER: usize = 1024;
+/// Handshake replies one server handshake keeps while its puncher socket opens (the replies
+/// to a client resending its handshake meanwhile); past it the oldest is dropped and counted
+/// in [`Dropped::pending_reply_overflow`](crate::stats::Dropped). JS keeps no bound (each
+/// retransmit awaits the same handshake promise in `_onpeerhandshake`).
+pub const MAX_PENDING_REPLIES: usize = 8;
+/// Default for [`Config::max_queued_output`]. A driver that drains every turn (both drivers
+/// here do) holds at most one turn's output, a few hundred entries; the cap only bites when
+/// nothing drains.
+pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 8192;
 /// The public HyperDHT bootstrap nodes (`hyperdht/lib/constants.js`), as `ip@host:port`.
 pub const PUBLIC_BOOTSTRAP: [&str; 3] = [
     "88.99.3.86@node1.hyperdht.org:49737",
@@ -111,6 +124,16 @@ pub struct Config {
     /// becomes `dht.defaultKeyPair`). `None`: one derived from the node's seed, so it is
     /// random when the seed is.
     pub key_pair: Option<crate::dht::KeyPair>,
+    /// Live (not closed) connections one server holds at once; a handshake that would open
+    /// one more gets no reply and is counted in
+    /// [`Dropped::connection_cap`](crate::stats::Dropped). A connection frees its place when
+    /// it closes (its unread input may linger a while after). Not bounded in JS; the default
+    /// is [`DEFAULT_MAX_CONNECTIONS_PER_SERVER`].
+    pub max_connections_per_server: usize,
+    /// Entries each output queue (transmits, events, socket ops) may hold before the node
+    /// refuses datagrams ([`Node::backpressure`](crate::Node::backpressure)); the default is
+    /// [`DEFAULT_MAX_QUEUED_OUTPUT`].
+    pub max_queued_output: usize,
 }
 
 /// The public bootstrap nodes of [`PUBLIC_BOOTSTRAP`] as addresses (the IP before each `@`;
@@ -153,6 +176,8 @@ impl Default for Config {
             local_addresses: Vec::new(),
             local_connection: true,
             key_pair: None,
+            max_connections_per_server: DEFAULT_MAX_CONNECTIONS_PER_SERVER,
+            max_queued_output: DEFAULT_MAX_QUEUED_OUTPUT,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! What the engine tells the application ([`Event`], drained with `Node::poll_event`) and the
-//! world ([`Transmit`], [`SocketOp`]).
+//! world ([`Transmit`], [`SocketOp`]), and which of those queues is full ([`Backpressure`]).
 
 use core::time::Duration;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -20,6 +20,19 @@ pub struct Transmit {
     pub ttl: Option<u8>,
     /// The bytes.
     pub payload: Vec<u8>,
+}
+
+/// Which of the node's output queues is full ([`Node::backpressure`](crate::Node::backpressure)):
+/// the node refuses datagrams until the driver drains it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backpressure {
+    /// Datagrams to send: drain [`Node::poll_transmit`](crate::Node::poll_transmit).
+    Transmits,
+    /// Events: drain [`Node::poll_event`](crate::Node::poll_event).
+    Events,
+    /// Socket binds and closes: drain [`Node::poll_socket_op`](crate::Node::poll_socket_op).
+    SocketOps,
 }
 
 /// A socket the driver must bind or close.

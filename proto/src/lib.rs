@@ -9,6 +9,7 @@
 //! ```text
 //! Node::new(config, seed, now)
 //! handle_datagram(now, socket, from, bytes)   // world -> engine; never fails
+//! backpressure()                              // Some(queue) while one is full
 //! handle_timeout(now)
 //! handle_socket_bound(now, socket, addr) / handle_socket_failed(now, socket)
 //! find_node / query / ping / request / ...    // application -> engine
@@ -34,6 +35,17 @@
 //! 5. Connections are read and written through [`Node::conn`] whenever
 //!    [`Event::Readable`] / [`Event::Writable`] say so; a closed connection is forgotten by the
 //!    node itself ([`CLOSED_LINGER`] at most).
+//!
+//! ## Backpressure
+//! The node's output queues are bounded by [`Config::max_queued_output`] entries each. While
+//! one is full, [`Node::backpressure`] names it and [`Node::handle_datagram`] refuses
+//! datagrams (counted in [`Dropped::backpressure`]): a driver that stops draining cannot make
+//! the node grow without bound on what the network sends. Nothing already queued is dropped,
+//! and timers and application commands still run (their output is bounded by the node's own
+//! tables). A driver checks [`Node::backpressure`] before feeding more datagrams: while it is
+//! `Some`, drain the named queue first (or, with a socket that takes no more, stop reading
+//! until it does: what it would feed is refused anyway). A driver that drains fully every
+//! turn never sees it.
 //!
 //! ## A blocking loop in a few lines
 //! ```
@@ -83,7 +95,7 @@ pub mod wire;
 pub use config::{Config, Persistence};
 pub use dht::KeyPair;
 pub use error::{ApiError, DecodeError, QueryError, RequestError};
-pub use event::{Event, Reply, SocketOp, Transmit};
+pub use event::{Backpressure, Event, Reply, SocketOp, Transmit};
 pub use ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
 pub use node::{
     AcceptPolicy, Conn, ConnCloseReason, ConnError, ConnInfo, ConnectError, ConnectOptions,

@@ -24,6 +24,17 @@ pub struct Dropped {
     /// so only its beginning arrived; reported by the driver through
     /// [`Node::handle_oversized_datagram`](crate::Node::handle_oversized_datagram).
     pub oversized: u64,
+    /// A PEER_HANDSHAKE that would have opened a connection to one of our servers while it
+    /// already held [`Config::max_connections_per_server`](crate::Config) live connections
+    /// (no reply, as JS gives none to a handshake it cannot answer).
+    pub connection_cap: u64,
+    /// A handshake reply dropped because [`MAX_PENDING_REPLIES`](crate::config::MAX_PENDING_REPLIES)
+    /// already waited for the server's puncher socket (the oldest goes; a client resending
+    /// its handshake while the socket opens cannot grow the queue).
+    pub pending_reply_overflow: u64,
+    /// Refused because an output queue was full ([`Node::backpressure`](crate::Node::backpressure)):
+    /// the driver did not drain what the node produced.
+    pub backpressure: u64,
 }
 
 /// Blind relay use (JS `dht.stats.relaying`).

@@ -2,7 +2,10 @@
 //! message 1 gets no answer and leaves no state; a replay inside the dedupe window gets the
 //! same answer and no second connection; a replay after it opens a connection attempt that
 //! never becomes `Connected` (the replayer holds no keys) and is torn down; a flood past the
-//! server's handshake cap gets no reply until slots free.
+//! server's handshake cap gets no reply until slots free; a server holds at most
+//! `Config::max_connections_per_server` live connections, and a closed one frees its place; a
+//! client resending its handshake while the server's puncher socket opens queues a bounded
+//! number of replies.
 
 use std::net::{SocketAddr, SocketAddrV4};
 
@@ -31,10 +34,13 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let addr: SocketAddrV4 = NODE.parse().unwrap();
+        Harness::with_config(Config::bootstrapper(NODE.parse().unwrap()))
+    }
+
+    fn with_config(config: Config) -> Harness {
         let now = Timestamp::from_millis(1000);
         let mut h = Harness {
-            node: Node::new(Config::bootstrapper(addr), [3; 32], now),
+            node: Node::new(config, [3; 32], now),
             now,
             events: Vec::new(),
         };
@@ -301,4 +307,189 @@ fn relayed_handshakes_that_never_open_a_path_close_their_connections() {
     let no_path = h.remove_closed(|r| r == ConnCloseReason::NoPath);
     assert_eq!(no_path, 3, "each closed without a path: {:?}", h.events);
     assert_eq!(h.node.connection_count(), 0, "the node holds no connection");
+}
+
+/// A server holds at most `max_connections_per_server` live connections: past it, a new
+/// handshake gets no reply and is counted, a retransmit of a held one is still answered, and a
+/// connection that closes frees its place for the next client.
+#[test]
+fn connections_past_the_per_server_cap_are_dropped_until_one_closes() {
+    let mut config = Config::bootstrapper(NODE.parse().unwrap());
+    assert_eq!(
+        config.max_connections_per_server, 1024,
+        "the default cap (hyperdht keeps none)"
+    );
+    config.max_connections_per_server = 3;
+    let mut h = Harness::with_config(config);
+    h.advance(Duration::from_secs(2));
+    let server = KeyPair::from_seed(&[0x5e; 32]);
+    let id = h
+        .node
+        .listen(h.now, &server, ServerConfig::default())
+        .unwrap();
+    h.advance(Duration::from_secs(2));
+    let target = hash(&server.public_key());
+    let clients: Vec<KeyPair> = (0..6u8)
+        .map(|i| KeyPair::from_seed(&[0x60 + i; 32]))
+        .collect();
+    let mut held = Vec::new();
+    for (i, client) in clients.iter().take(5).enumerate() {
+        let (_, m1) = message1(client, &server);
+        let answered = reply_noise(&h.feed(100 + i as u16, target, m1.clone())).is_some();
+        assert_eq!(answered, i < 3, "handshake {i} against a cap of three");
+        if i < 3 {
+            held.push(m1);
+        }
+    }
+    let incoming: Vec<ConnId> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Incoming { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(incoming.len(), 3, "exactly the cap's connections opened");
+    assert_eq!(h.node.server_conn_count(id), 3);
+    assert_eq!(
+        h.node.stats().dropped.connection_cap,
+        2,
+        "both extra ones counted"
+    );
+
+    // A retransmit of a held handshake opens nothing new and is still answered.
+    assert!(reply_noise(&h.feed(110, target, held[0].clone())).is_some());
+    assert_eq!(h.node.stats().dropped.connection_cap, 2);
+
+    // One closes: its place is free (the connection itself is gone once read to the end).
+    h.node.conn(incoming[1]).reset(h.now);
+    h.pump();
+    assert_eq!(
+        h.node.server_conn_count(id),
+        2,
+        "a closed connection frees its place"
+    );
+    let (initiator, m1) = message1(&clients[5], &server);
+    let m2 = reply_noise(&h.feed(120, target, m1)).expect("the freed place is taken");
+    initiator.read_message2(&m2).expect("reply authenticates");
+    assert_eq!(h.node.server_conn_count(id), 3);
+    assert_eq!(h.node.stats().dropped.connection_cap, 2);
+    let (_, m1) = message1(&clients[3], &server);
+    assert!(
+        reply_noise(&h.feed(121, target, m1)).is_none(),
+        "full again"
+    );
+    assert_eq!(h.node.stats().dropped.connection_cap, 3);
+}
+
+/// A relayed handshake to a firewalled server is answered from the server's puncher socket,
+/// so its replies wait until the driver bound that socket. A client resending its handshake
+/// meanwhile keeps at most `MAX_PENDING_REPLIES` of them (the newest; the others are counted),
+/// and all of those go out once the socket is bound.
+#[test]
+fn replies_waiting_for_the_puncher_socket_stay_bounded() {
+    use hyperdht_proto::config::MAX_PENDING_REPLIES;
+    use hyperdht_proto::wire::rpc::Message;
+    use hyperdht_proto::SocketOp;
+
+    let mut config = Config::local(Vec::new());
+    config.host = *NODE.parse::<SocketAddrV4>().unwrap().ip();
+    config.port = 49737;
+    let now = Timestamp::from_millis(1000);
+    let mut node = Node::new(config, [4; 32], now);
+    // Binds the two DHT sockets; any other bind is held back (the puncher's socket).
+    let mut held_binds = Vec::new();
+    let drain = |node: &mut Node, held_binds: &mut Vec<(SocketId, SocketAddrV4)>| {
+        let mut out = Vec::new();
+        loop {
+            let mut any = false;
+            while let Some(op) = node.poll_socket_op() {
+                any = true;
+                if let SocketOp::Bind { socket, addr } = op {
+                    if socket == SocketId::SERVER || socket == SocketId::CLIENT {
+                        let port = if addr.port() == 0 { 50001 } else { addr.port() };
+                        let bound = SocketAddrV4::new(*addr.ip(), port);
+                        node.handle_socket_bound(now, socket, SocketAddr::V4(bound));
+                    } else {
+                        held_binds.push((socket, addr));
+                    }
+                }
+            }
+            while let Some(t) = node.poll_transmit() {
+                any = true;
+                out.push(t);
+            }
+            while node.poll_event().is_some() {
+                any = true;
+            }
+            if !any {
+                return out;
+            }
+        }
+    };
+    drain(&mut node, &mut held_binds);
+    assert!(
+        node.is_firewalled(),
+        "replies of a firewalled server come from its puncher"
+    );
+    let server = KeyPair::from_seed(&[0x5e; 32]);
+    node.listen(now, &server, ServerConfig::default()).unwrap();
+    drain(&mut node, &mut held_binds);
+    let target = hash(&server.public_key());
+    let (_, m1) = message1(&KeyPair::from_seed(&[0x70; 32]), &server);
+    let client: SocketAddrV4 = "10.9.9.9:5000".parse().unwrap();
+    let relay: SocketAddr = ATTACKER.parse().unwrap();
+    let sends = 3 * MAX_PENDING_REPLIES;
+    for i in 0..sends {
+        let value = Handshake {
+            mode: mode::FROM_RELAY,
+            noise: m1.clone(),
+            peer_address: Some(client),
+            relay_address: None,
+        }
+        .to_bytes();
+        let req = Request {
+            tid: 200 + i as u16,
+            to: NODE.parse().unwrap(),
+            id: None,
+            token: None,
+            internal: false,
+            command: command::PEER_HANDSHAKE,
+            target: Some(target),
+            value: Some(&value),
+        };
+        let mut bytes = Vec::new();
+        req.encode(&mut bytes);
+        node.handle_datagram(now, SocketId::SERVER, relay, &bytes);
+        let out = drain(&mut node, &mut held_binds);
+        assert!(
+            !out.iter().any(|t| t.dst == relay),
+            "no reply before the puncher socket is bound"
+        );
+    }
+    assert_eq!(
+        node.stats().dropped.pending_reply_overflow,
+        (sends - MAX_PENDING_REPLIES) as u64,
+        "the replies past the bound were dropped and counted"
+    );
+    assert_eq!(held_binds.len(), 1, "one puncher socket asked for");
+
+    // The socket is bound: the replies kept go out, the newest ones, each once.
+    let (socket, addr) = held_binds[0];
+    let bound = SocketAddrV4::new(*addr.ip(), 50002);
+    node.handle_socket_bound(now, socket, SocketAddr::V4(bound));
+    let out = drain(&mut node, &mut held_binds);
+    let mut tids: Vec<u16> = out
+        .iter()
+        .filter(|t| t.dst == relay && t.socket == socket)
+        .filter_map(|t| match Message::decode(&t.payload).ok()? {
+            Message::Request(r) if r.command == command::PEER_HANDSHAKE => Some(r.tid),
+            _ => None,
+        })
+        .collect();
+    tids.sort_unstable();
+    let newest: Vec<u16> = (sends - MAX_PENDING_REPLIES..sends)
+        .map(|i| 200 + i as u16)
+        .collect();
+    assert_eq!(tids, newest, "the newest replies were kept: {out:?}");
 }

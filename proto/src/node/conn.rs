@@ -125,6 +125,8 @@ pub(super) struct Transport {
     eof: bool,
     /// Encrypted bytes received before the secret-stream existed.
     early: VecDeque<u8>,
+    /// The server whose live connections count this one, until it closes or goes.
+    counted_by: Option<u64>,
 }
 
 /// How long a closed connection's unread input waits for the application before the node
@@ -208,7 +210,30 @@ impl Node {
             closed: None,
             eof: false,
             early: VecDeque::new(),
+            counted_by: None,
         });
+    }
+
+    /// Counts a server's new connection among its live ones (once it has a transport).
+    pub(super) fn count_server_conn(&mut self, server: u64, conn: ConnId) {
+        let Some(t) = self.cx.transport_mut(conn) else {
+            return;
+        };
+        if t.counted_by.is_some() || t.closed.is_some() {
+            return;
+        }
+        if let Some(s) = self.servers.get_mut(&server) {
+            t.counted_by = Some(server);
+            s.live_conns += 1;
+        }
+    }
+
+    /// A connection closed or lost its transport: its server's count of live connections
+    /// goes down (once; the server may have closed since).
+    fn uncount_conn(&mut self, server: Option<u64>) {
+        if let Some(s) = server.and_then(|id| self.servers.get_mut(&id)) {
+            s.live_conns = s.live_conns.saturating_sub(1);
+        }
     }
 
     /// The path a connection runs on, once chosen.
@@ -438,6 +463,7 @@ impl Node {
             return;
         }
         t.closed = Some(reason);
+        let counted_by = t.counted_by.take();
         if reset {
             self.mux.reset(now, t.stream);
         }
@@ -446,6 +472,7 @@ impl Node {
         if !spent {
             c.linger_until = Some(now + CLOSED_LINGER);
         }
+        self.uncount_conn(counted_by);
         self.drop_relays_of_conn(conn);
         if !connected && side == Side::Client {
             // The client never saw the server's header: the attempt failed.
@@ -503,9 +530,10 @@ impl Node {
     /// one's reason stays known to reads for a while.
     fn drop_transport(&mut self, conn: ConnId) {
         let now = self.now;
-        let Some(t) = self.cx.get_mut(conn).and_then(|c| c.transport.take()) else {
+        let Some(mut t) = self.cx.get_mut(conn).and_then(|c| c.transport.take()) else {
             return;
         };
+        self.uncount_conn(t.counted_by.take());
         self.conn_by_stream.remove(&t.stream);
         match t.closed() {
             Some((reason, eof)) => self.cx.remember_closed(conn, reason, eof),

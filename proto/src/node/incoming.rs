@@ -27,7 +27,8 @@ impl Node {
         self.stats.dropped.oversized += 1;
     }
 
-    /// A datagram arrived on `socket` from `from`. Never fails: junk is dropped and counted.
+    /// A datagram arrived on `socket` from `from`. Never fails: junk is dropped and counted,
+    /// and so is every datagram while an output queue is full ([`Node::backpressure`]).
     pub fn handle_datagram(
         &mut self,
         now: Timestamp,
@@ -36,6 +37,12 @@ impl Node {
         bytes: &[u8],
     ) {
         self.set_now(now);
+        if let Some(full) = self.backpressure() {
+            self.stats.datagrams_received += 1;
+            self.stats.dropped.backpressure += 1;
+            tracing::trace!(?full, "datagram refused: an output queue is full");
+            return;
+        }
         self.take_datagram(socket, from, bytes);
         self.run_relays();
         // The connections it changed get their deadlines filed now, so `poll_timeout` does

@@ -11,6 +11,15 @@
 //! handshake, path), `responder` the server's handshake and holepunch, `conn` the transport
 //! (UDX + secret-stream), `relay` the links to blind relays, `relay_server` the relay service,
 //! `sockets` the extra sockets of punchers; `server` is the announcing server itself.
+//!
+//! Output queues: `transmits`, `events` and `socket_ops` hold what the driver drains; each
+//! is bounded by [`Config::max_queued_output`]. While one is full ([`Node::backpressure`])
+//! `handle_datagram` refuses its input before reading it, so a driver that stops draining
+//! stops the growth at the next datagram: queued output is never dropped (an event lost
+//! would break a connection; a datagram refused is only loss, which UDX and dht-rpc retry).
+//! Timers and application calls are not refused: what they produce is bounded by the
+//! tables they work from. `relay_inbox` holds the events of the node's own relay links; it
+//! is emptied by `run_relays` before every `handle_*` returns, so it never outlives one input.
 
 mod client;
 mod client_punch;
@@ -38,7 +47,7 @@ use crate::config::{
 };
 use crate::dht::{Router, Store};
 use crate::error::ApiError;
-use crate::event::{Event, SocketOp, Transmit};
+use crate::event::{Backpressure, Event, SocketOp, Transmit};
 use crate::ids::{ConnId, NodeId, QueryId, RequestId, SocketId};
 use crate::rng::Rng;
 use crate::routing::RoutingTable;
@@ -395,6 +404,23 @@ impl Node {
         self.events.pop_front()
     }
 
+    /// Which output queue is full, if one is: while `Some`, [`Node::handle_datagram`] refuses
+    /// datagrams (counted in [`Dropped::backpressure`](crate::Dropped)) until the driver
+    /// drains the queue named. Each queue holds up to [`Config::max_queued_output`] entries
+    /// (one input may overshoot it by what that input produced).
+    pub fn backpressure(&self) -> Option<Backpressure> {
+        let cap = self.config.max_queued_output;
+        if self.transmits.len() >= cap {
+            Some(Backpressure::Transmits)
+        } else if self.events.len() >= cap {
+            Some(Backpressure::Events)
+        } else if self.socket_ops.len() >= cap {
+            Some(Backpressure::SocketOps)
+        } else {
+            None
+        }
+    }
+
     /// When [`Node::handle_timeout`] must be called next: the earliest timer deadline, `None`
     /// once closed. Queued output does not count: the run-loop contract (crate docs) is to
     /// drain `poll_socket_op`, `poll_transmit` and `poll_event` until `None` after every
@@ -724,5 +750,60 @@ fn later_slot(prev: Timestamp, now: Timestamp, every: Duration) -> Timestamp {
         next
     } else {
         now + every
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each queue bounds on its own; a full one refuses datagrams (counted) until drained.
+    #[test]
+    fn each_full_output_queue_refuses_datagrams_until_drained() {
+        let mut config = Config::bootstrapper("127.0.0.9:49737".parse().unwrap());
+        config.max_queued_output = 4;
+        let now = Timestamp::from_millis(1);
+        let mut node = Node::new(config, [1; 32], now);
+        while let Some(op) = node.poll_socket_op() {
+            if let SocketOp::Bind { socket, addr } = op {
+                let port = if addr.port() == 0 { 50000 } else { addr.port() };
+                let bound = SocketAddr::V4(SocketAddrV4::new(*addr.ip(), port));
+                node.handle_socket_bound(now, socket, bound);
+            }
+        }
+        node.events.clear();
+        assert_eq!(node.backpressure(), None);
+        let from: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        type Fill = fn(&mut Node);
+        let fill: [(Backpressure, Fill); 2] = [
+            (Backpressure::Events, |n| {
+                n.events.push_back(Event::NodeClosed)
+            }),
+            (Backpressure::SocketOps, |n| {
+                n.socket_ops.push_back(SocketOp::Close {
+                    socket: SocketId::CLIENT,
+                })
+            }),
+        ];
+        for (i, (queue, push)) in fill.into_iter().enumerate() {
+            for _ in 0..4 {
+                push(&mut node);
+            }
+            assert_eq!(node.backpressure(), Some(queue));
+            node.handle_datagram(now, SocketId::SERVER, from, &[0x13, 0, 0]);
+            assert_eq!(node.stats().dropped.backpressure, i as u64 + 1);
+            assert_eq!(
+                node.stats().dropped.malformed,
+                0,
+                "refused before it was read"
+            );
+            node.events.clear();
+            node.socket_ops.clear();
+            assert_eq!(node.backpressure(), None);
+        }
+        // Taken again once drained (and read: this one is junk).
+        node.handle_datagram(now, SocketId::SERVER, from, &[0x13, 0, 0]);
+        assert_eq!(node.stats().dropped.backpressure, 2);
+        assert_eq!(node.stats().dropped.malformed, 1);
     }
 }

@@ -2,6 +2,10 @@
 //! `_onpeerhandshake`, `_onpeerholepunch`): answering a relayed Noise handshake, deciding how
 //! the path opens, the responder half of holepunching, and the handshake's lifetime (kept
 //! [`HANDSHAKE_CLEAR_WAIT`] after it finished, so retransmitted handshakes get the same reply).
+//! What a client controls is bounded: a server opens at most
+//! [`Config::max_connections_per_server`](crate::Config) live connections (handshakes past it
+//! get no reply), and a handshake holds at most [`MAX_PENDING_REPLIES`] replies while its
+//! puncher socket opens.
 //! The handshake is a part of its [`Connection`](super::connection::Connection); the server
 //! only keeps which slot numbers are taken.
 
@@ -13,6 +17,7 @@ use super::connection::{Purpose, Side};
 use super::relay::RelayRequest;
 use super::server::IncomingHandshake;
 use super::Node;
+use crate::config::MAX_PENDING_REPLIES;
 use crate::crypto::to_hex;
 use crate::dht::keys::command;
 use crate::dht::KeyPair;
@@ -50,7 +55,8 @@ pub(super) struct ServerHandshake {
     pub done: bool,
     pub prepunch_deadline: Option<Timestamp>,
     pub clear_at: Option<Timestamp>,
-    /// Handshake replies waiting for the puncher socket.
+    /// Handshake replies waiting for the puncher socket, at most [`MAX_PENDING_REPLIES`]
+    /// (the newest).
     pending_replies: Vec<PendingReply>,
     /// A PEER_HOLEPUNCH waiting for the NAT analysis.
     pending_holepunch: Option<PendingHolepunch>,
@@ -118,6 +124,11 @@ impl Node {
             .and_then(|s| s.connects.get(&hs.noise).copied());
         let conn = match existing {
             Some(conn) => conn,
+            None if self.server_is_full(id) => {
+                self.stats.dropped.connection_cap += 1;
+                tracing::debug!("handshake dropped: the server holds its maximum of connections");
+                return;
+            }
             None => {
                 let client_address = hs.peer_address.unwrap_or(from);
                 let direct = hs.peer_address.is_none();
@@ -136,10 +147,24 @@ impl Node {
         let waiting =
             h.reply_from_puncher && h.puncher.as_ref().and_then(Puncher::socket).is_none();
         if waiting {
+            // Bounded: the newest are kept (a client waits for the answer to its latest
+            // retransmit; older ones it may have given up on).
+            if h.pending_replies.len() >= MAX_PENDING_REPLIES {
+                h.pending_replies.remove(0);
+                self.stats.dropped.pending_reply_overflow += 1;
+            }
             h.pending_replies.push(pending);
             return;
         }
         self.send_handshake_reply(conn, pending);
+    }
+
+    /// Whether server `id` holds [`Config::max_connections_per_server`](crate::Config) live
+    /// connections: a handshake that would open another is dropped.
+    fn server_is_full(&self, id: u64) -> bool {
+        self.servers
+            .get(&id)
+            .is_some_and(|s| s.live_conns >= self.config.max_connections_per_server)
     }
 
     /// The server a server-side connection belongs to.
@@ -344,6 +369,7 @@ impl Node {
             remote_public_key: remote_pk,
         });
         self.open_conn(conn, conn_output, (udx_id, remote_udx_id), None, false);
+        self.count_server_conn(id, conn);
 
         if remote_payload.firewall == firewall::OPEN || direct {
             let path_socket = if direct {

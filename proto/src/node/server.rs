@@ -132,6 +132,11 @@ pub(super) struct ServerState {
     pub slots: Vec<Option<ConnId>>,
     /// The handshake of each Noise message 1 (JS `_connects`), for retransmits.
     pub connects: HashMap<Vec<u8>, ConnId>,
+    /// Its connections whose transport is live (opened, not closed); at most
+    /// [`Config::max_connections_per_server`](crate::Config). Each connection counted here
+    /// carries the server's id until it closes or its transport goes (`Node::uncount_conn`),
+    /// so it is counted down exactly once.
+    pub live_conns: usize,
 }
 
 impl ServerState {
@@ -205,6 +210,7 @@ impl Node {
                 announcer: Announcer::default(),
                 slots: Vec::new(),
                 connects: HashMap::new(),
+                live_conns: 0,
             },
         );
         // Not "listening" yet: that is said once the first announce is through.
@@ -262,6 +268,13 @@ impl Node {
                 server: ServerId(id),
             });
         }
+    }
+
+    /// The live connections of a server: opened by a handshake and not closed yet (a closed
+    /// one whose input the application has not read no longer counts). At most
+    /// [`Config::max_connections_per_server`](crate::Config); 0 for an unknown server.
+    pub fn server_conn_count(&self, server: ServerId) -> usize {
+        self.servers.get(&server.0).map_or(0, |s| s.live_conns)
     }
 
     /// The relay addresses a server currently advertises.
