@@ -51,7 +51,8 @@ fn corpus_has_only_known_targets() {
                 "node_datagrams",
                 "noise_responder",
                 "protomux",
-                "udx_link"
+                "udx_link",
+                "connection"
             ]
             .contains(&name.as_str()),
             "unknown fuzz target corpus {name}"
@@ -271,6 +272,7 @@ fn regenerate_corpus() {
         ("decode_message", seed_decode_message()),
         ("node_datagrams", seed_node_datagrams()),
         ("protomux", seed_protomux()),
+        ("connection", seed_connection()),
     ] {
         let dir = corpus_dir().join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -291,6 +293,9 @@ fn seeds_run_clean() {
     }
     for (_, data) in seed_protomux() {
         fuzz_targets::protomux(&data);
+    }
+    for (_, data) in seed_connection() {
+        fuzz_targets::connection(&data);
     }
 }
 
@@ -374,4 +379,131 @@ fn replay_protomux() {
 #[test]
 fn replay_udx_link() {
     replay("udx_link", udx_logic::link);
+}
+
+#[test]
+fn replay_connection() {
+    replay("connection", fuzz_targets::connection);
+}
+
+/// Connection scripts (format on `fuzz_targets::connection`): clean exchanges (small, large
+/// over a lossy and reordering queue, finished), and runs with corruption, injection, reset
+/// and long stalls.
+fn seed_connection() -> Vec<(String, Vec<u8>)> {
+    use fuzz_targets::{conn_op as op, ConnScript};
+    let echo = ConnScript::new(1)
+        .write(0, b"hello from the client", false)
+        .write(1, b"hello from the server", true)
+        .op(op::DELIVER, &[40])
+        .op(op::READ, &[1, 200])
+        .op(op::READ_MESSAGE, &[0])
+        .op(op::SETTLE, &[]);
+    let lossy = ConnScript::new(2)
+        .write_big(0, 20_000, 0x5a)
+        .write_big(1, 5_000, 0xa5)
+        .op(op::DROP, &[0])
+        .op(op::DROP, &[3])
+        .op(op::REORDER, &[1, 0])
+        .op(op::REORDER, &[2, 1])
+        .op(op::DELIVER, &[5])
+        .op(op::DROP, &[1])
+        .op(op::ADVANCE, &[0xe8, 0x03])
+        .op(op::DELIVER, &[30])
+        .op(op::READ | 0x80, &[1, 40])
+        .op(op::SETTLE, &[])
+        .op(op::READ | 0x80, &[0, 40]);
+    let finished = ConnScript::new(3)
+        .write(0, b"last words", false)
+        .op(op::CONTROL, &[0, 0])
+        .op(op::SETTLE, &[])
+        .write(1, b"reply", false)
+        .op(op::CONTROL, &[1, 0])
+        .op(op::SETTLE, &[])
+        .op(op::READ, &[1, 100])
+        .op(op::READ, &[1, 100])
+        .op(op::READ, &[0, 100]);
+    let corrupt = ConnScript::new(4)
+        .write(0, b"tamper with me", false)
+        .op(op::CORRUPT, &[0, 40, 0x01])
+        .op(op::SETTLE, &[])
+        .write(1, b"and me", true)
+        .op(op::CORRUPT, &[0, 2, 0xff])
+        .op(op::SETTLE, &[]);
+    let inject = ConnScript::new(5)
+        .write(0, b"genuine", false)
+        .op(op::DELIVER, &[10])
+        .op(op::INJECT, &[1, 0, 0, 0, 4, 0xff, 1, 0, 0])
+        .op(op::INJECT, &[1, 1, 0, 0, 0])
+        .op(op::INJECT, &[1, 2, 0x01, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8])
+        .op(op::INJECT, &[0, 2, 0x02, 0xff, 0])
+        .op(op::INJECT, &[0, 2, 0x10, 0, 0])
+        .op(op::SETTLE, &[]);
+    let reset = ConnScript::new(6)
+        .write(1, b"bye", false)
+        .op(op::CONTROL, &[1, 2])
+        .op(op::SETTLE, &[])
+        .write(0, b"anyone?", false)
+        .op(op::SETTLE, &[])
+        .op(op::CONTROL, &[0, 3]);
+    // Held past the retransmission timeout, then delivered: the data arrives.
+    let stall = ConnScript::new(7)
+        .write_big(0, 3_000, 1)
+        .op(op::ADVANCE, &[0x40, 0x1f])
+        .op(op::CONTROL, &[0, 1])
+        .op(op::DELIVER, &[255])
+        .op(op::ADVANCE, &[0xe8, 0x03])
+        .op(op::SETTLE, &[]);
+    // Held for two minutes: the connection gives up.
+    let silence = ConnScript::new(8)
+        .write_big(1, 3_000, 2)
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::DELIVER, &[255])
+        .op(op::SETTLE, &[]);
+    vec![
+        ("echo".to_string(), echo.into_bytes()),
+        ("lossy-big".to_string(), lossy.into_bytes()),
+        ("finished".to_string(), finished.into_bytes()),
+        ("corrupt".to_string(), corrupt.into_bytes()),
+        ("inject".to_string(), inject.into_bytes()),
+        ("reset".to_string(), reset.into_bytes()),
+        ("stall".to_string(), stall.into_bytes()),
+        ("silence".to_string(), silence.into_bytes()),
+    ]
+}
+
+/// The connection seeds do what they were written for: the two nodes connect, clean runs
+/// carry every byte both ways, faulted runs still end cleanly.
+#[test]
+fn connection_seeds_reach_their_states() {
+    let seeds = seed_connection();
+    let run = |name: &str| {
+        let (_, data) = seeds.iter().find(|(n, _)| n == name).unwrap();
+        let o = fuzz_targets::run_connection(data);
+        eprintln!("{name}: {o:?}");
+        o
+    };
+    let open = [false, false];
+    let o = run("echo");
+    assert_eq!((o.read, o.closed), ([21, 21], open));
+    let o = run("lossy-big");
+    assert_eq!((o.read, o.closed), ([5_000, 20_000], open));
+    let o = run("finished");
+    assert_eq!(o.read, [5, 10]);
+    let o = run("corrupt");
+    assert!(
+        o.read[1] < 14,
+        "a corrupted packet never yields bytes: {o:?}"
+    );
+    assert!(o.closed[1], "a corrupted packet ends the connection: {o:?}");
+    let o = run("inject");
+    assert_eq!(o.read[1], 7, "the genuine bytes arrive first: {o:?}");
+    let o = run("reset");
+    assert_eq!(o.closed, [true, true]);
+    let o = run("stall");
+    assert_eq!((o.read, o.closed), ([0, 3_000], open));
+    let o = run("silence");
+    assert_eq!(o.closed, [true, true], "{o:?}");
 }
