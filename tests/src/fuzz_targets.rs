@@ -18,12 +18,17 @@ use core::time::Duration;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use hyperdht_proto::crypto::keyed_hash;
+use hyperdht_proto::crypto::{hash, keyed_hash};
+use hyperdht_proto::dht::keys::command;
+use hyperdht_proto::dht::KeyPair;
+use hyperdht_proto::noise::Initiator;
 use hyperdht_proto::wire::compact::{self, Reader};
+use hyperdht_proto::wire::hyperdht::{mode, Handshake, Holepunch, LookupReply, Peer};
+use hyperdht_proto::wire::noise::{NoisePayload, RelayThrough, UdxInfo};
 use hyperdht_proto::wire::rpc::{Message, Request, Response};
 use hyperdht_proto::{
-    Config, Event, Node, NodeId, Persistence, QuerySpec, RequestSpec, SocketId, SocketOp, Stats,
-    Timestamp,
+    Config, ConnectOptions, Event, IncomingHandshake, Node, NodeId, Persistence, QuerySpec,
+    RequestSpec, ServerConfig, SocketId, SocketOp, Stats, Timestamp,
 };
 
 // ----- decode_message ------------------------------------------------------------------------
@@ -120,7 +125,10 @@ pub mod op {
     /// `[idx] [flags] [n] [n × addr] [to] [error] [vlen] [vlen bytes]`: a response to one of
     /// the node's recent unanswered requests (`idx` counts back from the newest). Flags: 1 valid id,
     /// 2 token, 4 deliver on the other socket, 8 from `FIXED[idx % 8]` instead of the
-    /// request's destination, 16 error, 32 value.
+    /// request's destination, 16 error, 32 value, 64 a well-formed value for the request's
+    /// command instead of the raw bytes (FIND_PEER: the record of the server listening on the
+    /// target, else of a key made from the bytes, relayed through the closer nodes; LOOKUP:
+    /// such records; PEER_HANDSHAKE / PEER_HOLEPUNCH: a REPLY with the bytes as Noise).
     pub const RESPOND: u8 = 1;
     /// `[src] [cmd] [flags] [target] [vlen] [value…]`: a well-formed request. Flags: 1 valid
     /// id, 2 forged id, 4 valid token, 8 bogus token, 16 internal, 32 target, 64 value,
@@ -135,10 +143,55 @@ pub mod op {
     /// `[which] [arg] [arg2]`: an application command (find_node, ping, add_node, refresh,
     /// delayed_ping, external query with commit, external request).
     pub const COMMAND: u8 = 5;
-    /// `[0xa5]`: shut the node down (any other byte: nothing).
+    /// `[0xa5]`: shut the node down (any other byte: nothing). With any of the tag's bits
+    /// 3..8 set, [`EXT`] instead.
     pub const SHUTDOWN: u8 = 6;
+    /// Tag `6 | k << 3` (`k` in 1..32): the servers', clients' and relays' operations, `k %
+    /// 8` one of [`super::ext`].
+    pub const EXT: u8 = 6;
     /// `[which]`: a stray socket report (bound/failed for either socket).
     pub const SOCKET: u8 = 7;
+}
+
+/// The sub-ops of [`op::EXT`] (`k % 8` of tag `6 | k << 3`): servers, clients, relays and
+/// their connections. Key pairs are `KeyPair::from_seed([byte; 32])`; a "server" byte below
+/// 0x80 picks one of the key pairs listened on (if any), else names a key of its own.
+pub mod ext {
+    /// `[key]`: `serve_blind_relay` with that key pair.
+    pub const SERVE_RELAY: u8 = 0;
+    /// `[key] [flags]`: `listen`. Flags: 1 hide local addresses, 2 no holepunching, 4 meet
+    /// clients at the newest blind relay served (or a made-up one), 8 at most two handshakes,
+    /// 16 an accept policy refusing client keys whose first byte is odd.
+    pub const LISTEN: u8 = 1;
+    /// `[server] [key] [flags]` (+ 2 addresses with flag 4): `connect_with` to that server,
+    /// as key pair `key` (flag 8: the node's default key pair). Flags: 1 meet at the newest
+    /// blind relay served (or a made-up one), 2 no fast open, 4 two relay addresses.
+    pub const CONNECT: u8 = 2;
+    /// `[server] [client] [mode] [src] [flags] [udx]` (+ addresses): a valid Noise message 1
+    /// from key pair `client` to the server, made by proto's own initiator, in a PEER_HANDSHAKE
+    /// request for the server's target from `src`. Mode % 4: FROM_CLIENT, FROM_RELAY (+ the
+    /// client's address), FROM_SECOND_RELAY (+ the client's and the first relay's), else the
+    /// mode byte itself. Flags: 1 payload version 2, 2-4 the client's firewall, 8 one client
+    /// address (+ address), 16 no UDX info, 32 relay through the newest blind relay served,
+    /// 64 a stream id past 32 bits, 128 on the client socket.
+    pub const HANDSHAKE: u8 = 3;
+    /// `[idx] [flags] [client] [server]`: acts as the relay for one of the node's own recent
+    /// unanswered PEER_HANDSHAKE / PEER_HOLEPUNCH requests (`idx` from the newest): forwards
+    /// it to the node's server socket (FROM_CLIENT from address `client`, or with flag 1 and
+    /// always for holepunches, FROM_RELAY from the relay with `client` as the peer address),
+    /// and turns the server's answer into the relay's REPLY to the request (naming `server`
+    /// as the server's address when relayed). The two addresses then route back into the
+    /// node ([`FORWARD`]), so its client and server can reach each other.
+    pub const LOOPBACK: u8 = 4;
+    /// `[n] [flags]`: delivers up to `n + 1` datagrams waiting on loopback routes (flag 1:
+    /// drops the first instead).
+    pub const FORWARD: u8 = 5;
+    /// `[which] [idx] [len] [len bytes]`: on a connection the node made or reported: % 10
+    /// write, write a message, read (`len + 1` bytes), read a message, finish, reset, remove,
+    /// cancel the connect, keep-alive, else look at it.
+    pub const CONN: u8 = 6;
+    /// `[idx]`: closes one of the servers.
+    pub const CLOSE_SERVER: u8 = 7;
 }
 
 /// Reads the script; past the end every read is 0.
@@ -208,11 +261,15 @@ impl Input<'_> {
 }
 
 /// One of the node's requests as it left.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sent {
     socket: SocketId,
     dst: SocketAddrV4,
     tid: u16,
+    command: u64,
+    target: Option<[u8; 32]>,
+    /// The value of a PEER_HANDSHAKE or PEER_HOLEPUNCH (for [`op::EXT`] loopback).
+    value: Option<Vec<u8>>,
 }
 
 struct Harness {
@@ -225,7 +282,36 @@ struct Harness {
     events: Vec<Event>,
     transmits: usize,
     max_table_len: usize,
+    /// Key pairs listened on (also by `serve_blind_relay`), in order.
+    servers: Vec<(hyperdht_proto::ServerId, KeyPair)>,
+    /// Public keys of the blind relays served.
+    relays: Vec<[u8; 32]>,
+    /// Connections the node reported or made (`connect`, `Incoming`, `Connected`).
+    conns: Vec<hyperdht_proto::ConnId>,
+    /// Where the node's datagrams to some addresses loop back to (set by a loopback).
+    routes: Vec<Route>,
+    /// Datagrams to a route's address, waiting for [`ext::FORWARD`].
+    looped: VecDeque<(SocketId, SocketAddrV4, Vec<u8>)>,
+    /// The dht-rpc datagrams sent during the current op.
+    step_transmits: Vec<hyperdht_proto::Transmit>,
+    /// Initiators of the valid message 1s sent, newest last.
+    initiators: Vec<Initiator>,
+    handshake_replies: usize,
+    loopbacks: usize,
 }
+
+/// A datagram the node sends to `dst` comes back in on `socket` from `from`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Route {
+    dst: SocketAddrV4,
+    socket: SocketId,
+    from: SocketAddrV4,
+}
+
+/// Datagrams waiting on routes, at most.
+const LOOPED_MAX: usize = 256;
+/// Initiators kept for checking replies.
+const INITIATORS_KEPT: usize = 8;
 
 fn other(socket: SocketId) -> SocketId {
     if socket == SocketId::SERVER {
@@ -267,6 +353,13 @@ impl Harness {
         while let Some(t) = self.node.poll_transmit() {
             n += 1;
             assert!(n <= MAX_TRANSMITS_PER_STEP, "runaway transmits");
+            if let SocketAddr::V4(dst) = t.dst {
+                if let Some(r) = self.routes.iter().find(|r| r.dst == dst) {
+                    if self.looped.len() < LOOPED_MAX {
+                        self.looped.push_back((r.socket, r.from, t.payload.clone()));
+                    }
+                }
+            }
             // dht-rpc datagrams (other layers' packets, e.g. 1-byte holepunch probes, are
             // not checked here).
             if t.payload.len() >= 2 && matches!(t.payload[0], 0x03 | 0x13) {
@@ -277,28 +370,65 @@ impl Harness {
                 let mut again = Vec::new();
                 msg.encode(&mut again);
                 assert_eq!(again, t.payload, "our datagrams are canonical");
-                if let Message::Request(r) = msg {
+                if let Message::Request(r) = &msg {
                     // Retransmissions keep their tid: remember each tid once, newest last.
                     self.sent.retain(|s| s.tid != r.tid);
                     if self.sent.len() == SENT_RING {
                         self.sent.remove(0);
                     }
+                    let relayed = !r.internal
+                        && matches!(r.command, command::PEER_HANDSHAKE | command::PEER_HOLEPUNCH);
                     self.sent.push(Sent {
                         socket: t.socket,
                         dst,
                         tid: r.tid,
+                        command: if r.internal { u64::MAX } else { r.command },
+                        target: r.target,
+                        value: r.value.filter(|_| relayed).map(<[u8]>::to_vec),
                     });
+                }
+                self.note_handshake_reply(&msg);
+                if self.step_transmits.len() < SENT_RING {
+                    self.step_transmits.push(t.clone());
                 }
             }
         }
         self.transmits += n;
         self.max_table_len = self.max_table_len.max(self.node.table().len());
         while let Some(e) = self.node.poll_event() {
+            if let Event::Incoming { conn, .. } | Event::Connected { conn, .. } = &e {
+                if !self.conns.contains(conn) && self.conns.len() < 64 {
+                    self.conns.push(*conn);
+                }
+            }
             if self.events.len() < MAX_EVENTS_KEPT {
                 self.events.push(e);
             }
         }
         self.check();
+    }
+
+    /// Counts the server handshake replies (REPLY or FROM_SERVER) that authenticate for one
+    /// of the initiators [`op::EXT`] made.
+    fn note_handshake_reply(&mut self, msg: &Message<'_>) {
+        let value = match msg {
+            Message::Response(r) => r.value,
+            Message::Request(r) if r.command == command::PEER_HANDSHAKE && !r.internal => r.value,
+            _ => None,
+        };
+        let Some(hs) = value.and_then(|v| Handshake::decode(v).ok()) else {
+            return;
+        };
+        if !matches!(hs.mode, mode::REPLY | mode::FROM_SERVER) {
+            return;
+        }
+        if self
+            .initiators
+            .iter()
+            .any(|i| i.clone().read_message2(&hs.noise).is_ok())
+        {
+            self.handshake_replies += 1;
+        }
     }
 
     /// Bounds that must hold after every step.
@@ -379,6 +509,10 @@ impl Harness {
                 return;
             }
             op::COMMAND => self.command(inp),
+            op::SHUTDOWN if tag >> 3 != 0 => {
+                self.step_transmits.clear();
+                self.ext(tag >> 3, inp);
+            }
             op::SHUTDOWN => {
                 if inp.u8() == 0xa5 {
                     self.node.shutdown(self.now);
@@ -426,6 +560,11 @@ impl Harness {
         } else {
             sent.dst
         };
+        let value = if flags & 64 != 0 {
+            self.well_formed_value(&sent, &closer, &value)
+        } else {
+            value
+        };
         let res = Response {
             tid: sent.tid,
             to,
@@ -433,7 +572,7 @@ impl Harness {
             token: (flags & 2 != 0).then_some([0xaa; 32]),
             closer_nodes: closer,
             error: if flags & 16 != 0 { error } else { 0 },
-            value: (flags & 32 != 0).then_some(&value[..]),
+            value: (flags & (32 | 64) != 0).then_some(&value[..]),
         };
         let mut bytes = Vec::new();
         res.encode(&mut bytes);
@@ -496,6 +635,379 @@ impl Harness {
         req.encode(&mut bytes);
         self.node
             .handle_datagram(self.now, socket, SocketAddr::V4(from), &bytes);
+    }
+
+    /// The public key of a "server" byte (see [`ext`]).
+    fn server_key(&self, b: u8) -> [u8; 32] {
+        match self.servers.len() {
+            n if n > 0 && b < 0x80 => self.servers[b as usize % n].1.public_key(),
+            _ => KeyPair::from_seed(&[b; 32]).public_key(),
+        }
+    }
+
+    /// The newest blind relay served, else a made-up key.
+    fn relay_key(&self) -> [u8; 32] {
+        self.relays
+            .last()
+            .copied()
+            .unwrap_or_else(|| KeyPair::from_seed(&[0xee; 32]).public_key())
+    }
+
+    /// The node's server socket address as a request names it.
+    fn server_addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), self.server_port)
+    }
+
+    fn ext(&mut self, k: u8, inp: &mut Input<'_>) {
+        let now = self.now;
+        match k % 8 {
+            ext::SERVE_RELAY => {
+                let key = KeyPair::from_seed(&[inp.u8(); 32]);
+                if let Ok(id) = self.node.serve_blind_relay(now, &key) {
+                    self.relays.push(key.public_key());
+                    self.servers.push((id, key));
+                }
+            }
+            ext::LISTEN => {
+                let key = KeyPair::from_seed(&[inp.u8(); 32]);
+                let flags = inp.u8();
+                let mut config = ServerConfig::default();
+                config.hide_local_addresses = flags & 1 != 0;
+                config.holepunch = flags & 2 == 0;
+                if flags & 4 != 0 {
+                    config.relay_through = Some(self.relay_key());
+                }
+                if flags & 8 != 0 {
+                    config.max_handshakes = 2;
+                }
+                if flags & 16 != 0 {
+                    config.accept = Some(std::sync::Arc::new(|h: &IncomingHandshake<'_>| {
+                        h.remote_public_key[0] & 1 == 0
+                    }));
+                }
+                if let Ok(id) = self.node.listen(now, &key, config) {
+                    self.servers.push((id, key));
+                }
+            }
+            ext::CONNECT => {
+                let remote = self.server_key(inp.u8());
+                let key = inp.u8();
+                let flags = inp.u8();
+                let mut options = ConnectOptions::default();
+                if flags & 8 == 0 {
+                    options = options.with_key_pair(&KeyPair::from_seed(&[key; 32]));
+                }
+                if flags & 1 != 0 {
+                    options = options.with_relay_through(self.relay_key());
+                }
+                options.fast_open = flags & 2 == 0;
+                if flags & 4 != 0 {
+                    options.relay_addresses = vec![inp.addr(), inp.addr()];
+                }
+                let conn = self.node.connect_with(now, &remote, options);
+                if self.conns.len() < 64 {
+                    self.conns.push(conn);
+                }
+            }
+            ext::HANDSHAKE => self.handshake(inp),
+            ext::LOOPBACK => self.loopback(inp),
+            ext::FORWARD => {
+                let n = inp.u8();
+                if inp.u8() & 1 != 0 {
+                    self.looped.pop_front();
+                    return;
+                }
+                for _ in 0..=n {
+                    let Some((socket, from, payload)) = self.looped.pop_front() else {
+                        break;
+                    };
+                    self.node
+                        .handle_datagram(self.now, socket, SocketAddr::V4(from), &payload);
+                    self.drain();
+                }
+            }
+            ext::CONN => {
+                let which = inp.u8();
+                let idx = inp.u8() as usize;
+                let len = inp.u8() as usize;
+                let data = inp.bytes(len).to_vec();
+                if self.conns.is_empty() {
+                    return;
+                }
+                let conn = self.conns[idx % self.conns.len()];
+                let node = &mut self.node;
+                match which % 10 {
+                    0 => drop(node.conn_write(now, conn, &data)),
+                    1 => drop(node.conn_write_message(now, conn, &data)),
+                    2 => drop(node.conn_read(conn, &mut vec![0; len + 1])),
+                    3 => drop(node.conn_read_message(conn)),
+                    4 => drop(node.conn_finish(now, conn)),
+                    5 => node.conn_reset(now, conn),
+                    6 => node.conn_remove(conn),
+                    7 => node.cancel_connect(now, conn),
+                    8 => node.conn_send_keep_alive(now, conn),
+                    _ => {
+                        let _ = node.conn_transport(conn);
+                        let _ = node.conn_info(conn);
+                        let _ = node.conn_carried_data_both_ways(conn);
+                    }
+                }
+            }
+            _ => {
+                // ext::CLOSE_SERVER
+                let idx = inp.u8() as usize;
+                if !self.servers.is_empty() {
+                    let (id, _) = self.servers.remove(idx % self.servers.len());
+                    self.node.close_server(now, id);
+                }
+            }
+        }
+    }
+
+    /// [`ext::HANDSHAKE`].
+    fn handshake(&mut self, inp: &mut Input<'_>) {
+        let server = self.server_key(inp.u8());
+        let c = inp.u8();
+        let m = inp.u8();
+        let src = inp.addr();
+        let flags = inp.u8();
+        let udx = inp.u8();
+        let client = KeyPair::from_seed(&[c; 32]);
+        let mut initiator = Initiator::new(client, server, KeyPair::from_seed(&[c ^ 0x5a; 32]));
+        let payload = NoisePayload {
+            version: if flags & 1 != 0 { 2 } else { 1 },
+            firewall: u64::from(flags >> 1 & 3),
+            addresses4: if flags & 8 != 0 {
+                vec![inp.addr()]
+            } else {
+                Vec::new()
+            },
+            udx: (flags & 16 == 0).then_some(UdxInfo {
+                version: 1,
+                reusable_socket: udx & 1 != 0,
+                id: u64::from(udx) << if flags & 64 != 0 { 32 } else { 0 },
+                seq: 0,
+            }),
+            secret_stream: Some(1),
+            relay_through: (flags & 32 != 0).then(|| RelayThrough {
+                version: 1,
+                public_key: self.relay_key(),
+                token: [udx; 32],
+            }),
+            ..NoisePayload::default()
+        };
+        let Ok(noise) = initiator.write_message1(&payload.to_bytes()) else {
+            return;
+        };
+        let mode = match m % 4 {
+            0 => mode::FROM_CLIENT,
+            1 => mode::FROM_RELAY,
+            2 => mode::FROM_SECOND_RELAY,
+            _ => u64::from(m),
+        };
+        let peer_address = (mode != mode::FROM_CLIENT).then(|| inp.addr());
+        let relay_address = (mode == mode::FROM_SECOND_RELAY).then(|| inp.addr());
+        let value = Handshake {
+            mode,
+            noise,
+            peer_address,
+            relay_address,
+        }
+        .to_bytes();
+        let req = Request {
+            tid: u16::from(c) << 8 | u16::from(m),
+            to: self.server_addr(),
+            id: None,
+            token: None,
+            internal: false,
+            command: command::PEER_HANDSHAKE,
+            target: Some(hash(&server)),
+            value: Some(&value),
+        };
+        let mut bytes = Vec::new();
+        req.encode(&mut bytes);
+        if self.initiators.len() == INITIATORS_KEPT {
+            self.initiators.remove(0);
+        }
+        self.initiators.push(initiator);
+        let socket = if flags & 128 != 0 {
+            SocketId::CLIENT
+        } else {
+            SocketId::SERVER
+        };
+        self.node
+            .handle_datagram(self.now, socket, SocketAddr::V4(src), &bytes);
+    }
+
+    /// [`ext::LOOPBACK`].
+    fn loopback(&mut self, inp: &mut Input<'_>) {
+        let idx = inp.u8() as usize;
+        let flags = inp.u8();
+        let client = inp.addr();
+        let server_seen = inp.addr();
+        // The client's own requests (FROM_CLIENT), not the server's answers to other relays.
+        let from_client = |v: &[u8]| match Handshake::decode(v) {
+            Ok(hs) => hs.mode == mode::FROM_CLIENT,
+            Err(_) => Holepunch::decode(v).is_ok_and(|hp| hp.mode == mode::FROM_CLIENT),
+        };
+        let found: Vec<usize> = (0..self.sent.len())
+            .filter(|&i| self.sent[i].value.as_deref().is_some_and(from_client))
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        let sent = self.sent.remove(found[found.len() - 1 - idx % found.len()]);
+        let (relay, value) = (sent.dst, sent.value.unwrap_or_default());
+        let holepunch = sent.command == command::PEER_HOLEPUNCH;
+        let relayed = flags & 1 != 0 || holepunch;
+        let forwarded = if holepunch {
+            let Ok(mut hp) = Holepunch::decode(&value) else {
+                return;
+            };
+            hp.mode = mode::FROM_RELAY;
+            hp.peer_address = Some(client);
+            hp.to_bytes()
+        } else {
+            let Ok(mut hs) = Handshake::decode(&value) else {
+                return;
+            };
+            if relayed {
+                hs.mode = mode::FROM_RELAY;
+                hs.peer_address = Some(client);
+            }
+            hs.to_bytes()
+        };
+        let req = Request {
+            tid: sent.tid,
+            to: self.server_addr(),
+            id: None,
+            token: None,
+            internal: false,
+            command: sent.command,
+            target: sent.target,
+            value: Some(&forwarded),
+        };
+        let mut bytes = Vec::new();
+        req.encode(&mut bytes);
+        let from = if relayed { relay } else { client };
+        // From now on the two see each other at these addresses (the server may send at once).
+        let server_at = if relayed { server_seen } else { relay };
+        for route in [
+            Route {
+                dst: server_at,
+                socket: SocketId::SERVER,
+                from: client,
+            },
+            Route {
+                dst: client,
+                socket: sent.socket,
+                from: server_at,
+            },
+        ] {
+            self.routes.retain(|r| r.dst != route.dst);
+            if self.routes.len() == 8 {
+                self.routes.remove(0);
+            }
+            self.routes.push(route);
+        }
+        self.step_transmits.clear();
+        self.node
+            .handle_datagram(self.now, SocketId::SERVER, SocketAddr::V4(from), &bytes);
+        self.drain();
+        // The server's answer: a REPLY to the client, or FROM_SERVER to the relay.
+        let answer = self.step_transmits.iter().find_map(|t| {
+            let (tid, command, value) = match Message::decode(&t.payload).ok()? {
+                Message::Response(r) if !relayed => (r.tid, sent.command, r.value?),
+                Message::Request(r) if relayed => (r.tid, r.command, r.value?),
+                _ => return None,
+            };
+            (tid == sent.tid && command == sent.command && t.dst == SocketAddr::V4(from))
+                .then(|| value.to_vec())
+        });
+        let Some(answer) = answer else {
+            return;
+        };
+        let peer_address = relayed.then_some(server_seen);
+        let reply = if holepunch {
+            let Ok(mut hp) = Holepunch::decode(&answer) else {
+                return;
+            };
+            hp.mode = mode::REPLY;
+            hp.peer_address = peer_address;
+            hp.to_bytes()
+        } else {
+            let Ok(mut hs) = Handshake::decode(&answer) else {
+                return;
+            };
+            hs.mode = mode::REPLY;
+            hs.peer_address = peer_address;
+            hs.to_bytes()
+        };
+        let res = Response {
+            tid: sent.tid,
+            to: client,
+            id: Some(NodeId::from_addr(&relay).0),
+            token: None,
+            closer_nodes: Vec::new(),
+            error: 0,
+            value: Some(&reply),
+        };
+        let mut bytes = Vec::new();
+        res.encode(&mut bytes);
+        self.loopbacks += 1;
+        self.node
+            .handle_datagram(self.now, sent.socket, SocketAddr::V4(relay), &bytes);
+    }
+
+    /// A well-formed value answering `sent` (see [`op::RESPOND`]).
+    fn well_formed_value(&self, sent: &Sent, closer: &[SocketAddrV4], bytes: &[u8]) -> Vec<u8> {
+        let made_up = || KeyPair::from_seed(&[bytes.first().copied().unwrap_or(0); 32]);
+        let record = |pk: [u8; 32]| {
+            Peer {
+                public_key: pk,
+                relay_addresses: closer.iter().take(3).copied().collect(),
+            }
+            .to_bytes()
+        };
+        match sent.command {
+            command::FIND_PEER => {
+                let pk = self
+                    .servers
+                    .iter()
+                    .map(|(_, k)| k.public_key())
+                    .find(|pk| Some(hash(pk)) == sent.target)
+                    .unwrap_or_else(|| made_up().public_key());
+                record(pk)
+            }
+            command::LOOKUP => {
+                let mut records: Vec<Vec<u8>> = self
+                    .servers
+                    .iter()
+                    .take(3)
+                    .map(|(_, k)| record(k.public_key()))
+                    .collect();
+                records.push(record(made_up().public_key()));
+                let raw: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+                let mut out = Vec::new();
+                LookupReply::encode_raw(&raw, u64::from(bytes.len() as u8 % 3), &mut out);
+                out
+            }
+            command::PEER_HANDSHAKE => Handshake {
+                mode: mode::REPLY,
+                noise: bytes.to_vec(),
+                peer_address: closer.first().copied(),
+                relay_address: None,
+            }
+            .to_bytes(),
+            command::PEER_HOLEPUNCH => Holepunch {
+                mode: mode::REPLY,
+                id: 0,
+                payload: bytes.to_vec(),
+                peer_address: closer.first().copied(),
+            }
+            .to_bytes(),
+            _ => bytes.to_vec(),
+        }
     }
 
     fn command(&mut self, inp: &mut Input<'_>) {
@@ -578,6 +1090,10 @@ pub struct Summary {
     pub transmits: usize,
     /// Whether the node ended persistent.
     pub persistent: bool,
+    /// Server handshake replies that authenticated for an [`ext::HANDSHAKE`] initiator.
+    pub handshake_replies: usize,
+    /// [`ext::LOOPBACK`]s that got the server's answer back to the client.
+    pub loopbacks: usize,
 }
 
 /// Runs a [`node_datagrams`] script and reports what happened.
@@ -623,6 +1139,15 @@ pub fn run_script(data: &[u8]) -> Summary {
         events: Vec::new(),
         transmits: 0,
         max_table_len: 0,
+        servers: Vec::new(),
+        relays: Vec::new(),
+        conns: Vec::new(),
+        routes: Vec::new(),
+        looped: VecDeque::new(),
+        step_transmits: Vec::new(),
+        initiators: Vec::new(),
+        handshake_replies: 0,
+        loopbacks: 0,
     };
     h.drain();
     while !inp.done() && h.steps < MAX_STEPS {
@@ -643,6 +1168,8 @@ pub fn run_script(data: &[u8]) -> Summary {
         events: h.events,
         transmits: h.transmits,
         persistent: !h.node.is_ephemeral(),
+        handshake_replies: h.handshake_replies,
+        loopbacks: h.loopbacks,
     }
 }
 
@@ -690,6 +1217,31 @@ impl Script {
         self.0
             .extend_from_slice(&[op::REQUEST, src, cmd, flags, target, vlen]);
         self.0.extend_from_slice(value);
+        self
+    }
+
+    /// A reply with a raw `value` (flag 32 or 64 says how it is used; see [`op::RESPOND`]).
+    pub fn respond_value(
+        mut self,
+        idx: u8,
+        flags: u8,
+        closer: &[u8],
+        to: u8,
+        value: &[u8],
+    ) -> Script {
+        self.0
+            .extend_from_slice(&[op::RESPOND, idx, flags, closer.len() as u8]);
+        self.0.extend_from_slice(closer);
+        self.0.extend_from_slice(&[to, 0, value.len() as u8]);
+        self.0.extend_from_slice(value);
+        self
+    }
+
+    /// One of the [`ext`] ops with its argument bytes.
+    pub fn ext(mut self, sub: u8, args: &[u8]) -> Script {
+        let k = if sub == 0 { 8 } else { sub };
+        self.0.push(op::EXT | k << 3);
+        self.0.extend_from_slice(args);
         self
     }
 

@@ -261,7 +261,162 @@ fn seed_node_datagrams() -> Vec<(String, Vec<u8>)> {
         let n = 16 + junk.next() as usize;
         out.push((format!("junk-{i}"), junk.bytes(n)));
     }
+    out.extend(seed_node_servers());
     out
+}
+
+/// Node scripts with servers, clients and relays (the `ext` ops of `fuzz_targets::op::EXT`).
+fn seed_node_servers() -> Vec<(String, Vec<u8>)> {
+    use fuzz_targets::ext;
+    let mut out = Vec::new();
+
+    // A bootstrapper listening on a key gets valid message 1s: direct, through one relay,
+    // through a second relay, a version mismatch, no UDX info, a refused and a stranger's.
+    let s = Script::new(0, 7)
+        .until_timeout(2)
+        .ext(ext::LISTEN, &[0x5e, 0])
+        .ext(ext::LISTEN, &[0x5f, 16 | 8])
+        .until_timeout(2)
+        .ext(ext::HANDSHAKE, &[0, 0xc2, 0, 9, 0, 77])
+        .ext(ext::HANDSHAKE, &[0, 0xc4, 1, 10, 4, 78, 30])
+        .ext(ext::HANDSHAKE, &[0, 0xc6, 2, 11, 8 | 6, 79, 31, 32, 33])
+        .ext(ext::HANDSHAKE, &[0, 0xc8, 0, 12, 1, 80])
+        .ext(ext::HANDSHAKE, &[0, 0xca, 0, 13, 16, 81])
+        .ext(ext::HANDSHAKE, &[1, 0xc3, 0, 14, 0, 82])
+        .ext(ext::HANDSHAKE, &[1, 0xcc, 0, 14, 0, 82])
+        .ext(ext::HANDSHAKE, &[0x90, 0xcc, 0, 15, 0, 83])
+        .ext(ext::CONN, &[0, 0, 3, b'a', b'b', b'c'])
+        .advance_s(5)
+        .until_timeout(8)
+        .ext(ext::CLOSE_SERVER, &[0])
+        .until_timeout(8);
+    out.push(("server-handshakes".to_string(), s.into_bytes()));
+
+    // The node connects to its own server through two relay addresses; the script relays the
+    // handshake back into it (direct), and routes the two ends' datagrams to each other.
+    let mut s = Script::new(0, 8)
+        .until_timeout(2)
+        .ext(ext::LISTEN, &[0x5e, 0])
+        .until_timeout(2)
+        .ext(ext::CONNECT, &[0, 0xc1, 4, 2, 3])
+        .ext(ext::LOOPBACK, &[0, 0, 20, 21]);
+    for _ in 0..12 {
+        s = s.ext(ext::FORWARD, &[32, 0]).advance_ms(20);
+    }
+    s = s
+        .ext(ext::CONN, &[0, 0, 5, b'h', b'e', b'l', b'l', b'o'])
+        .ext(ext::FORWARD, &[32, 0])
+        .ext(ext::FORWARD, &[32, 0])
+        .ext(ext::CONN, &[2, 1, 64])
+        .ext(ext::CONN, &[4, 0, 0])
+        .ext(ext::FORWARD, &[32, 0])
+        .ext(ext::FORWARD, &[32, 0])
+        .until_timeout(8);
+    out.push(("client-loopback".to_string(), s.into_bytes()));
+
+    // The same through a relay (FROM_RELAY): the client then holepunches through it too.
+    let mut s = Script::new(0, 9)
+        .until_timeout(2)
+        .ext(ext::LISTEN, &[0x5e, 0])
+        .until_timeout(2)
+        .ext(ext::CONNECT, &[0, 0xc1, 4, 2, 3])
+        .ext(ext::LOOPBACK, &[0, 1, 20, 21]);
+    for _ in 0..6 {
+        s = s
+            .ext(ext::LOOPBACK, &[0, 1, 20, 21])
+            .ext(ext::FORWARD, &[32, 0])
+            .advance_ms(100);
+    }
+    s = s.until_timeout(8).until_timeout(8);
+    out.push(("client-relayed-loopback".to_string(), s.into_bytes()));
+
+    // An adaptive node connects to a stranger's key: FIND_PEER answered with well-formed
+    // records (and junk), handshakes answered with junk Noise.
+    let s = Script::new(1, 10)
+        .respond(0, 0x01, &[20, 21, 22], 5, 0)
+        .respond(0, 0x01, &[23], 5, 0)
+        .until_timeout(2)
+        .ext(ext::CONNECT, &[0x99, 0xc1, 0])
+        .respond_value(0, 0x01 | 0x40, &[24, 25], 5, &[1])
+        .respond_value(0, 0x01 | 0x40, &[], 5, &[1])
+        .respond_value(0, 0x01 | 0x20, &[], 5, &[1, 2, 3])
+        .respond_value(0, 0x01 | 0x40, &[], 5, &[9; 40])
+        .until_timeout(4)
+        .respond_value(0, 0x01 | 0x40, &[], 5, &[9; 40])
+        .until_timeout(8)
+        .until_timeout(8);
+    out.push(("client-find-peer".to_string(), s.into_bytes()));
+
+    // A blind relay, and a server meeting clients there: a relayed client behind a
+    // consistent NAT makes the server pair at the relay (its own), which it reaches through
+    // FIND_PEER (answered with the relay's record) and a looped-back handshake.
+    let mut s = Script::new(0, 11)
+        .until_timeout(2)
+        .ext(ext::SERVE_RELAY, &[0x77])
+        .ext(ext::LISTEN, &[0x5e, 4])
+        .until_timeout(4);
+    for src in 40..60u8 {
+        s = s.request(src, 0, 0x01 | 0x10, 0, 0, &[]);
+    }
+    s = s.ext(ext::HANDSHAKE, &[1, 0xc2, 1, 9, 4, 77, 40]);
+    for _ in 0..24 {
+        s = s.respond_value(0, 0x01 | 0x40, &[], 5, &[]);
+    }
+    for _ in 0..3 {
+        s = s.ext(ext::LOOPBACK, &[0, 0, 22, 23]);
+        for _ in 0..6 {
+            s = s.ext(ext::FORWARD, &[32, 0]).advance_ms(50);
+        }
+    }
+    s = s.until_timeout(8).until_timeout(8);
+    out.push(("blind-relay".to_string(), s.into_bytes()));
+    out
+}
+
+/// The server, client and relay seeds reach the paths they were written for.
+#[test]
+fn server_seeds_reach_their_states() {
+    let seeds = seed_node_servers();
+    let run = |name: &str| {
+        let (_, data) = seeds.iter().find(|(n, _)| n == name).unwrap();
+        let s = fuzz_targets::run_script(data);
+        eprintln!(
+            "{name}: replies {} loopbacks {} transmits {} relaying {:?}\n  events {:?}",
+            s.handshake_replies, s.loopbacks, s.transmits, s.stats.relaying, s.events
+        );
+        s
+    };
+    let count = |s: &fuzz_targets::Summary, f: fn(&hyperdht_proto::Event) -> bool| {
+        s.events.iter().filter(|e| f(e)).count()
+    };
+    use hyperdht_proto::Event;
+    let s = run("server-handshakes");
+    assert!(s.handshake_replies >= 3, "{}", s.handshake_replies);
+    assert!(count(&s, |e| matches!(e, Event::Incoming { .. })) >= 3);
+    // Both ends of the node's connection to itself open.
+    for name in ["client-loopback", "client-relayed-loopback"] {
+        let s = run(name);
+        assert!(s.loopbacks >= 1);
+        assert!(count(&s, |e| matches!(e, Event::Incoming { .. })) >= 1);
+        assert_eq!(count(&s, |e| matches!(e, Event::Connected { .. })), 2);
+    }
+    let s = run("client-find-peer");
+    assert!(
+        count(&s, |e| matches!(
+            e,
+            Event::ConnectFailed {
+                reason: hyperdht_proto::ConnectError::PeerConnectionFailed,
+                ..
+            }
+        )) == 1,
+        "records found, handshakes tried and failed"
+    );
+    // The server's relay link reaches the node's own blind relay and waits there in vain (the
+    // crafted client never pairs).
+    let s = run("blind-relay");
+    assert!(s.loopbacks >= 1);
+    assert_eq!(s.stats.relaying.attempts, 1);
+    assert_eq!(s.stats.relaying.aborts, 1);
 }
 
 /// Writes the seed corpus (run by hand after changing the targets' input format).
