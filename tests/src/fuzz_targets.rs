@@ -322,10 +322,27 @@ fn other(socket: SocketId) -> SocketId {
 }
 
 impl Harness {
-    /// Answers socket ops, checks and records transmits, drains events.
+    /// Drains the node until it has no output left: a socket close waits for the datagrams
+    /// queued on its socket, so one pass of ops, transmits, events can leave it behind (and
+    /// `poll_timeout` says `now` until it is taken).
     fn drain(&mut self) {
+        for _ in 0..16 {
+            let before = (self.transmits, self.events.len());
+            let ops = self.drain_once();
+            if ops == 0 && before == (self.transmits, self.events.len()) {
+                return;
+            }
+        }
+        panic!("the node keeps producing output");
+    }
+
+    /// One pass: answers socket ops, checks and records transmits, drains events; how many
+    /// socket ops there were.
+    fn drain_once(&mut self) -> usize {
         let now = self.now;
+        let mut ops = 0;
         while let Some(op) = self.node.poll_socket_op() {
+            ops += 1;
             match op {
                 SocketOp::Bind { socket, addr } => {
                     if socket == SocketId::SERVER && self.fail_first_bind {
@@ -406,6 +423,7 @@ impl Harness {
             }
         }
         self.check();
+        ops
     }
 
     /// Counts the server handshake replies (REPLY or FROM_SERVER) that authenticate for one
@@ -1789,14 +1807,27 @@ impl Net {
         })
     }
 
-    /// Answers node `i`'s socket ops, queues its datagrams, keeps its events.
+    /// Answers node `i`'s socket ops, queues its datagrams, keeps its events, until it has
+    /// no output left (a socket close waits for the datagrams queued on its socket).
     fn drain(&mut self, i: usize) {
+        for _ in 0..16 {
+            if !self.drain_once(i) {
+                return;
+            }
+        }
+        panic!("node {i} keeps producing output");
+    }
+
+    /// One pass of [`Net::drain`]; whether anything came out.
+    fn drain_once(&mut self, i: usize) -> bool {
         let now = self.now;
+        let mut any = false;
         loop {
             let p = &mut self.peers[i];
             let Some(op) = p.node.poll_socket_op() else {
                 break;
             };
+            any = true;
             match op {
                 SocketOp::Bind { socket, addr } => {
                     let port = if addr.port() == 0 {
@@ -1817,6 +1848,7 @@ impl Net {
         let mut n = 0;
         while let Some(t) = self.peers[i].node.poll_transmit() {
             n += 1;
+            any = true;
             assert!(n <= MAX_TRANSMITS_PER_STEP, "runaway transmits");
             let from = self.peers[i]
                 .bound
@@ -1838,6 +1870,7 @@ impl Net {
                 p.events.push(e);
             }
         }
+        any
     }
 
     /// Delivers one datagram to its node (also when it is not from the queue).

@@ -662,3 +662,21 @@ fn connection_seeds_reach_their_states() {
     let o = run("silence");
     assert_eq!(o.closed, [true, true], "{o:?}");
 }
+
+/// Replays one input with tracing on (for a crash found by the fuzzer):
+/// `FUZZ_INPUT=path [FUZZ_TARGET=connection] [RUST_LOG=hyperdht_proto=trace] cargo test -p
+/// hyperdht-tests --test fuzz_corpus_replay -- --ignored --nocapture replay_one`
+/// (the target defaults to `node_datagrams`).
+#[test]
+#[ignore]
+fn replay_one() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or("hyperdht_proto=debug".into()))
+        .with_test_writer()
+        .try_init();
+    let data = std::fs::read(std::env::var("FUZZ_INPUT").unwrap()).unwrap();
+    match std::env::var("FUZZ_TARGET").as_deref() {
+        Ok("connection") => drop(fuzz_targets::run_connection(&data)),
+        _ => drop(fuzz_targets::run_script(&data)),
+    }
+}
