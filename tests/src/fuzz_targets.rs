@@ -6,8 +6,10 @@
 //!   re-encode to a canonical form that decodes to the same message.
 //! * [`node_datagrams`]: a [`Node`] driven by a script read from the input bytes (datagrams
 //!   from arbitrary sources on both sockets, replies to its own requests, well-formed requests
-//!   from "real" nodes, time steps, application commands), with every output drained and
-//!   checked after each step. The byte format is described on [`node_datagrams`];
+//!   from "real" nodes, time steps, application commands, and servers, clients and blind
+//!   relays: `listen`, `connect`, `serve_blind_relay`, valid Noise message 1s to its servers,
+//!   and a loopback relay through which the node connects to itself), with every output
+//!   drained and checked after each step. The byte format is described on [`node_datagrams`];
 //!   [`Script`] writes it (for seeding the corpus).
 //! * [`protomux`]: two protomux channel tables driven by a script, with junk into one.
 //! * [`connection`]: one established connection between two in-memory nodes ([`Net`], a
@@ -1079,10 +1081,12 @@ impl Harness {
     }
 }
 
-/// A [`Node`] fed a script of datagrams, replies, requests, time steps and commands.
+/// A [`Node`] fed a script of datagrams, replies, requests, time steps, commands, and server,
+/// client and relay operations.
 ///
 /// Format: `[config] [seed]` then ops until the input ends (see [`op`]; the tag byte's low 3
-/// bits select the op, its high bits are op arguments). Config byte: low 2 bits pick
+/// bits select the op, its high bits are op arguments; tag 6 with high bits set is one of
+/// the server, client and relay ops of [`ext`]). Config byte: low 2 bits pick
 /// bootstrapper (0), adaptive with two bootstrap nodes (1), persistent with them (2),
 /// ephemeral with them (3); 4 = the first server bind fails, 8 = congestion window of 4,
 /// 16 = unlimited down hints, 32 = no stray-node filter, 64 = at most 4 delayed pings,

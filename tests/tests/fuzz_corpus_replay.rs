@@ -5,6 +5,7 @@
 //! datagrams in `tests/vectors/wire.json` and `relay.json` plus hand-written scripts and some
 //! junk):
 //! `cargo test -p hyperdht-tests --test fuzz_corpus_replay -- --ignored regenerate_corpus`.
+//! Files named `regression-*` are inputs the fuzzer once failed on, kept by hand.
 
 #[path = "../src/fuzz_targets.rs"]
 mod fuzz_targets;
