@@ -1,4 +1,5 @@
-//! A `Node` driven by a script of datagrams, replies, requests, time steps and commands
+//! A `Node` driven by a script of datagrams, replies, requests, time steps, commands and
+//! server, client and relay operations
 //! (format: `hyperdht_fuzz::targets::node_datagrams`).
 #![no_main]
 

@@ -6,10 +6,11 @@
 //! cargo +nightly fuzz run decode_message    # from the repository root (cargo install cargo-fuzz)
 //! cargo +nightly fuzz run node_datagrams
 //! cargo +nightly fuzz run protomux
+//! cargo +nightly fuzz run connection
 //! cargo build --manifest-path fuzz/Cargo.toml   # stable: builds the targets without coverage
 //! ```
 
 #[path = "../../tests/src/fuzz_targets.rs"]
 pub mod targets;
 
-pub use targets::{decode_message, node_datagrams, noise_responder, protomux};
+pub use targets::{connection, decode_message, node_datagrams, noise_responder, protomux};

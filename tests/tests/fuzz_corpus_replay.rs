@@ -5,6 +5,7 @@
 //! datagrams in `tests/vectors/wire.json` and `relay.json` plus hand-written scripts and some
 //! junk):
 //! `cargo test -p hyperdht-tests --test fuzz_corpus_replay -- --ignored regenerate_corpus`.
+//! Files named `regression-*` are inputs the fuzzer once failed on, kept by hand.
 
 #[path = "../src/fuzz_targets.rs"]
 mod fuzz_targets;
@@ -51,7 +52,8 @@ fn corpus_has_only_known_targets() {
                 "node_datagrams",
                 "noise_responder",
                 "protomux",
-                "udx_link"
+                "udx_link",
+                "connection"
             ]
             .contains(&name.as_str()),
             "unknown fuzz target corpus {name}"
@@ -260,7 +262,162 @@ fn seed_node_datagrams() -> Vec<(String, Vec<u8>)> {
         let n = 16 + junk.next() as usize;
         out.push((format!("junk-{i}"), junk.bytes(n)));
     }
+    out.extend(seed_node_servers());
     out
+}
+
+/// Node scripts with servers, clients and relays (the `ext` ops of `fuzz_targets::op::EXT`).
+fn seed_node_servers() -> Vec<(String, Vec<u8>)> {
+    use fuzz_targets::ext;
+    let mut out = Vec::new();
+
+    // A bootstrapper listening on a key gets valid message 1s: direct, through one relay,
+    // through a second relay, a version mismatch, no UDX info, a refused and a stranger's.
+    let s = Script::new(0, 7)
+        .until_timeout(2)
+        .ext(ext::LISTEN, &[0x5e, 0])
+        .ext(ext::LISTEN, &[0x5f, 16 | 8])
+        .until_timeout(2)
+        .ext(ext::HANDSHAKE, &[0, 0xc2, 0, 9, 0, 77])
+        .ext(ext::HANDSHAKE, &[0, 0xc4, 1, 10, 4, 78, 30])
+        .ext(ext::HANDSHAKE, &[0, 0xc6, 2, 11, 8 | 6, 79, 31, 32, 33])
+        .ext(ext::HANDSHAKE, &[0, 0xc8, 0, 12, 1, 80])
+        .ext(ext::HANDSHAKE, &[0, 0xca, 0, 13, 16, 81])
+        .ext(ext::HANDSHAKE, &[1, 0xc3, 0, 14, 0, 82])
+        .ext(ext::HANDSHAKE, &[1, 0xcc, 0, 14, 0, 82])
+        .ext(ext::HANDSHAKE, &[0x90, 0xcc, 0, 15, 0, 83])
+        .ext(ext::CONN, &[0, 0, 3, b'a', b'b', b'c'])
+        .advance_s(5)
+        .until_timeout(8)
+        .ext(ext::CLOSE_SERVER, &[0])
+        .until_timeout(8);
+    out.push(("server-handshakes".to_string(), s.into_bytes()));
+
+    // The node connects to its own server through two relay addresses; the script relays the
+    // handshake back into it (direct), and routes the two ends' datagrams to each other.
+    let mut s = Script::new(0, 8)
+        .until_timeout(2)
+        .ext(ext::LISTEN, &[0x5e, 0])
+        .until_timeout(2)
+        .ext(ext::CONNECT, &[0, 0xc1, 4, 2, 3])
+        .ext(ext::LOOPBACK, &[0, 0, 20, 21]);
+    for _ in 0..12 {
+        s = s.ext(ext::FORWARD, &[32, 0]).advance_ms(20);
+    }
+    s = s
+        .ext(ext::CONN, &[0, 0, 5, b'h', b'e', b'l', b'l', b'o'])
+        .ext(ext::FORWARD, &[32, 0])
+        .ext(ext::FORWARD, &[32, 0])
+        .ext(ext::CONN, &[2, 1, 64])
+        .ext(ext::CONN, &[4, 0, 0])
+        .ext(ext::FORWARD, &[32, 0])
+        .ext(ext::FORWARD, &[32, 0])
+        .until_timeout(8);
+    out.push(("client-loopback".to_string(), s.into_bytes()));
+
+    // The same through a relay (FROM_RELAY): the client then holepunches through it too.
+    let mut s = Script::new(0, 9)
+        .until_timeout(2)
+        .ext(ext::LISTEN, &[0x5e, 0])
+        .until_timeout(2)
+        .ext(ext::CONNECT, &[0, 0xc1, 4, 2, 3])
+        .ext(ext::LOOPBACK, &[0, 1, 20, 21]);
+    for _ in 0..6 {
+        s = s
+            .ext(ext::LOOPBACK, &[0, 1, 20, 21])
+            .ext(ext::FORWARD, &[32, 0])
+            .advance_ms(100);
+    }
+    s = s.until_timeout(8).until_timeout(8);
+    out.push(("client-relayed-loopback".to_string(), s.into_bytes()));
+
+    // An adaptive node connects to a stranger's key: FIND_PEER answered with well-formed
+    // records (and junk), handshakes answered with junk Noise.
+    let s = Script::new(1, 10)
+        .respond(0, 0x01, &[20, 21, 22], 5, 0)
+        .respond(0, 0x01, &[23], 5, 0)
+        .until_timeout(2)
+        .ext(ext::CONNECT, &[0x99, 0xc1, 0])
+        .respond_value(0, 0x01 | 0x40, &[24, 25], 5, &[1])
+        .respond_value(0, 0x01 | 0x40, &[], 5, &[1])
+        .respond_value(0, 0x01 | 0x20, &[], 5, &[1, 2, 3])
+        .respond_value(0, 0x01 | 0x40, &[], 5, &[9; 40])
+        .until_timeout(4)
+        .respond_value(0, 0x01 | 0x40, &[], 5, &[9; 40])
+        .until_timeout(8)
+        .until_timeout(8);
+    out.push(("client-find-peer".to_string(), s.into_bytes()));
+
+    // A blind relay, and a server meeting clients there: a relayed client behind a
+    // consistent NAT makes the server pair at the relay (its own), which it reaches through
+    // FIND_PEER (answered with the relay's record) and a looped-back handshake.
+    let mut s = Script::new(0, 11)
+        .until_timeout(2)
+        .ext(ext::SERVE_RELAY, &[0x77])
+        .ext(ext::LISTEN, &[0x5e, 4])
+        .until_timeout(4);
+    for src in 40..60u8 {
+        s = s.request(src, 0, 0x01 | 0x10, 0, 0, &[]);
+    }
+    s = s.ext(ext::HANDSHAKE, &[1, 0xc2, 1, 9, 4, 77, 40]);
+    for _ in 0..24 {
+        s = s.respond_value(0, 0x01 | 0x40, &[], 5, &[]);
+    }
+    for _ in 0..3 {
+        s = s.ext(ext::LOOPBACK, &[0, 0, 22, 23]);
+        for _ in 0..6 {
+            s = s.ext(ext::FORWARD, &[32, 0]).advance_ms(50);
+        }
+    }
+    s = s.until_timeout(8).until_timeout(8);
+    out.push(("blind-relay".to_string(), s.into_bytes()));
+    out
+}
+
+/// The server, client and relay seeds reach the paths they were written for.
+#[test]
+fn server_seeds_reach_their_states() {
+    let seeds = seed_node_servers();
+    let run = |name: &str| {
+        let (_, data) = seeds.iter().find(|(n, _)| n == name).unwrap();
+        let s = fuzz_targets::run_script(data);
+        eprintln!(
+            "{name}: replies {} loopbacks {} transmits {} relaying {:?}\n  events {:?}",
+            s.handshake_replies, s.loopbacks, s.transmits, s.stats.relaying, s.events
+        );
+        s
+    };
+    let count = |s: &fuzz_targets::Summary, f: fn(&hyperdht_proto::Event) -> bool| {
+        s.events.iter().filter(|e| f(e)).count()
+    };
+    use hyperdht_proto::Event;
+    let s = run("server-handshakes");
+    assert!(s.handshake_replies >= 3, "{}", s.handshake_replies);
+    assert!(count(&s, |e| matches!(e, Event::Incoming { .. })) >= 3);
+    // Both ends of the node's connection to itself open.
+    for name in ["client-loopback", "client-relayed-loopback"] {
+        let s = run(name);
+        assert!(s.loopbacks >= 1);
+        assert!(count(&s, |e| matches!(e, Event::Incoming { .. })) >= 1);
+        assert_eq!(count(&s, |e| matches!(e, Event::Connected { .. })), 2);
+    }
+    let s = run("client-find-peer");
+    assert!(
+        count(&s, |e| matches!(
+            e,
+            Event::ConnectFailed {
+                reason: hyperdht_proto::ConnectError::PeerConnectionFailed,
+                ..
+            }
+        )) == 1,
+        "records found, handshakes tried and failed"
+    );
+    // The server's relay link reaches the node's own blind relay and waits there in vain (the
+    // crafted client never pairs).
+    let s = run("blind-relay");
+    assert!(s.loopbacks >= 1);
+    assert_eq!(s.stats.relaying.attempts, 1);
+    assert_eq!(s.stats.relaying.aborts, 1);
 }
 
 /// Writes the seed corpus (run by hand after changing the targets' input format).
@@ -271,6 +428,7 @@ fn regenerate_corpus() {
         ("decode_message", seed_decode_message()),
         ("node_datagrams", seed_node_datagrams()),
         ("protomux", seed_protomux()),
+        ("connection", seed_connection()),
     ] {
         let dir = corpus_dir().join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -291,6 +449,9 @@ fn seeds_run_clean() {
     }
     for (_, data) in seed_protomux() {
         fuzz_targets::protomux(&data);
+    }
+    for (_, data) in seed_connection() {
+        fuzz_targets::connection(&data);
     }
 }
 
@@ -374,4 +535,149 @@ fn replay_protomux() {
 #[test]
 fn replay_udx_link() {
     replay("udx_link", udx_logic::link);
+}
+
+#[test]
+fn replay_connection() {
+    replay("connection", fuzz_targets::connection);
+}
+
+/// Connection scripts (format on `fuzz_targets::connection`): clean exchanges (small, large
+/// over a lossy and reordering queue, finished), and runs with corruption, injection, reset
+/// and long stalls.
+fn seed_connection() -> Vec<(String, Vec<u8>)> {
+    use fuzz_targets::{conn_op as op, ConnScript};
+    let echo = ConnScript::new(1)
+        .write(0, b"hello from the client", false)
+        .write(1, b"hello from the server", true)
+        .op(op::DELIVER, &[40])
+        .op(op::READ, &[1, 200])
+        .op(op::READ_MESSAGE, &[0])
+        .op(op::SETTLE, &[]);
+    let lossy = ConnScript::new(2)
+        .write_big(0, 20_000, 0x5a)
+        .write_big(1, 5_000, 0xa5)
+        .op(op::DROP, &[0])
+        .op(op::DROP, &[3])
+        .op(op::REORDER, &[1, 0])
+        .op(op::REORDER, &[2, 1])
+        .op(op::DELIVER, &[5])
+        .op(op::DROP, &[1])
+        .op(op::ADVANCE, &[0xe8, 0x03])
+        .op(op::DELIVER, &[30])
+        .op(op::READ | 0x80, &[1, 40])
+        .op(op::SETTLE, &[])
+        .op(op::READ | 0x80, &[0, 40]);
+    let finished = ConnScript::new(3)
+        .write(0, b"last words", false)
+        .op(op::CONTROL, &[0, 0])
+        .op(op::SETTLE, &[])
+        .write(1, b"reply", false)
+        .op(op::CONTROL, &[1, 0])
+        .op(op::SETTLE, &[])
+        .op(op::READ, &[1, 100])
+        .op(op::READ, &[1, 100])
+        .op(op::READ, &[0, 100]);
+    let corrupt = ConnScript::new(4)
+        .write(0, b"tamper with me", false)
+        .op(op::CORRUPT, &[0, 40, 0x01])
+        .op(op::SETTLE, &[])
+        .write(1, b"and me", true)
+        .op(op::CORRUPT, &[0, 2, 0xff])
+        .op(op::SETTLE, &[]);
+    let inject = ConnScript::new(5)
+        .write(0, b"genuine", false)
+        .op(op::DELIVER, &[10])
+        .op(op::INJECT, &[1, 0, 0, 0, 4, 0xff, 1, 0, 0])
+        .op(op::INJECT, &[1, 1, 0, 0, 0])
+        .op(op::INJECT, &[1, 2, 0x01, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8])
+        .op(op::INJECT, &[0, 2, 0x02, 0xff, 0])
+        .op(op::INJECT, &[0, 2, 0x10, 0, 0])
+        .op(op::SETTLE, &[]);
+    let reset = ConnScript::new(6)
+        .write(1, b"bye", false)
+        .op(op::CONTROL, &[1, 2])
+        .op(op::SETTLE, &[])
+        .write(0, b"anyone?", false)
+        .op(op::SETTLE, &[])
+        .op(op::CONTROL, &[0, 3]);
+    // Held past the retransmission timeout, then delivered: the data arrives.
+    let stall = ConnScript::new(7)
+        .write_big(0, 3_000, 1)
+        .op(op::ADVANCE, &[0x40, 0x1f])
+        .op(op::CONTROL, &[0, 1])
+        .op(op::DELIVER, &[255])
+        .op(op::ADVANCE, &[0xe8, 0x03])
+        .op(op::SETTLE, &[]);
+    // Held for two minutes: the connection gives up.
+    let silence = ConnScript::new(8)
+        .write_big(1, 3_000, 2)
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::ADVANCE, &[0x30, 0x75])
+        .op(op::DELIVER, &[255])
+        .op(op::SETTLE, &[]);
+    vec![
+        ("echo".to_string(), echo.into_bytes()),
+        ("lossy-big".to_string(), lossy.into_bytes()),
+        ("finished".to_string(), finished.into_bytes()),
+        ("corrupt".to_string(), corrupt.into_bytes()),
+        ("inject".to_string(), inject.into_bytes()),
+        ("reset".to_string(), reset.into_bytes()),
+        ("stall".to_string(), stall.into_bytes()),
+        ("silence".to_string(), silence.into_bytes()),
+    ]
+}
+
+/// The connection seeds do what they were written for: the two nodes connect, clean runs
+/// carry every byte both ways, faulted runs still end cleanly.
+#[test]
+fn connection_seeds_reach_their_states() {
+    let seeds = seed_connection();
+    let run = |name: &str| {
+        let (_, data) = seeds.iter().find(|(n, _)| n == name).unwrap();
+        let o = fuzz_targets::run_connection(data);
+        eprintln!("{name}: {o:?}");
+        o
+    };
+    let open = [false, false];
+    let o = run("echo");
+    assert_eq!((o.read, o.closed), ([21, 21], open));
+    let o = run("lossy-big");
+    assert_eq!((o.read, o.closed), ([5_000, 20_000], open));
+    let o = run("finished");
+    assert_eq!(o.read, [5, 10]);
+    let o = run("corrupt");
+    assert!(
+        o.read[1] < 14,
+        "a corrupted packet never yields bytes: {o:?}"
+    );
+    assert!(o.closed[1], "a corrupted packet ends the connection: {o:?}");
+    let o = run("inject");
+    assert_eq!(o.read[1], 7, "the genuine bytes arrive first: {o:?}");
+    let o = run("reset");
+    assert_eq!(o.closed, [true, true]);
+    let o = run("stall");
+    assert_eq!((o.read, o.closed), ([0, 3_000], open));
+    let o = run("silence");
+    assert_eq!(o.closed, [true, true], "{o:?}");
+}
+
+/// Replays one input with tracing on (for a crash found by the fuzzer):
+/// `FUZZ_INPUT=path [FUZZ_TARGET=connection] [RUST_LOG=hyperdht_proto=trace] cargo test -p
+/// hyperdht-tests --test fuzz_corpus_replay -- --ignored --nocapture replay_one`
+/// (the target defaults to `node_datagrams`).
+#[test]
+#[ignore]
+fn replay_one() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or("hyperdht_proto=debug".into()))
+        .with_test_writer()
+        .try_init();
+    let data = std::fs::read(std::env::var("FUZZ_INPUT").unwrap()).unwrap();
+    match std::env::var("FUZZ_TARGET").as_deref() {
+        Ok("connection") => drop(fuzz_targets::run_connection(&data)),
+        _ => drop(fuzz_targets::run_script(&data)),
+    }
 }

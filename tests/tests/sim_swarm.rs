@@ -2,7 +2,8 @@
 //! hosts and behind consistent (port-restricted) and randomising (symmetric) NATs, over a
 //! 20-node DHT. Every pair that can punch (all but random with random, which hyperdht refuses
 //! as `DOUBLE_RANDOMIZED_NATS`) ends up with one connection, the same one at both ends, and
-//! the same seed gives the same transcript.
+//! the same seed gives the same transcript. Also: refusing a duplicate connection sends a
+//! keep-alive on the one kept.
 
 use core::time::Duration;
 use std::collections::BTreeMap;
@@ -172,4 +173,111 @@ fn the_same_seed_gives_the_same_transcript() {
         assert_eq!(a.connected, a.punchable);
         assert_eq!(a.hash, b.hash, "same seed, same run");
     });
+}
+
+/// When a peer dials us again while our connection to it is fine (it carried nothing from us
+/// yet, and our key sorts higher, so the tie-break keeps ours), the swarm refuses the new
+/// connection and sends a keep-alive on the one it keeps (JS `existing.sendKeepAlive()`): the
+/// peer reads a data frame on that connection right after the refusal, well before any
+/// periodic keep-alive (5 s after the last write) would have sent one.
+#[test]
+fn refusing_a_duplicate_sends_a_keep_alive_on_the_connection_kept() {
+    use hyperdht_proto::dht::KeyPair;
+    use hyperdht_proto::swarm::JoinOptions;
+
+    let mut sim = Sim::new(7);
+    sim.set_host_base(Ipv4Addr::new(37, 0, 0, 0));
+    let net = sim.build_dht(3, 12, Duration::from_millis(50), Duration::from_secs(60));
+    // `a` must sort higher: it is then the expected initiator and keeps its own connection.
+    let mut keys = [
+        hyperdht_proto::crypto::hash(b"dup a"),
+        hyperdht_proto::crypto::hash(b"dup b"),
+    ];
+    let pk = |seed: &[u8; 32]| KeyPair::from_seed(seed).public_key();
+    if pk(&keys[0]) < pk(&keys[1]) {
+        keys.swap(0, 1);
+    }
+    let mut idx = Vec::new();
+    for (i, seed) in keys.iter().enumerate() {
+        let n = sim.add_node(Config::new(net.bootstrap.clone()));
+        let limit = sim.now() + Duration::from_secs(30);
+        assert!(sim.run_until_condition(limit, |s| s.node(n).is_bootstrapped()));
+        sim.attach_swarm(
+            n,
+            Swarm::new(SwarmConfig::from_seed(seed), [i as u8 + 1; 32]),
+        );
+        let server_only = JoinOptions {
+            client: false,
+            ..JoinOptions::default()
+        };
+        sim.swarm_command(n, |swarm, node, now| {
+            swarm.join(now, node, [0x77; 32], server_only).unwrap();
+        });
+        idx.push(n);
+    }
+    let (a, b) = (idx[0], idx[1]);
+    let (a_pk, b_pk) = (sim.swarm(a).public_key(), sim.swarm(b).public_key());
+    assert!(a_pk > b_pk);
+    sim.run_for(Duration::from_secs(10));
+
+    // `a` dials `b`; once both ends hold it, `b` writes (so `b` has written and `a` read).
+    sim.swarm_command(a, |swarm, node, now| swarm.join_peer(now, node, b_pk));
+    let limit = sim.now() + Duration::from_secs(60);
+    assert!(
+        sim.run_until_condition(limit, |s| {
+            s.swarm(a).connection_to(&b_pk).is_some() && s.swarm(b).connection_to(&a_pk).is_some()
+        }),
+        "a connects to b"
+    );
+    let opened = sim.now();
+    let kept = sim.swarm(b).connection_to(&a_pk).unwrap();
+    let a_side = sim.swarm(a).connection_to(&b_pk);
+    sim.command(b, |n, now| n.conn_write(now, kept, b"from b"))
+        .expect("write");
+    assert!(
+        !sim.node(b).conn_carried_data_both_ways(kept),
+        "nothing from a on it yet"
+    );
+
+    // `b`'s node dials `a` again, past its swarm: `a`'s swarm refuses the duplicate.
+    let b_key = KeyPair::from_seed(&keys[1]);
+    sim.command(b, |n, now| n.connect(now, &a_pk, &b_key));
+    let limit = sim.now() + Duration::from_secs(30);
+    let mut before = None;
+    assert!(
+        sim.run_until_condition(limit, |s| {
+            let refused = s.swarm(a).stats().duplicates == 1;
+            if refused {
+                before = Some(s.node(b).conn_carried_data_both_ways(kept));
+            }
+            refused
+        }),
+        "a saw the duplicate"
+    );
+    let refused_at = sim.now();
+    assert!(
+        refused_at.saturating_since(opened) < Duration::from_secs(4),
+        "refused before a periodic keep-alive is due ({:?} after opening)",
+        refused_at.saturating_since(opened)
+    );
+    assert_eq!(
+        before,
+        Some(false),
+        "the keep-alive was not there before the refusal"
+    );
+    assert_eq!(
+        sim.swarm(a).connection_to(&b_pk),
+        a_side,
+        "a kept its own connection"
+    );
+    sim.run_for(Duration::from_millis(500));
+    assert!(
+        sim.node(b).conn_carried_data_both_ways(kept),
+        "b read a's keep-alive on the connection kept"
+    );
+    assert_eq!(
+        sim.swarm(b).connection_to(&a_pk),
+        Some(kept),
+        "the connection kept is the first"
+    );
 }
