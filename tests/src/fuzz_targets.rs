@@ -701,7 +701,7 @@ impl Harness {
                     config.max_handshakes = 2;
                 }
                 if flags & 16 != 0 {
-                    config.accept = Some(std::sync::Arc::new(|h: &IncomingHandshake<'_>| {
+                    config.accept = Some(std::sync::Arc::new(|h: &IncomingHandshake| {
                         h.remote_public_key[0] & 1 == 0
                     }));
                 }
@@ -757,19 +757,17 @@ impl Harness {
                 let conn = self.conns[idx % self.conns.len()];
                 let node = &mut self.node;
                 match which % 10 {
-                    0 => drop(node.conn_write(now, conn, &data)),
-                    1 => drop(node.conn_write_message(now, conn, &data)),
-                    2 => drop(node.conn_read(conn, &mut vec![0; len + 1])),
-                    3 => drop(node.conn_read_message(conn)),
-                    4 => drop(node.conn_finish(now, conn)),
-                    5 => node.conn_reset(now, conn),
-                    6 => node.conn_remove(conn),
+                    0 => drop(node.conn(conn).write(now, &data)),
+                    1 => drop(node.conn(conn).write_message(now, &data)),
+                    2 => drop(node.conn(conn).read(&mut vec![0; len + 1])),
+                    3 => drop(node.conn(conn).read_message()),
+                    4 => drop(node.conn(conn).finish(now)),
+                    5 => node.conn(conn).reset(now),
+                    6 => node.conn(conn).remove(),
                     7 => node.cancel_connect(now, conn),
-                    8 => node.conn_send_keep_alive(now, conn),
+                    8 => node.conn(conn).send_keep_alive(now),
                     _ => {
-                        let _ = node.conn_transport(conn);
                         let _ = node.conn_info(conn);
-                        let _ = node.conn_carried_data_both_ways(conn);
                     }
                 }
             }
@@ -1970,18 +1968,18 @@ struct ConnEnd {
 
 /// Finds the first `Connected` event of node `i`.
 fn connected_end(net: &Net, i: usize) -> Option<ConnEnd> {
-    net.peers[i].events.iter().find_map(|e| match e {
+    let peer = &net.peers[i];
+    peer.events.iter().find_map(|e| match e {
         Event::Connected {
             conn,
             socket,
             remote: SocketAddr::V4(remote),
-            local_udx_id,
             ..
         } => Some(ConnEnd {
             conn: *conn,
             socket: *socket,
             remote: *remote,
-            local_udx_id: *local_udx_id,
+            local_udx_id: peer.node.conn_info(*conn)?.stream?.local_id,
         }),
         _ => None,
     })
@@ -2101,9 +2099,9 @@ impl ConnRun {
     fn write(&mut self, side: usize, data: &[u8], message: bool) {
         let (now, conn) = (self.pair.net.now, self.pair.ends[side].conn);
         let ok = if message {
-            self.node(side).conn_write_message(now, conn, data).is_ok()
+            self.node(side).conn(conn).write_message(now, data).is_ok()
         } else {
-            self.node(side).conn_write(now, conn, data).is_ok()
+            self.node(side).conn(conn).write(now, data).is_ok()
         };
         if ok {
             self.logs[side].written.extend_from_slice(data);
@@ -2115,10 +2113,10 @@ impl ConnRun {
     fn read(&mut self, side: usize, n: usize, message: bool) -> bool {
         let conn = self.pair.ends[side].conn;
         let got = if message {
-            self.node(side).conn_read_message(conn).ok().flatten()
+            self.node(side).conn(conn).read_message().ok().flatten()
         } else {
             let mut buf = vec![0; n];
-            match self.node(side).conn_read(conn, &mut buf) {
+            match self.node(side).conn(conn).read(&mut buf) {
                 Ok(k) => {
                     buf.truncate(k);
                     Some(buf)
@@ -2277,16 +2275,16 @@ impl ConnRun {
                 let (now, conn) = (self.pair.net.now, self.pair.ends[side].conn);
                 match inp.u8() % 8 {
                     0 => {
-                        let _ = self.node(side).conn_finish(now, conn);
+                        let _ = self.node(side).conn(conn).finish(now);
                     }
-                    1 => self.node(side).conn_send_keep_alive(now, conn),
+                    1 => self.node(side).conn(conn).send_keep_alive(now),
                     2 => {
                         self.faulted = true;
-                        self.node(side).conn_reset(now, conn);
+                        self.node(side).conn(conn).reset(now);
                     }
                     3 => {
                         self.faulted = true;
-                        self.node(side).conn_remove(conn);
+                        self.node(side).conn(conn).remove();
                     }
                     _ => {}
                 }
@@ -2308,14 +2306,17 @@ impl ConnRun {
                 peer.written.len()
             );
             let node = &self.pair.net.peers[side].node;
-            if let Some(info) = node.conn_transport(self.pair.ends[side].conn) {
+            if let Some(info) = node
+                .conn_info(self.pair.ends[side].conn)
+                .and_then(|i| i.stream)
+            {
                 use hyperdht_proto::stream::mtu::{MTU_BASE, MTU_MAX};
                 assert!((MTU_BASE..=MTU_MAX).contains(&info.mtu), "mtu {}", info.mtu);
                 if let Some(srtt) = info.srtt {
                     assert!(srtt <= Duration::from_secs(30), "srtt {srtt:?}");
                 }
             }
-            assert!(node.conn_count() <= 2, "connections pile up");
+            assert!(node.connection_count() <= 2, "connections pile up");
         }
         assert!(self.pair.net.queue.len() <= 1 << 16, "queue");
     }

@@ -232,10 +232,12 @@ fn refusing_a_duplicate_sends_a_keep_alive_on_the_connection_kept() {
     let opened = sim.now();
     let kept = sim.swarm(b).connection_to(&a_pk).unwrap();
     let a_side = sim.swarm(a).connection_to(&b_pk);
-    sim.command(b, |n, now| n.conn_write(now, kept, b"from b"))
+    sim.command(b, |n, now| n.conn(kept).write(now, b"from b"))
         .expect("write");
     assert!(
-        !sim.node(b).conn_carried_data_both_ways(kept),
+        !sim.node(b)
+            .conn_info(kept)
+            .is_some_and(|i| i.carried_data_both_ways),
         "nothing from a on it yet"
     );
 
@@ -248,7 +250,11 @@ fn refusing_a_duplicate_sends_a_keep_alive_on_the_connection_kept() {
         sim.run_until_condition(limit, |s| {
             let refused = s.swarm(a).stats().duplicates == 1;
             if refused {
-                before = Some(s.node(b).conn_carried_data_both_ways(kept));
+                before = Some(
+                    s.node(b)
+                        .conn_info(kept)
+                        .is_some_and(|i| i.carried_data_both_ways),
+                );
             }
             refused
         }),
@@ -272,7 +278,9 @@ fn refusing_a_duplicate_sends_a_keep_alive_on_the_connection_kept() {
     );
     sim.run_for(Duration::from_millis(500));
     assert!(
-        sim.node(b).conn_carried_data_both_ways(kept),
+        sim.node(b)
+            .conn_info(kept)
+            .is_some_and(|i| i.carried_data_both_ways),
         "b read a's keep-alive on the connection kept"
     );
     assert_eq!(
