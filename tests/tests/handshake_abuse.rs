@@ -99,18 +99,7 @@ impl Harness {
             relay_address: None,
         }
         .to_bytes();
-        let req = Request {
-            tid,
-            to: NODE.parse().unwrap(),
-            id: None,
-            token: None,
-            internal: false,
-            command: command::PEER_HANDSHAKE,
-            target: Some(target),
-            value: Some(&value),
-        };
-        let mut bytes = Vec::new();
-        req.encode(&mut bytes);
+        let bytes = peer_handshake(tid, target, &value);
         self.node.handle_datagram(
             self.now,
             SocketId::SERVER,
@@ -448,18 +437,7 @@ fn replies_waiting_for_the_puncher_socket_stay_bounded() {
             relay_address: None,
         }
         .to_bytes();
-        let req = Request {
-            tid: 200 + i as u16,
-            to: NODE.parse().unwrap(),
-            id: None,
-            token: None,
-            internal: false,
-            command: command::PEER_HANDSHAKE,
-            target: Some(target),
-            value: Some(&value),
-        };
-        let mut bytes = Vec::new();
-        req.encode(&mut bytes);
+        let bytes = peer_handshake(200 + i as u16, target, &value);
         node.handle_datagram(now, SocketId::SERVER, relay, &bytes);
         let out = drain(&mut node, &mut held_binds);
         assert!(
@@ -492,4 +470,22 @@ fn replies_waiting_for_the_puncher_socket_stay_bounded() {
         .map(|i| 200 + i as u16)
         .collect();
     assert_eq!(tids, newest, "the newest replies were kept: {out:?}");
+}
+
+/// A PEER_HANDSHAKE request to the node at [`NODE`] for `target`, carrying `value` (an
+/// encoded `Handshake`).
+fn peer_handshake(tid: u16, target: [u8; 32], value: &[u8]) -> Vec<u8> {
+    let req = Request {
+        tid,
+        to: NODE.parse().unwrap(),
+        id: None,
+        token: None,
+        internal: false,
+        command: command::PEER_HANDSHAKE,
+        target: Some(target),
+        value: Some(value),
+    };
+    let mut bytes = Vec::new();
+    req.encode(&mut bytes);
+    bytes
 }
