@@ -72,6 +72,7 @@
 
 pub mod commands;
 pub mod config;
+mod connection;
 pub mod crypto;
 pub mod dht;
 pub mod error;

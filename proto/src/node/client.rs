@@ -5,205 +5,25 @@
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
-use core::fmt;
-use core::time::Duration;
-
-use super::connection::{Purpose, Side};
 use super::queries::{QueryKind, QuerySpec};
 use super::records::{Commit, RecordKind};
-use super::relay::{ConnectOptions, RelayRequest};
 use super::rpc::{Owner, RequestSpec};
 use super::Node;
+use crate::connection::attempt::{
+    ClientConn, ConnectInfo, InitiatorBox, Phase, PARALLEL_HANDSHAKES,
+};
+use crate::connection::relay::{ConnectOptions, RelayRequest};
+use crate::connection::{ConnectError, Purpose, Side};
 use crate::crypto::{hash, to_hex};
 use crate::dht::keys::command;
 use crate::dht::KeyPair;
 use crate::event::{Event, Reply};
-use crate::holepunch::puncher::Puncher;
 use crate::holepunch::SecurePayload;
 use crate::ids::{ConnId, SocketId};
-use crate::noise::{HandshakeOutput, Initiator};
+use crate::noise::Initiator;
 use crate::time::Timestamp;
 use crate::wire::hyperdht::{mode, Handshake, Peer};
-use crate::wire::noise::{error, firewall, NoisePayload, RelayInfo, RelayThrough, UdxInfo};
-
-/// Parallel handshakes through different relays (`Semaphore(2)`).
-pub const PARALLEL_HANDSHAKES: usize = 2;
-/// How long an open client waits for the server to reach it (`passiveConnectTimeout`).
-pub const PASSIVE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause when the server does not know its NAT yet.
-pub const REMOTE_UNKNOWN_PAUSE: Duration = Duration::from_secs(1);
-
-/// Why a connection attempt failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// No node holds a record for the key (`PEER_NOT_FOUND`).
-    PeerNotFound,
-    /// Records were found but no handshake succeeded (`PEER_CONNECTION_FAILED`).
-    PeerConnectionFailed,
-    /// The server's payload has another version (`SERVER_INCOMPATIBLE`).
-    ServerIncompatible,
-    /// The server answered with an error (`SERVER_ERROR`), e.g. refused.
-    ServerError,
-    /// The server cannot be holepunched and there is no other path (`CANNOT_HOLEPUNCH`).
-    CannotHolepunch,
-    /// Holepunching gave up (`HOLEPUNCH_ABORTED`).
-    HolepunchAborted,
-    /// Neither side learned its NAT kind in time (`HOLEPUNCH_PROBE_TIMEOUT`).
-    HolepunchProbeTimeout,
-    /// Both sides are behind randomising NATs: no strategy works
-    /// (`HOLEPUNCH_DOUBLE_RANDOMIZED_NATS`).
-    DoubleRandomNats,
-    /// A holepunch reply did not authenticate (`HOLEPUNCH_INVALID`).
-    HolepunchInvalid,
-    /// The server aborted the holepunch (`REMOTE_ABORTED`).
-    RemoteAborted,
-    /// The server would not punch (`REMOTE_NOT_HOLEPUNCHING`).
-    RemoteNotHolepunching,
-    /// No strategy fits the two NATs (`REMOTE_NOT_HOLEPUNCHABLE`).
-    RemoteNotHolepunchable,
-    /// A path was found but the server never answered on the stream (no secret-stream
-    /// header came back): the server did not accept the path.
-    NotAccepted,
-    /// The node shut down or the attempt was cancelled.
-    Destroyed,
-    /// Holepunching failed and the blind relay did not pair either (`RELAY_ABORTED`).
-    RelayAborted,
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConnectError::PeerNotFound => "peer not found: no DHT node knows this key",
-            ConnectError::PeerConnectionFailed => "could not reach the peer through any relay",
-            ConnectError::ServerIncompatible => "server speaks an incompatible protocol version",
-            ConnectError::ServerError => "server refused the connection",
-            ConnectError::CannotHolepunch => {
-                "server cannot be holepunched and is not reachable directly"
-            }
-            ConnectError::HolepunchAborted => "holepunch failed",
-            ConnectError::HolepunchProbeTimeout => {
-                "holepunch failed: NAT kinds could not be determined"
-            }
-            ConnectError::DoubleRandomNats => {
-                "holepunch impossible: both peers are behind randomising NATs"
-            }
-            ConnectError::HolepunchInvalid => "holepunch reply failed authentication",
-            ConnectError::RemoteAborted => "server aborted the holepunch",
-            ConnectError::RemoteNotHolepunching => "server did not start punching",
-            ConnectError::RemoteNotHolepunchable => "no holepunch strategy fits the two NATs",
-            ConnectError::NotAccepted => "the server did not accept the connection's stream",
-            ConnectError::Destroyed => "connection attempt cancelled",
-            ConnectError::RelayAborted => "holepunch failed and the blind relay did not pair",
-        })
-    }
-}
-
-impl std::error::Error for ConnectError {}
-
-/// What the handshake established.
-#[derive(Clone, Debug)]
-pub(super) struct ConnectInfo {
-    pub(super) relayed: bool,
-    pub(super) relay_address: SocketAddrV4,
-    pub(super) client_address: SocketAddrV4,
-    pub(super) server_address: SocketAddrV4,
-    pub(super) payload: NoisePayload,
-    pub(super) output: HandshakeOutput,
-}
-
-/// Where the holepunch is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Phase {
-    Finding,
-    /// Waiting for another path (LAN ping, passive connect).
-    Waiting,
-    /// The probe round goes out once the puncher socket is bound.
-    ProbeReady {
-        retry: bool,
-    },
-    /// Waiting for the probe round's reply.
-    ProbeSent {
-        retry: bool,
-    },
-    /// Waiting for our NAT analysis (and maybe a pause) before deciding.
-    ProbeAnalyzing {
-        retry: bool,
-        token: Option<[u8; 32]>,
-        pause_until: Option<Timestamp>,
-        reopened: bool,
-    },
-    /// Waiting for the punch round's reply.
-    PunchSent,
-    /// The strategy runs; waiting for a probe.
-    Punching,
-    Done,
-}
-
-/// One outgoing connection.
-#[derive(Debug)]
-pub(super) struct ClientConn {
-    pub(super) remote_public_key: [u8; 32],
-    pub(super) target: [u8; 32],
-    pub(super) initiator: Option<InitiatorBox>,
-    message1: Option<Vec<u8>>,
-    pub(super) our_firewall: u64,
-    pub(super) local_udx_id: u32,
-    pub(super) query_done: bool,
-    pub(super) queue: VecDeque<SocketAddrV4>,
-    pub(super) in_flight: usize,
-    pub(super) attempts: usize,
-    pub(super) info: Option<ConnectInfo>,
-    pub(super) secure: Option<SecurePayload>,
-    pub(super) puncher: Option<Puncher>,
-    /// The UDX stream, made at `connect` so a server that reaches us before the handshake
-    /// reply does not lose its first packet.
-    pub(super) stream: Option<crate::stream::StreamId>,
-    /// Where that first packet came from (JS `c.serverSocket` / `c.serverAddress`).
-    pub(super) early_path: Option<(SocketId, SocketAddrV4)>,
-    pub(super) phase: Phase,
-    pub(super) round: u64,
-    pub(super) server_relay: Option<RelayInfo>,
-    pub(super) deadline: Option<Timestamp>,
-    pub(super) lan_only: bool,
-    /// Our key pair (the blind relay connection uses it too).
-    pub(super) key: KeyPair,
-    /// The blind relay we asked the server to meet us at (JS `relayThrough`).
-    pub(super) relay_through: Option<RelayThrough>,
-    /// Why holepunching failed, while a blind relay may still pair.
-    pub(super) held: Option<ConnectError>,
-    /// Open a session to the server in the first probe round (JS `fastOpen`).
-    pub(super) fast_open: bool,
-    /// Relay addresses handed in (JS `relayAddresses`), tried before the FIND_PEER walk's
-    /// replies; the walk's replies from them are not tried twice.
-    pub(super) preconnect: Vec<SocketAddrV4>,
-    /// The FIND_PEER walk, while it runs: stopped once a handshake succeeds (JS leaves its
-    /// `for await` over the query, which destroys it), so it sends no more requests.
-    pub(super) find_query: Option<u64>,
-}
-
-/// `Initiator` kept as a template: each relay's reply is read with a copy, because the server
-/// answers every relay with the same message 2.
-pub(super) struct InitiatorBox(pub(super) Initiator);
-
-impl fmt::Debug for InitiatorBox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Initiator")
-    }
-}
-
-impl ClientConn {
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let pause = match &self.phase {
-            Phase::ProbeAnalyzing { pause_until, .. } => *pause_until,
-            _ => None,
-        };
-        match (self.deadline, pause) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
+use crate::wire::noise::{error, firewall, NoisePayload, RelayThrough, UdxInfo};
 
 impl Node {
     /// Connects to the server with `remote_public_key` using our key pair `key`. The outcome is

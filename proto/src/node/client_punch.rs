@@ -5,11 +5,12 @@
 
 use std::net::SocketAddrV4;
 
-use super::client::{
-    ConnectError, ConnectInfo, Phase, PASSIVE_CONNECT_TIMEOUT, REMOTE_UNKNOWN_PAUSE,
-};
 use super::rpc::{Owner, RequestSpec};
 use super::Node;
+use crate::connection::attempt::{
+    ConnectInfo, Phase, PASSIVE_CONNECT_TIMEOUT, REMOTE_UNKNOWN_PAUSE,
+};
+use crate::connection::ConnectError;
 use crate::dht::keys::command;
 use crate::event::Reply;
 use crate::holepunch::addr::{is_bogon, is_reserved, match_address};

@@ -19,8 +19,8 @@
 
 use std::net::SocketAddr;
 
-use super::conn::ConnError;
 use super::Node;
+use crate::connection::ConnError;
 use crate::ids::ConnId;
 use crate::stream::StreamInfo;
 use crate::time::Timestamp;
@@ -40,6 +40,11 @@ pub struct ConnInfo {
     /// rawBytesWritten > 0`; the header frames do not count, keep-alives do): what a swarm
     /// checks before it calls a duplicate's existing connection outdated.
     pub carried_data_both_ways: bool,
+    /// Input the connection holds for the application: decrypted messages not read yet plus
+    /// the part of a frame still coming in. It stays within [`crate::MAX_UNREAD_INPUT`]
+    /// (plus one frame that completes once everything before it was read); past that, input
+    /// waits in the UDX receive buffer and the peer is slowed down.
+    pub unread_input: usize,
 }
 
 /// One connection of a [`Node`], borrowed: read, write, finish, reset, and what is known of
@@ -64,8 +69,9 @@ impl Node {
         Some(ConnInfo {
             remote_public_key,
             remote_addr,
-            stream: self.mux.info(t.stream),
+            stream: self.mux.info(t.stream()),
             carried_data_both_ways: t.carried_data_both_ways(),
+            unread_input: t.unread_input(),
         })
     }
 

@@ -25,7 +25,6 @@ mod client;
 mod client_punch;
 mod conn;
 mod conn_handle;
-mod connection;
 mod incoming;
 mod maintenance;
 mod queries;
@@ -55,11 +54,12 @@ use crate::rpc::{CongestionWindow, Health, HealthState, NatSampler, Tokens};
 use crate::stats::Stats;
 use crate::time::Timestamp;
 
-pub use client::ConnectError;
-pub use conn::{ConnCloseReason, ConnError, CLOSED_LINGER, MAX_PENDING_OUTPUT, MAX_UNREAD_INPUT};
+pub use crate::connection::{
+    ConnCloseReason, ConnError, ConnectError, ConnectOptions, CLOSED_LINGER, MAX_PENDING_OUTPUT,
+    MAX_UNREAD_INPUT,
+};
 pub use conn_handle::{Conn, ConnInfo};
 pub use queries::QuerySpec;
-pub use relay::ConnectOptions;
 pub use rpc::RequestSpec;
 pub use server::{AcceptPolicy, IncomingHandshake, ServerConfig};
 
@@ -132,7 +132,7 @@ pub struct Node {
     server_targets: std::collections::HashMap<[u8; 32], u64>,
     next_server: u64,
     /// Every connection, through all its phases, with their timers.
-    cx: connection::Connections,
+    cx: crate::connection::Connections,
     extra_sockets: BTreeMap<SocketId, sockets::ExtraSocket>,
     next_socket_index: u32,
     udx_ids: std::collections::BTreeSet<u32>,
@@ -234,7 +234,7 @@ impl Node {
             servers: BTreeMap::new(),
             server_targets: std::collections::HashMap::new(),
             next_server: 0,
-            cx: connection::Connections::default(),
+            cx: crate::connection::Connections::default(),
             extra_sockets: BTreeMap::new(),
             next_socket_index: 2,
             udx_ids: std::collections::BTreeSet::new(),

@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 
-use super::relay::{Pair, PROTOCOL};
 use super::{Node, ServerConfig};
+use crate::connection::relay::{Pair, PROTOCOL};
 use crate::dht::KeyPair;
 use crate::error::ApiError;
 use crate::event::Event;
@@ -90,7 +90,7 @@ impl Node {
             {
                 // Its events go to `run_relays` from now on.
                 if let Some(c) = self.cx.get_mut(*conn) {
-                    c.purpose = super::connection::Purpose::RelaySession;
+                    c.purpose = crate::connection::Purpose::RelaySession;
                 }
                 let mut mux = Protomux::new();
                 mux.pair(PROTOCOL, None);

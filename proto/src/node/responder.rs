@@ -6,18 +6,20 @@
 //! [`Config::max_connections_per_server`](crate::Config) live connections (handshakes past it
 //! get no reply), and a handshake holds at most [`MAX_PENDING_REPLIES`] replies while its
 //! puncher socket opens.
-//! The handshake is a part of its [`Connection`](super::connection::Connection); the server
+//! The handshake is a part of its [`Connection`](crate::connection::Connection); the server
 //! only keeps which slot numbers are taken.
 
 use std::net::SocketAddrV4;
 
-use core::time::Duration;
-
-use super::connection::{Purpose, Side};
-use super::relay::RelayRequest;
 use super::server::IncomingHandshake;
 use super::Node;
 use crate::config::MAX_PENDING_REPLIES;
+use crate::connection::handshake::{
+    PendingHolepunch, PendingReply, ServerHandshake, HANDSHAKE_CLEAR_WAIT,
+    HANDSHAKE_INITIAL_TIMEOUT,
+};
+use crate::connection::relay::RelayRequest;
+use crate::connection::{Purpose, Side};
 use crate::crypto::to_hex;
 use crate::dht::keys::command;
 use crate::dht::KeyPair;
@@ -26,72 +28,10 @@ use crate::holepunch::addr::{is_private, match_address};
 use crate::holepunch::puncher::Puncher;
 use crate::holepunch::SecurePayload;
 use crate::ids::{ConnId, ServerId, SocketId};
-use crate::noise::{HandshakeOutput, Responder};
-use crate::time::Timestamp;
+use crate::noise::Responder;
 use crate::wire::holepunch::HolepunchPayload;
 use crate::wire::hyperdht::{mode, Handshake, Holepunch};
 use crate::wire::noise::{error, firewall, HolepunchInfo, NoisePayload, RelayThrough, UdxInfo};
-
-/// How long a finished handshake's slot and dedupe entry are kept (`HANDSHAKE_CLEAR_WAIT`).
-pub const HANDSHAKE_CLEAR_WAIT: Duration = Duration::from_secs(10);
-/// How long a handshake waits for its path before giving up (`HANDSHAKE_INITIAL_TIMEOUT`).
-pub const HANDSHAKE_INITIAL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A client handshake held by a server.
-#[derive(Debug)]
-pub(super) struct ServerHandshake {
-    /// Its slot in the server's table: the id clients name in PEER_HOLEPUNCH.
-    pub slot: usize,
-    /// The server's DHT target (`H(public key)`).
-    pub target: [u8; 32],
-    pub noise_key: Vec<u8>,
-    pub reply: Option<Vec<u8>>,
-    pub output: Option<HandshakeOutput>,
-    pub remote_payload: Option<NoisePayload>,
-    pub secure: Option<SecurePayload>,
-    pub puncher: Option<Puncher>,
-    pub reply_from_puncher: bool,
-    pub round: u64,
-    pub done: bool,
-    pub prepunch_deadline: Option<Timestamp>,
-    pub clear_at: Option<Timestamp>,
-    /// Handshake replies waiting for the puncher socket, at most [`MAX_PENDING_REPLIES`]
-    /// (the newest).
-    pending_replies: Vec<PendingReply>,
-    /// A PEER_HOLEPUNCH waiting for the NAT analysis.
-    pending_holepunch: Option<PendingHolepunch>,
-}
-
-impl ServerHandshake {
-    /// The earliest of its own deadlines (its puncher's are the connection's).
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        match (self.prepunch_deadline, self.clear_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct PendingReply {
-    tid: u16,
-    mode: u64,
-    from: SocketAddrV4,
-    in_socket: SocketId,
-    peer_address: Option<SocketAddrV4>,
-    relay_address: Option<SocketAddrV4>,
-}
-
-#[derive(Clone, Debug)]
-struct PendingHolepunch {
-    tid: u16,
-    from: SocketAddrV4,
-    to: SocketAddrV4,
-    socket: SocketId,
-    peer_address: SocketAddrV4,
-    payload: HolepunchPayload,
-    reopened: bool,
-}
 
 impl Node {
     /// PEER_HANDSHAKE for one of our servers (`_onpeerhandshake`).

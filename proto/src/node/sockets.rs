@@ -6,8 +6,8 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 
-use super::connection::Side;
 use super::Node;
+use crate::connection::Side;
 use crate::event::{SocketOp, Transmit};
 use crate::holepunch::puncher::{PunchOutput, Puncher};
 use crate::ids::{ConnId, SocketId};

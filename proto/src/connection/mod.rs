@@ -22,20 +22,31 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::client::ClientConn;
-use super::conn::{ConnCloseReason, Transport};
-use super::relay::RelayPairing;
-use super::responder::ServerHandshake;
+pub(crate) mod attempt;
+pub(crate) mod handshake;
+pub(crate) mod relay;
+pub(crate) mod transport;
+
+pub use attempt::ConnectError;
+pub use relay::ConnectOptions;
+pub use transport::{
+    ConnCloseReason, ConnError, CLOSED_LINGER, MAX_PENDING_OUTPUT, MAX_UNREAD_INPUT,
+};
+
 use crate::holepunch::puncher::Puncher;
 use crate::ids::ConnId;
 use crate::time::Timestamp;
+use attempt::ClientConn;
+use handshake::ServerHandshake;
+use relay::RelayPairing;
+use transport::Transport;
 
 /// Closed connections whose close reason reads still report after they were removed.
 const MAX_CLOSED_REMEMBERED: usize = 1024;
 
 /// Which side of the handshake we are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Side {
+pub(crate) enum Side {
     /// We connected (`Node::connect`).
     Client,
     /// A client connected to our server `server`.
@@ -44,7 +55,7 @@ pub(super) enum Side {
 
 /// Who the connection is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Purpose {
+pub(crate) enum Purpose {
     /// The application's: its events go to the application.
     App,
     /// The node's own link to a blind relay, carrying a pairing for another connection.
@@ -55,7 +66,7 @@ pub(super) enum Purpose {
 
 /// Everything one connection owns.
 #[derive(Debug)]
-pub(super) struct Connection {
+pub(crate) struct Connection {
     pub id: ConnId,
     pub side: Side,
     pub purpose: Purpose,
@@ -149,7 +160,7 @@ struct Slot {
 
 /// Every connection of a node, by id, with their timers.
 #[derive(Debug, Default)]
-pub(super) struct Connections {
+pub(crate) struct Connections {
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Connections changed since their deadline was filed.
