@@ -323,16 +323,22 @@ impl Transport {
         if self.secret.as_ref().is_some_and(|s| !may_take_input(s)) {
             return;
         }
-        // Up to what is left under the cap (a frame completing past it takes one round).
-        let room = self.secret.as_ref().map_or(MAX_UNREAD_INPUT, |s| {
-            MAX_UNREAD_INPUT.saturating_sub(held_input(s)).max(1)
-        });
+        // Up to what is left under the cap, or what completes the one frame that may pass it;
+        // the rest waits in the UDX receive buffer.
+        let room = match self.secret.as_ref() {
+            None => MAX_UNREAD_INPUT.saturating_sub(self.early.len()),
+            Some(s) => match MAX_UNREAD_INPUT.checked_sub(held_input(s)) {
+                Some(left) if left > 0 => left,
+                _ => s.missing_frame_bytes().max(1),
+            },
+        };
         let mut buf = Vec::new();
         loop {
             if buf.len() >= room {
                 break;
             }
-            match mux.read_into(self.stream, &mut buf) {
+            let max = room - buf.len();
+            match mux.read_into_at_most(self.stream, &mut buf, max) {
                 Ok(0) => {
                     self.eof = true;
                     break;

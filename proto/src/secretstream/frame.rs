@@ -53,6 +53,15 @@ impl FrameDecoder {
         self.prefix_len + self.body.len()
     }
 
+    /// Bytes still to come before the frame being read is complete: the rest of its body once
+    /// its prefix is in, else the rest of the prefix.
+    pub fn missing(&self) -> usize {
+        match self.body_len {
+            Some(len) => len.saturating_sub(self.body.len()),
+            None => PREFIX_LEN - self.prefix_len,
+        }
+    }
+
     /// The longest frame accepted from the next prefix on (at most [`MAX_FRAME`]).
     pub fn set_max_frame(&mut self, max_frame: usize) {
         self.max_frame = max_frame.min(MAX_FRAME);
@@ -153,6 +162,23 @@ mod tests {
             assert_eq!(got, frames);
             assert_eq!(d.buffered(), 0);
         }
+    }
+
+    /// `missing` counts down the prefix, then the body, and is back at a prefix's length once
+    /// the frame is complete.
+    #[test]
+    fn missing_counts_what_completes_the_frame() {
+        let mut wire = Vec::new();
+        write_prefix(&mut wire, 5);
+        wire.extend_from_slice(b"hello");
+        let mut d = FrameDecoder::new(MAX_FRAME);
+        let mut left = Vec::new();
+        for b in &wire {
+            left.push(d.missing());
+            d.push::<E>(core::slice::from_ref(b), |_| Ok(())).unwrap();
+        }
+        assert_eq!(left, [3, 2, 1, 5, 4, 3, 2, 1]);
+        assert_eq!(d.missing(), PREFIX_LEN);
     }
 
     /// A partial frame keeps at most its bytes so far, and no more memory than its length, even

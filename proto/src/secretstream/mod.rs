@@ -360,6 +360,12 @@ impl SecretStream {
         self.decoder.buffered()
     }
 
+    /// Bytes still to come before the frame being read is complete (see
+    /// [`FrameDecoder::missing`](frame::FrameDecoder::missing)).
+    pub fn missing_frame_bytes(&self) -> usize {
+        self.decoder.missing()
+    }
+
     fn decode(&mut self, bytes: &[u8]) -> Result<(), SecretStreamError> {
         let Self {
             decoder,

@@ -638,11 +638,22 @@ impl UdxMux {
 
     /// Moves every buffered byte to `out`; returns how many, like [`UdxMux::read`].
     pub fn read_into(&mut self, id: StreamId, out: &mut Vec<u8>) -> Result<usize, StreamError> {
+        self.read_into_at_most(id, out, usize::MAX)
+    }
+
+    /// Moves up to `max` (at least 1) buffered bytes to `out`; returns how many, like
+    /// [`UdxMux::read`]. The rest stays in the stream's receive buffer, under its window.
+    pub fn read_into_at_most(
+        &mut self,
+        id: StreamId,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, StreamError> {
         let s = self
             .streams
             .get_mut(&id)
             .ok_or(StreamError::UnknownStream)?;
-        let n = s.read_all(out);
+        let n = s.read_all(out, max.max(1));
         if n > 0 {
             self.touch(id);
             self.reap(id);

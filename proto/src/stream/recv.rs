@@ -246,13 +246,14 @@ impl Receiver {
         n
     }
 
-    /// Moves every readable byte into `out`.
-    pub fn read_all(&mut self, out: &mut Vec<u8>) -> usize {
-        let n = self.read_buf.len();
+    /// Moves up to `max` readable bytes into `out`.
+    pub fn read_all(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        let n = self.read_buf.len().min(max);
         let (a, b) = self.read_buf.as_slices();
-        out.extend_from_slice(a);
-        out.extend_from_slice(b);
-        self.read_buf.clear();
+        let na = n.min(a.len());
+        out.extend_from_slice(&a[..na]);
+        out.extend_from_slice(&b[..n - na]);
+        self.read_buf.drain(..n);
         n
     }
 }
@@ -263,7 +264,7 @@ mod tests {
 
     fn read_all(r: &mut Receiver) -> Vec<u8> {
         let mut v = Vec::new();
-        r.read_all(&mut v);
+        r.read_all(&mut v, usize::MAX);
         v
     }
 

@@ -409,8 +409,8 @@ impl Stream {
         n
     }
 
-    pub fn read_all(&mut self, out: &mut Vec<u8>) -> usize {
-        let n = self.recv.read_all(out);
+    pub fn read_all(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
+        let n = self.recv.read_all(out, max);
         self.readable_notified = false;
         self.after_read();
         n
