@@ -7,7 +7,7 @@ use std::net::SocketAddrV4;
 
 use crate::dht::KeyPair;
 use crate::ids::ConnId;
-use crate::protomux::{ChannelId, Protomux};
+use crate::protomux::{ChannelId, MuxEvent, Protomux};
 use crate::time::Timestamp;
 use crate::wire::compact::{write_uint, Reader};
 
@@ -17,8 +17,8 @@ pub const PROTOCOL: &str = "blind-relay";
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Message types on the `blind-relay` channel (`addMessage` order).
-pub(crate) const PAIR: u64 = 0;
-pub(crate) const UNPAIR: u64 = 1;
+const PAIR: u64 = 0;
+const UNPAIR: u64 = 1;
 
 /// Options of [`Node::connect_with`] (JS `dht.connect(publicKey, opts)`).
 #[derive(Clone, Debug)]
@@ -113,26 +113,161 @@ pub(crate) enum Stage {
 }
 
 /// One pairing: what a relay link (the internal connection to a relay) carries for one of our
-/// connections.
+/// connections. It speaks `blind-relay` over the link's protomux: [`RelayPairing::handle_open`]
+/// once the link is open, [`RelayPairing::handle_message`] for each message from the relay,
+/// [`RelayPairing::poll_transmit`] for what to write to the link.
 #[derive(Debug)]
 pub(crate) struct RelayPairing {
     /// The connection being relayed (its attempt or handshake).
-    pub(crate) owner: ConnId,
-    pub(crate) local_udx_id: u32,
-    pub(crate) token: [u8; 32],
-    pub(crate) is_initiator: bool,
+    owner: ConnId,
+    local_udx_id: u32,
+    token: [u8; 32],
+    is_initiator: bool,
     /// Our key on the relay connection: the `blind-relay` channel id.
-    pub(crate) our_key: [u8; 32],
-    pub(crate) mux: Protomux,
-    pub(crate) channel: Option<ChannelId>,
-    pub(crate) deadline: Timestamp,
-    pub(crate) stage: Stage,
+    our_key: [u8; 32],
+    mux: Protomux,
+    channel: Option<ChannelId>,
+    deadline: Timestamp,
+    stage: Stage,
+}
+
+/// What a message from the relay changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PairingOutcome {
+    /// Nothing to act on.
+    Nothing,
+    /// The relay paired us: our stream talks to its stream `remote_id`.
+    Paired { remote_id: u32 },
+    /// The relay closed the channel.
+    ChannelClosed,
 }
 
 impl RelayPairing {
+    /// A pairing for `request`'s connection, connecting as `our_key`; it has
+    /// [`RELAY_TIMEOUT`] from `now` to pair.
+    pub fn new(now: Timestamp, request: &RelayRequest, our_key: [u8; 32]) -> RelayPairing {
+        let mut mux = Protomux::new();
+        // The relay opens the same channel; if its open comes first it waits for ours.
+        mux.pair(PROTOCOL, Some(&our_key));
+        RelayPairing {
+            owner: request.owner,
+            local_udx_id: request.local_udx_id,
+            token: request.token,
+            is_initiator: request.is_initiator,
+            our_key,
+            mux,
+            channel: None,
+            deadline: now + RELAY_TIMEOUT,
+            stage: Stage::Pairing,
+        }
+    }
+
+    /// The connection it pairs.
+    pub fn owner(&self) -> ConnId {
+        self.owner
+    }
+
+    /// How far it got.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
     /// Pairing or closing must be done by then; a relaying link has no deadline.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         (self.stage != Stage::Relaying).then_some(self.deadline)
+    }
+
+    /// Whether its deadline passed (it is pairing or closing past [`RELAY_TIMEOUT`]).
+    pub fn timed_out(&self, now: Timestamp) -> bool {
+        self.stage != Stage::Relaying && self.deadline <= now
+    }
+
+    /// The link to the relay is open: opens the `blind-relay` channel (the `pair` goes out
+    /// once the relay opened it too).
+    pub fn handle_open(&mut self) -> Result<(), crate::protomux::ChannelError> {
+        let ch = self.mux.open(PROTOCOL, Some(&self.our_key), &[])?;
+        self.channel = Some(ch);
+        Ok(())
+    }
+
+    /// One message from the relay. Fails on a message that does not decode (the link is
+    /// then of no use).
+    pub fn handle_message(
+        &mut self,
+        message: &[u8],
+    ) -> Result<PairingOutcome, crate::protomux::MuxError> {
+        self.mux.handle_message(message)?;
+        let mut outcome = PairingOutcome::Nothing;
+        while let Some(event) = self.mux.poll_event() {
+            match self.on_mux_event(event) {
+                PairingOutcome::Nothing => {}
+                PairingOutcome::ChannelClosed => return Ok(PairingOutcome::ChannelClosed),
+                paired => outcome = paired,
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn on_mux_event(&mut self, event: MuxEvent) -> PairingOutcome {
+        let pairing = self.stage == Stage::Pairing;
+        match event {
+            MuxEvent::Opened { channel, .. } if Some(channel) == self.channel && pairing => {
+                let pair = Pair {
+                    is_initiator: self.is_initiator,
+                    token: self.token,
+                    id: u64::from(self.local_udx_id),
+                    seq: 0,
+                };
+                let _ = self.mux.send(channel, PAIR, &pair.to_bytes());
+                PairingOutcome::Nothing
+            }
+            MuxEvent::Message {
+                channel,
+                kind: PAIR,
+                payload,
+            } if Some(channel) == self.channel && pairing => {
+                // The relay's answer to our pair: same token and role, and its stream id.
+                Pair::decode(&payload)
+                    .filter(|a| a.token == self.token && a.is_initiator == self.is_initiator)
+                    .and_then(|a| u32::try_from(a.id).ok())
+                    .map_or(PairingOutcome::Nothing, |remote_id| {
+                        PairingOutcome::Paired { remote_id }
+                    })
+            }
+            MuxEvent::Closed { channel } if Some(channel) == self.channel => {
+                PairingOutcome::ChannelClosed
+            }
+            _ => PairingOutcome::Nothing,
+        }
+    }
+
+    /// The connection now runs through the relay.
+    pub fn set_relaying(&mut self) {
+        self.stage = Stage::Relaying;
+    }
+
+    /// No longer wanted: from now it is closing, with [`RELAY_TIMEOUT`] to end. Queues
+    /// `unpair` if the channel is open and returns whether it did (else nothing was said to
+    /// the relay yet). Does nothing (and returns `None`) if it was closing already.
+    pub fn close(&mut self, now: Timestamp) -> Option<bool> {
+        if self.stage == Stage::Closing {
+            return None;
+        }
+        self.stage = Stage::Closing;
+        self.deadline = now + RELAY_TIMEOUT;
+        let Some(channel) = self.channel.filter(|&c| self.mux.is_open(c)) else {
+            return Some(false);
+        };
+        // `unpair`: flags (none) and the token.
+        let mut unpair = vec![0];
+        unpair.extend_from_slice(&self.token);
+        let _ = self.mux.send(channel, UNPAIR, &unpair);
+        Some(true)
+    }
+
+    /// The next message to write to the link.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.mux.poll_transmit()
     }
 }
 
@@ -145,4 +280,33 @@ pub(crate) struct RelayRequest {
     pub relay_key: [u8; 32],
     pub token: [u8; 32],
     pub is_initiator: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_round_trips_and_reads_long_flags() {
+        let p = Pair {
+            is_initiator: true,
+            token: [7; 32],
+            id: 300,
+            seq: 0,
+        };
+        let bytes = p.to_bytes();
+        assert_eq!(bytes[0], 1);
+        assert_eq!(&bytes[33..], &[0xfd, 0x2c, 0x01, 0]);
+        assert_eq!(Pair::decode(&bytes), Some(p));
+        let mut long = vec![0xfd, 0, 0];
+        long.extend_from_slice(&bytes[1..]);
+        assert_eq!(
+            Pair::decode(&long),
+            Some(Pair {
+                is_initiator: false,
+                ..p
+            })
+        );
+        assert_eq!(Pair::decode(&bytes[..20]), None);
+    }
 }

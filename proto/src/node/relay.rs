@@ -29,54 +29,32 @@
 //! relay itself is `relay_server.rs`.
 
 use super::Node;
-use crate::connection::relay::{
-    ConnectOptions, Pair, RelayPairing, RelayRequest, Stage, PAIR, PROTOCOL, RELAY_TIMEOUT, UNPAIR,
-};
+use crate::connection::relay::{ConnectOptions, PairingOutcome, RelayPairing, RelayRequest, Stage};
 use crate::connection::{ConnectError, Purpose, Side};
 use crate::dht::KeyPair;
 use crate::event::Event;
 use crate::ids::ConnId;
-use crate::protomux::{MuxEvent, Protomux};
 
 impl Node {
     /// Starts pairing a connection through a relay, connecting to it as `key`. Returns the
     /// relay link's id.
     pub(super) fn start_relay(&mut self, request: RelayRequest, key: &KeyPair) -> ConnId {
-        let RelayRequest {
-            owner,
-            local_udx_id,
-            relay_key,
-            token,
-            is_initiator,
-        } = request;
         self.stats.relaying.attempts += 1;
         tracing::debug!(
-            relay = %crate::crypto::to_hex(&relay_key),
-            is_initiator,
+            relay = %crate::crypto::to_hex(&request.relay_key),
+            is_initiator = request.is_initiator,
             "connecting to the blind relay"
         );
-        let mut mux = Protomux::new();
-        // The relay opens the same channel; if its open comes first it waits for ours.
-        mux.pair(PROTOCOL, Some(&key.public_key()));
         let link = self.cx.insert(Side::Client, Purpose::RelayLink);
-        if let Some(c) = self.cx.get_mut(owner) {
+        if let Some(c) = self.cx.get_mut(request.owner) {
             c.relay_links.push(link);
         }
+        let pairing = RelayPairing::new(self.now, &request, key.public_key());
         if let Some(c) = self.cx.get_mut(link) {
-            c.relay_link = Some(RelayPairing {
-                owner,
-                local_udx_id,
-                token,
-                is_initiator,
-                our_key: key.public_key(),
-                mux,
-                channel: None,
-                deadline: self.now + RELAY_TIMEOUT,
-                stage: Stage::Pairing,
-            });
+            c.relay_link = Some(pairing);
         }
         let options = ConnectOptions::default().with_key_pair(key);
-        self.start_connect(link, &relay_key, options);
+        self.start_connect(link, &request.relay_key, options);
         link
     }
 
@@ -109,17 +87,14 @@ impl Node {
         let Some(p) = self.cx.link_mut(link) else {
             return;
         };
-        if p.stage == Stage::Closing {
+        if p.stage() == Stage::Closing {
             // Dropped while connecting: just end it.
             let _ = self.conn_finish(self.now, link);
             return;
         }
-        match p.mux.open(PROTOCOL, Some(&p.our_key), &[]) {
-            Ok(ch) => p.channel = Some(ch),
-            Err(e) => {
-                tracing::info!(error = %e, "blind relay channel not opened");
-                return self.relay_failed(link);
-            }
+        if let Err(e) = p.handle_open() {
+            tracing::info!(error = %e, "blind relay channel not opened");
+            return self.relay_failed(link);
         }
         self.flush_relay(link);
     }
@@ -130,58 +105,20 @@ impl Node {
             let Some(p) = self.cx.link_mut(link) else {
                 return;
             };
-            if let Err(e) = p.mux.handle_message(&message) {
-                tracing::info!(error = %e, "blind relay sent a bad message");
-                return self.relay_failed(link);
-            }
-            let events: Vec<MuxEvent> = std::iter::from_fn(|| p.mux.poll_event()).collect();
-            for event in events {
-                if !self.relay_event(link, event) {
-                    return;
+            match p.handle_message(&message) {
+                Ok(PairingOutcome::Nothing) => {}
+                Ok(PairingOutcome::Paired { remote_id }) => self.relay_paired(link, remote_id),
+                Ok(PairingOutcome::ChannelClosed) => {
+                    tracing::info!("blind relay closed the channel");
+                    return self.relay_failed(link);
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "blind relay sent a bad message");
+                    return self.relay_failed(link);
                 }
             }
         }
         self.flush_relay(link);
-    }
-
-    /// One event of the relay connection's mux; `false` once the pairing is gone.
-    fn relay_event(&mut self, link: ConnId, event: MuxEvent) -> bool {
-        let Some(p) = self.cx.link_mut(link) else {
-            return false;
-        };
-        match event {
-            MuxEvent::Opened { channel, .. }
-                if Some(channel) == p.channel && p.stage == Stage::Pairing =>
-            {
-                let pair = Pair {
-                    is_initiator: p.is_initiator,
-                    token: p.token,
-                    id: u64::from(p.local_udx_id),
-                    seq: 0,
-                };
-                let _ = p.mux.send(channel, PAIR, &pair.to_bytes());
-            }
-            MuxEvent::Message {
-                channel,
-                kind: PAIR,
-                payload,
-            } if Some(channel) == p.channel && p.stage == Stage::Pairing => {
-                // The relay's answer to our pair: same token and role, and its stream id.
-                let answer = Pair::decode(&payload)
-                    .filter(|a| a.token == p.token && a.is_initiator == p.is_initiator)
-                    .and_then(|a| u32::try_from(a.id).ok());
-                if let Some(remote_id) = answer {
-                    self.relay_paired(link, remote_id);
-                }
-            }
-            MuxEvent::Closed { channel } if Some(channel) == p.channel => {
-                tracing::info!("blind relay closed the channel");
-                self.relay_failed(link);
-                return false;
-            }
-            _ => {}
-        }
-        true
     }
 
     /// Sends what the relay connection's mux has.
@@ -190,7 +127,7 @@ impl Node {
         let Some(p) = self.cx.link_mut(link) else {
             return;
         };
-        let messages: Vec<Vec<u8>> = std::iter::from_fn(|| p.mux.poll_transmit()).collect();
+        let messages: Vec<Vec<u8>> = std::iter::from_fn(|| p.poll_transmit()).collect();
         for m in messages {
             if let Err(e) = self.conn_write_message(now, link, &m) {
                 tracing::debug!(error = %e, "blind relay write failed");
@@ -209,7 +146,7 @@ impl Node {
 
     /// The relay paired us: our stream now goes through it (unless another path won).
     fn relay_paired(&mut self, link: ConnId, remote_id: u32) {
-        let Some(owner) = self.cx.link(link).map(|p| p.owner) else {
+        let Some(owner) = self.cx.link(link).map(RelayPairing::owner) else {
             return;
         };
         let path = self.conn_path_of(link);
@@ -219,7 +156,7 @@ impl Node {
             return self.drop_relay(link);
         };
         if let Some(p) = self.cx.link_mut(link) {
-            p.stage = Stage::Relaying;
+            p.set_relaying();
         }
         self.stats.relaying.successes += 1;
         tracing::info!(relay = %relay_addr, "connection runs through the blind relay");
@@ -247,11 +184,11 @@ impl Node {
         };
         self.conn_remove(link);
         self.reap(link);
-        if p.stage == Stage::Pairing {
+        if p.stage() == Stage::Pairing {
             self.stats.relaying.aborts += 1;
-            match self.cx.get(p.owner).map(|c| c.side) {
-                Some(Side::Client) => self.client_relay_gone(p.owner),
-                Some(Side::Server(_)) => self.server_relay_gone(p.owner),
+            match self.cx.get(p.owner()).map(|c| c.side) {
+                Some(Side::Client) => self.client_relay_gone(p.owner()),
+                Some(Side::Server(_)) => self.server_relay_gone(p.owner()),
                 None => {}
             }
         }
@@ -264,25 +201,19 @@ impl Node {
         let Some(p) = self.cx.link_mut(link) else {
             return;
         };
-        if p.stage == Stage::Closing {
-            return;
-        }
-        if p.stage == Stage::Pairing {
-            self.stats.relaying.aborts += 1;
-        }
-        p.stage = Stage::Closing;
-        p.deadline = now + RELAY_TIMEOUT;
-        let Some(channel) = p.channel.filter(|&c| p.mux.is_open(c)) else {
-            // Not talking to the relay yet: stop connecting (or end the connection).
-            self.cancel_connect(now, link);
-            let _ = self.conn_finish(now, link);
+        let was_pairing = p.stage() == Stage::Pairing;
+        let Some(unpaired) = p.close(now) else {
             return;
         };
-        // `unpair`: flags (none) and the token.
-        let mut unpair = vec![0];
-        unpair.extend_from_slice(&p.token);
-        let _ = p.mux.send(channel, UNPAIR, &unpair);
-        self.flush_relay(link);
+        if was_pairing {
+            self.stats.relaying.aborts += 1;
+        }
+        if unpaired {
+            self.flush_relay(link);
+        } else {
+            // Not talking to the relay yet: stop connecting (or end the connection).
+            self.cancel_connect(now, link);
+        }
         let _ = self.conn_finish(now, link);
     }
 
@@ -297,7 +228,7 @@ impl Node {
             .filter(|&link| {
                 self.cx
                     .link(link)
-                    .is_some_and(|p| p.owner == owner && stage.is_none_or(|s| p.stage == s))
+                    .is_some_and(|p| p.owner() == owner && stage.is_none_or(|s| p.stage() == s))
             })
             .collect()
     }
@@ -325,13 +256,10 @@ impl Node {
     /// A relay link's timer: it took too long to pair, or to close.
     pub(super) fn relay_timers(&mut self, link: ConnId) {
         let now = self.now;
-        let Some(p) = self.cx.link(link) else {
+        let Some(p) = self.cx.link(link).filter(|p| p.timed_out(now)) else {
             return;
         };
-        if p.stage == Stage::Relaying || p.deadline > now {
-            return;
-        }
-        if p.stage == Stage::Pairing {
+        if p.stage() == Stage::Pairing {
             tracing::info!("blind relay did not pair in time");
         }
         self.relay_failed(link);
@@ -365,32 +293,3 @@ fn event_conn(event: &Event) -> Option<ConnId> {
 
 /// The reason a client that waited only for its relay fails with (JS `RELAY_ABORTED`).
 pub(super) const RELAY_ABORTED: ConnectError = ConnectError::RelayAborted;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pair_round_trips_and_reads_long_flags() {
-        let p = Pair {
-            is_initiator: true,
-            token: [7; 32],
-            id: 300,
-            seq: 0,
-        };
-        let bytes = p.to_bytes();
-        assert_eq!(bytes[0], 1);
-        assert_eq!(&bytes[33..], &[0xfd, 0x2c, 0x01, 0]);
-        assert_eq!(Pair::decode(&bytes), Some(p));
-        let mut long = vec![0xfd, 0, 0];
-        long.extend_from_slice(&bytes[1..]);
-        assert_eq!(
-            Pair::decode(&long),
-            Some(Pair {
-                is_initiator: false,
-                ..p
-            })
-        );
-        assert_eq!(Pair::decode(&bytes[..20]), None);
-    }
-}
