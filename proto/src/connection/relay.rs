@@ -20,12 +20,12 @@ pub const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
 const PAIR: u64 = 0;
 const UNPAIR: u64 = 1;
 
-/// Options of [`Node::connect_with`] (JS `dht.connect(publicKey, opts)`).
+/// Options of [`Node::connect_with`](crate::Node::connect_with) (JS `dht.connect(publicKey, opts)`).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// The key pair to connect as (JS `keyPair`); `None`: the node's
-    /// [default key pair](Node::default_key_pair).
+    /// [default key pair](crate::Node::default_key_pair).
     pub key_pair: Option<KeyPair>,
     /// Ask the server to meet us at this blind relay (its public key) too (JS `relayThrough`).
     pub relay_through: Option<[u8; 32]>,

@@ -25,7 +25,7 @@ use crate::stream::{CloseReason, StreamError, StreamId, UdxMux};
 use crate::time::Timestamp;
 
 /// Encrypted bytes a connection may hold back beyond what its stream took; writes past this
-/// block until [`Event::Writable`].
+/// block until [`Event::Writable`](crate::Event::Writable).
 pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
 /// Input a connection holds for the application at most: decrypted messages not read yet
 /// plus the part of a frame still coming in. Past this, data stays in the UDX receive
@@ -81,9 +81,9 @@ impl fmt::Display for ConnCloseReason {
 pub enum ConnError {
     /// No such connection (never opened, or closed and drained).
     Unknown,
-    /// Not open yet (wait for [`Event::Connected`]).
+    /// Not open yet (wait for [`Event::Connected`](crate::Event::Connected)).
     NotOpen,
-    /// Nothing now: wait for [`Event::Readable`] / [`Event::Writable`].
+    /// Nothing now: wait for [`Event::Readable`](crate::Event::Readable) / [`Event::Writable`](crate::Event::Writable).
     Blocked,
     /// Our side was finished.
     Finished,

@@ -16,7 +16,7 @@
 //! The relay and the holepunch race, as in JS: a holepunched path found first drops the
 //! relay (`unpair`, then the relay connection ends); a relay that pairs first ends the
 //! holepunch. A holepunch that fails while the relay is still pairing does not fail the
-//! connection: the relay has [`RELAY_TIMEOUT`] from its start to pair, and the attempt fails
+//! connection: the relay has [`RELAY_TIMEOUT`](crate::connection::relay::RELAY_TIMEOUT) from its start to pair, and the attempt fails
 //! only when both did (with the reason of the last). The relay connection lives as long as
 //! the relayed connection.
 //!
@@ -195,7 +195,7 @@ impl Node {
     }
 
     /// Ends a relay connection that is no longer wanted: `unpair` if the channel is open,
-    /// then the end of the stream; it is reset if it has not closed by [`RELAY_TIMEOUT`].
+    /// then the end of the stream; it is reset if it has not closed by [`RELAY_TIMEOUT`](crate::connection::relay::RELAY_TIMEOUT).
     fn drop_relay(&mut self, link: ConnId) {
         let now = self.now;
         let Some(p) = self.cx.link_mut(link) else {

@@ -4,7 +4,7 @@
 //! [`HANDSHAKE_CLEAR_WAIT`] after it finished, so retransmitted handshakes get the same reply).
 //! What a client controls is bounded: a server opens at most
 //! [`Config::max_connections_per_server`](crate::Config) live connections (handshakes past it
-//! get no reply), and a handshake holds at most [`MAX_PENDING_REPLIES`] replies while its
+//! get no reply), and a handshake holds at most [`MAX_PENDING_REPLIES`](crate::config::MAX_PENDING_REPLIES) replies while its
 //! puncher socket opens.
 //! The handshake is a part of its [`Connection`](crate::connection::Connection); the server
 //! only keeps which slot numbers are taken.
@@ -13,7 +13,6 @@ use std::net::SocketAddrV4;
 
 use super::server::IncomingHandshake;
 use super::Node;
-use crate::config::MAX_PENDING_REPLIES;
 use crate::connection::handshake::{
     PendingHolepunch, PendingReply, ServerHandshake, HANDSHAKE_CLEAR_WAIT,
     HANDSHAKE_INITIAL_TIMEOUT,
@@ -84,16 +83,10 @@ impl Node {
         if h.reply.is_none() {
             return;
         }
-        let waiting =
-            h.reply_from_puncher && h.puncher.as_ref().and_then(Puncher::socket).is_none();
-        if waiting {
-            // Bounded: the newest are kept (a client waits for the answer to its latest
-            // retransmit; older ones it may have given up on).
-            if h.pending_replies.len() >= MAX_PENDING_REPLIES {
-                h.pending_replies.remove(0);
+        if h.replies_wait() {
+            if h.hold_reply(pending) {
                 self.stats.dropped.pending_reply_overflow += 1;
             }
-            h.pending_replies.push(pending);
             return;
         }
         self.send_handshake_reply(conn, pending);
@@ -190,23 +183,7 @@ impl Node {
         let conn = self.cx.insert(Side::Server(id), Purpose::App);
         s.slots[slot] = Some(conn);
         let mut responder = Responder::new(s.key.clone(), ephemeral);
-        let mut h = ServerHandshake {
-            slot,
-            target: s.target,
-            noise_key: noise.to_vec(),
-            reply: None,
-            output: None,
-            remote_payload: None,
-            secure: None,
-            puncher: None,
-            reply_from_puncher: false,
-            round: 0,
-            done: false,
-            prepunch_deadline: None,
-            clear_at: Some(now + HANDSHAKE_CLEAR_WAIT),
-            pending_replies: Vec::new(),
-            pending_holepunch: None,
-        };
+        let mut h = ServerHandshake::new(now, slot, s.target, noise);
         s.connects.insert(noise.to_vec(), conn);
         // Where the handshake goes (every return below stores it).
         let cx = &mut self.cx;
@@ -510,7 +487,7 @@ impl Node {
             }
         }
         if !p.is_analyzed() {
-            h.pending_holepunch = Some(pending);
+            h.hold_holepunch(pending);
             return;
         }
         // A client whose fast-open probe reached one of our puncher sockets (we echoed it;
@@ -521,7 +498,7 @@ impl Node {
         if !p.remote_punching && p.is_unstable() && !probed {
             if !pending.reopened && p.reopen() {
                 pending.reopened = true;
-                h.pending_holepunch = Some(pending);
+                h.hold_holepunch(pending);
                 self.drain_puncher(conn);
                 return;
             }
@@ -650,18 +627,8 @@ impl Node {
         let Some(h) = self.cx.handshake_mut(conn) else {
             return;
         };
-        let bound = h.puncher.as_ref().and_then(Puncher::socket).is_some();
-        let replies = if bound {
-            core::mem::take(&mut h.pending_replies)
-        } else {
-            Vec::new()
-        };
-        let analyzed = h.puncher.as_ref().is_some_and(Puncher::is_analyzed);
-        let resume = if analyzed {
-            h.pending_holepunch.take()
-        } else {
-            None
-        };
+        let replies = h.take_replies_if_bound();
+        let resume = h.take_holepunch_if_analyzed();
         for r in replies {
             self.send_handshake_reply(conn, r);
         }
@@ -678,8 +645,7 @@ impl Node {
         let Some(h) = self.cx.handshake_mut(conn) else {
             return;
         };
-        if h.prepunch_deadline.is_some_and(|t| t <= now) {
-            h.prepunch_deadline = None;
+        if h.take_prepunch_timeout(now) {
             // A relay still pairing keeps the handshake (JS keeps the raw stream while it has
             // a relay token); it clears once the relay gives up.
             if !relaying {
@@ -694,10 +660,10 @@ impl Node {
         let Some(h) = self.cx.handshake(conn) else {
             return;
         };
-        if h.clear_at.is_none_or(|t| t > now) {
+        if !h.clear_due(now) {
             return;
         }
-        let unopened = !h.done && h.output.is_some();
+        let unopened = h.awaits_path();
         let Some(h) = self.cx.get_mut(conn).and_then(|c| c.handshake.take()) else {
             return;
         };
@@ -719,9 +685,9 @@ impl Node {
         let now = self.now;
         let relaying = self.relay_pending(conn);
         if let Some(h) = self.cx.handshake_mut(conn) {
-            h.pending_holepunch = None;
-            if !h.done && h.clear_at.is_none() && !relaying {
-                h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
+            h.drop_holepunch();
+            if !relaying {
+                h.clear_later(now);
             }
         }
     }
@@ -730,15 +696,15 @@ impl Node {
     pub(super) fn server_awaits_path(&self, conn: ConnId) -> bool {
         self.cx
             .handshake(conn)
-            .is_some_and(|h| !h.done && h.output.is_some())
+            .is_some_and(ServerHandshake::awaits_path)
     }
 
     /// The handshake's blind relay failed: without a path by now, the handshake clears.
     pub(super) fn server_relay_gone(&mut self, conn: ConnId) {
         let now = self.now;
         if let Some(h) = self.cx.handshake_mut(conn) {
-            if !h.done && h.clear_at.is_none() && h.prepunch_deadline.is_none() {
-                h.clear_at = Some(now + HANDSHAKE_CLEAR_WAIT);
+            if h.prepunch_deadline.is_none() {
+                h.clear_later(now);
             }
         }
     }
