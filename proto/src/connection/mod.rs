@@ -370,6 +370,39 @@ impl Connections {
 mod tests {
     use super::*;
 
+    /// The connection module never reaches into the endpoint (`node/`): the dependency goes
+    /// one way (see `proto/ARCHITECTURE.md`).
+    #[test]
+    fn the_connection_module_does_not_import_the_endpoint() {
+        let sources = [
+            ("mod.rs", include_str!("mod.rs")),
+            ("attempt.rs", include_str!("attempt.rs")),
+            ("handshake.rs", include_str!("handshake.rs")),
+            ("relay.rs", include_str!("relay.rs")),
+            ("transport.rs", include_str!("transport.rs")),
+        ];
+        let endpoint = concat!("crate::", "node");
+        let outward = concat!("super::", "super");
+        for (file, source) in sources {
+            for (n, line) in source.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                assert!(
+                    !code.contains(endpoint) && !code.contains(outward),
+                    "connection/{file}:{} reaches into the endpoint: {line}",
+                    n + 1
+                );
+            }
+        }
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/connection"))
+            .map(|d| d.count())
+            .unwrap_or(sources.len());
+        assert_eq!(
+            files,
+            sources.len(),
+            "a new file in connection/ joins this check"
+        );
+    }
+
     #[test]
     fn ids_are_never_reused() {
         let mut t = Connections::default();

@@ -6,11 +6,14 @@
 //! (datagram demultiplexing and the internal command handlers), `queries` (driving walks and
 //! their commit phase), `maintenance` (ticks, table upkeep, bootstrap, reachability checks).
 //!
-//! Connections: `connection` holds every connection by its id, one `Connection` through all
-//! its phases, with one timer table; `client` and `client_punch` are the attempt (find peer,
-//! handshake, path), `responder` the server's handshake and holepunch, `conn` the transport
-//! (UDX + secret-stream), `relay` the links to blind relays, `relay_server` the relay service,
-//! `sockets` the extra sockets of punchers; `server` is the announcing server itself.
+//! Connections: `crate::connection` (beside this module, never importing it) holds every
+//! connection by its id, one `Connection` through all its phases, with one timer table, and
+//! each phase's state and rules. Here are the steps that need the endpoint: `client` and
+//! `client_punch` drive the attempt (find peer, handshake, path), `responder` the server's
+//! handshake and holepunch, `conn` turns the transport's events into the application's,
+//! `relay` runs the links to blind relays, `relay_server` the relay service, `sockets` the
+//! extra sockets of punchers; `server` is the announcing server itself. The drawing is
+//! `proto/ARCHITECTURE.md`.
 //!
 //! Output queues: `transmits`, `events` and `socket_ops` hold what the driver drains; each
 //! is bounded by [`Config::max_queued_output`]. While one is full ([`Node::backpressure`])
