@@ -57,6 +57,9 @@ pub enum ConnectError {
     NotAccepted,
     /// The node shut down or the attempt was cancelled.
     Destroyed,
+    /// The node's socket is not bound (yet, or its bind failed): report
+    /// [`Node::handle_socket_bound`](crate::Node::handle_socket_bound) first.
+    NotBound,
     /// Holepunching failed and the blind relay did not pair either (`RELAY_ABORTED`).
     RelayAborted,
 }
@@ -84,6 +87,7 @@ impl fmt::Display for ConnectError {
             ConnectError::RemoteNotHolepunchable => "no holepunch strategy fits the two NATs",
             ConnectError::NotAccepted => "the server did not accept the connection's stream",
             ConnectError::Destroyed => "connection attempt cancelled",
+            ConnectError::NotBound => "the node's socket is not bound yet",
             ConnectError::RelayAborted => "holepunch failed and the blind relay did not pair",
         })
     }

@@ -112,8 +112,12 @@ impl Node {
         if let Some(c) = self.cx.get_mut(conn) {
             c.client = Some(attempt);
         }
-        if self.closed || !self.is_listening() {
+        if self.closed {
             return self.fail_client(id, ConnectError::Destroyed);
+        }
+        if !self.is_listening() {
+            tracing::info!("connect before the node's socket was bound");
+            return self.fail_client(id, ConnectError::NotBound);
         }
         if let Ok(stream) = self.mux.create_stream_with_id(now, local_udx_id) {
             self.conn_by_stream.insert(stream, id);

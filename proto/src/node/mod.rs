@@ -809,4 +809,27 @@ mod tests {
         assert_eq!(node.stats().dropped.backpressure, 2);
         assert_eq!(node.stats().dropped.malformed, 1);
     }
+
+    /// A connect before the node's socket is bound fails at once with a reason that says so,
+    /// and one after shutdown as cancelled.
+    #[test]
+    fn a_connect_before_the_socket_is_bound_says_so() {
+        let config = Config::bootstrapper("127.0.0.9:49737".parse().unwrap());
+        let now = Timestamp::from_millis(1);
+        let mut node = Node::new(config, [1; 32], now);
+        let key = crate::dht::KeyPair::from_seed(&[2; 32]);
+        let conn = node.connect(now, &[3; 32], &key);
+        let failed = core::iter::from_fn(|| node.poll_event()).find_map(|e| match e {
+            Event::ConnectFailed { conn: c, reason } if c == conn => Some(reason),
+            _ => None,
+        });
+        assert_eq!(failed, Some(ConnectError::NotBound));
+        node.shutdown(now);
+        let conn = node.connect(now, &[3; 32], &key);
+        let failed = core::iter::from_fn(|| node.poll_event()).find_map(|e| match e {
+            Event::ConnectFailed { conn: c, reason } if c == conn => Some(reason),
+            _ => None,
+        });
+        assert_eq!(failed, Some(ConnectError::Destroyed));
+    }
 }
