@@ -14,7 +14,8 @@ use crate::holepunch::SecurePayload;
 use crate::ids::SocketId;
 use crate::noise::{HandshakeOutput, Initiator};
 use crate::time::Timestamp;
-use crate::wire::noise::{NoisePayload, RelayInfo, RelayThrough};
+use crate::wire::hyperdht::{mode, Handshake};
+use crate::wire::noise::{firewall, NoisePayload, RelayInfo, RelayThrough, UdxInfo};
 
 /// Parallel handshakes through different relays (`Semaphore(2)`).
 pub const PARALLEL_HANDSHAKES: usize = 2;
@@ -139,14 +140,14 @@ pub(crate) enum Phase {
 pub(crate) struct ClientConn {
     pub(crate) remote_public_key: [u8; 32],
     pub(crate) target: [u8; 32],
-    pub(crate) initiator: Option<InitiatorBox>,
-    pub(crate) message1: Option<Vec<u8>>,
-    pub(crate) our_firewall: u64,
+    initiator: Option<InitiatorBox>,
+    message1: Option<Vec<u8>>,
+    our_firewall: u64,
     pub(crate) local_udx_id: u32,
-    pub(crate) query_done: bool,
-    pub(crate) queue: VecDeque<SocketAddrV4>,
-    pub(crate) in_flight: usize,
-    pub(crate) attempts: usize,
+    query_done: bool,
+    queue: VecDeque<SocketAddrV4>,
+    in_flight: usize,
+    attempts: usize,
     pub(crate) info: Option<ConnectInfo>,
     pub(crate) secure: Option<SecurePayload>,
     pub(crate) puncher: Option<Puncher>,
@@ -170,10 +171,10 @@ pub(crate) struct ClientConn {
     pub(crate) fast_open: bool,
     /// Relay addresses handed in (JS `relayAddresses`), tried before the FIND_PEER walk's
     /// replies; the walk's replies from them are not tried twice.
-    pub(crate) preconnect: Vec<SocketAddrV4>,
+    preconnect: Vec<SocketAddrV4>,
     /// The FIND_PEER walk, while it runs: stopped once a handshake succeeds (JS leaves its
     /// `for await` over the query, which destroys it), so it sends no more requests.
-    pub(crate) find_query: Option<u64>,
+    find_query: Option<u64>,
 }
 
 /// `Initiator` kept as a template: each relay's reply is read with a copy, because the server
@@ -186,7 +187,208 @@ impl fmt::Debug for InitiatorBox {
     }
 }
 
+/// What an attempt does next while it finds a handshake ([`ClientConn::next_handshake`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NextHandshake {
+    /// Send a handshake through this DHT node.
+    Send(SocketAddrV4),
+    /// Start the FIND_PEER walk: the relay addresses handed in did not get us through.
+    Walk,
+    /// Nothing to try now (two handshakes in flight, or waiting for the walk).
+    Wait,
+    /// Nothing is left to try: the attempt fails.
+    Fail(ConnectError),
+}
+
 impl ClientConn {
+    /// An attempt to reach `remote_public_key` as `key` (with the ephemeral Noise key
+    /// `ephemeral`), whose stream will be `local_udx_id`.
+    pub fn new(
+        remote_public_key: [u8; 32],
+        key: KeyPair,
+        ephemeral: KeyPair,
+        local_udx_id: u32,
+        relay_through: Option<RelayThrough>,
+        fast_open: bool,
+    ) -> ClientConn {
+        ClientConn {
+            remote_public_key,
+            target: crate::crypto::hash(&remote_public_key),
+            initiator: Some(InitiatorBox(Initiator::new(
+                key.clone(),
+                remote_public_key,
+                ephemeral,
+            ))),
+            message1: None,
+            our_firewall: crate::wire::noise::firewall::UNKNOWN,
+            local_udx_id,
+            query_done: false,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            attempts: 0,
+            info: None,
+            secure: None,
+            puncher: None,
+            stream: None,
+            early_path: None,
+            phase: Phase::Finding,
+            round: 0,
+            server_relay: None,
+            deadline: None,
+            lan_only: false,
+            key,
+            relay_through,
+            held: None,
+            fast_open,
+            preconnect: Vec::new(),
+            find_query: None,
+        }
+    }
+
+    /// Tries handshakes through `relays` (the DHT nodes the server announced through) first;
+    /// the FIND_PEER walk's replies from them are not tried twice.
+    pub fn set_relay_addresses(&mut self, relays: Vec<SocketAddrV4>) {
+        self.queue.extend(relays.iter().copied());
+        self.preconnect = relays;
+    }
+
+    /// Whether the walk should start: not started, and not over.
+    pub fn needs_walk(&self) -> bool {
+        self.find_query.is_none() && !self.query_done
+    }
+
+    /// The FIND_PEER walk `query` runs for it.
+    pub fn set_walk(&mut self, query: u64) {
+        self.find_query = Some(query);
+    }
+
+    /// The walk ended.
+    pub fn walk_done(&mut self) {
+        self.query_done = true;
+        self.find_query = None;
+    }
+
+    /// The walk is no longer wanted (a handshake succeeded): its id, to stop it.
+    pub fn take_walk(&mut self) -> Option<u64> {
+        self.find_query.take()
+    }
+
+    /// A FIND_PEER reply came from `relay` with the server's record: queues a handshake
+    /// through it. `false` if it is of no use (done, or tried as a relay address already).
+    pub fn offer_relay(&mut self, relay: SocketAddrV4) -> bool {
+        if self.info.is_some() || self.phase == Phase::Done || self.preconnect.contains(&relay) {
+            return false;
+        }
+        self.queue.push_back(relay);
+        true
+    }
+
+    /// Whether it still looks for a handshake (none succeeded yet).
+    pub fn is_finding(&self) -> bool {
+        self.info.is_none() && self.phase == Phase::Finding
+    }
+
+    /// What to do next: at most [`PARALLEL_HANDSHAKES`] handshakes at once, the walk once
+    /// the relay addresses are used up, and failure when nothing is left.
+    pub fn next_handshake(&mut self) -> NextHandshake {
+        if !self.is_finding() || self.in_flight >= PARALLEL_HANDSHAKES {
+            return NextHandshake::Wait;
+        }
+        if let Some(relay) = self.queue.pop_front() {
+            return NextHandshake::Send(relay);
+        }
+        if self.needs_walk() {
+            return if self.in_flight == 0 {
+                NextHandshake::Walk
+            } else {
+                NextHandshake::Wait
+            };
+        }
+        if self.query_done && self.in_flight == 0 {
+            return NextHandshake::Fail(if self.attempts > 0 {
+                ConnectError::PeerConnectionFailed
+            } else {
+                ConnectError::PeerNotFound
+            });
+        }
+        NextHandshake::Wait
+    }
+
+    /// The PEER_HANDSHAKE value to send through a relay: the first Noise message (made once;
+    /// every relay carries the same one), announcing `remote_address` (ours as the DHT sees
+    /// it, if known: then we call ourselves open) and `local` addresses. Counts the handshake
+    /// as in flight.
+    pub fn handshake_request(
+        &mut self,
+        remote_address: Option<SocketAddrV4>,
+        local: &[SocketAddrV4],
+    ) -> Result<Vec<u8>, crate::noise::NoiseError> {
+        let noise = match &self.message1 {
+            Some(m) => m.clone(),
+            None => {
+                self.our_firewall = if remote_address.is_some() {
+                    firewall::OPEN
+                } else {
+                    firewall::UNKNOWN
+                };
+                let mut addresses4: Vec<SocketAddrV4> = remote_address.into_iter().collect();
+                addresses4.extend(local.iter().copied());
+                let payload = NoisePayload {
+                    version: 1,
+                    firewall: self.our_firewall,
+                    addresses4,
+                    udx: Some(UdxInfo {
+                        version: 1,
+                        reusable_socket: false,
+                        id: u64::from(self.local_udx_id),
+                        seq: 0,
+                    }),
+                    secret_stream: Some(1),
+                    relay_through: self.relay_through,
+                    ..NoisePayload::default()
+                };
+                let Some(ini) = self.initiator.as_mut() else {
+                    return Err(crate::noise::NoiseError::OutOfOrder);
+                };
+                let m = ini.0.write_message1(&payload.to_bytes())?;
+                self.message1 = Some(m.clone());
+                m
+            }
+        };
+        self.in_flight += 1;
+        self.attempts += 1;
+        Ok(Handshake {
+            mode: mode::FROM_CLIENT,
+            noise,
+            peer_address: None,
+            relay_address: None,
+        }
+        .to_bytes())
+    }
+
+    /// A handshake came back (or failed); returns whether the attempt still looks for one.
+    pub fn handshake_returned(&mut self) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.is_finding()
+    }
+
+    /// Reads the server's second Noise message (with a copy of the initiator: the server
+    /// answers every relay with the same message). `None` if it fails authentication.
+    pub fn read_reply(&self, noise: &[u8]) -> Option<(Vec<u8>, HandshakeOutput)> {
+        let initiator = self.initiator.as_ref()?.0.clone();
+        initiator.read_message2(noise).ok()
+    }
+
+    /// The handshake succeeded: the Noise initiator is no longer needed.
+    pub fn handshake_done(&mut self) {
+        self.initiator = None;
+    }
+
+    /// Our firewall as the first Noise message announced it.
+    pub fn our_firewall(&self) -> u64 {
+        self.our_firewall
+    }
+
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let pause = match &self.phase {
             Phase::ProbeAnalyzing { pause_until, .. } => *pause_until,
@@ -196,5 +398,84 @@ impl ClientConn {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt() -> ClientConn {
+        let key = KeyPair::from_seed(&[1; 32]);
+        let server = KeyPair::from_seed(&[2; 32]).public_key();
+        ClientConn::new(server, key, KeyPair::from_seed(&[3; 32]), 7, None, true)
+    }
+
+    fn relay(i: u8) -> SocketAddrV4 {
+        SocketAddrV4::new([10, 0, 0, i].into(), 49737)
+    }
+
+    /// Relay addresses first, two handshakes at a time, then the walk; failure only once the
+    /// walk is over and nothing is in flight, named by whether any handshake went out.
+    #[test]
+    fn handshakes_go_two_at_a_time_then_the_walk_then_failure() {
+        let mut c = attempt();
+        c.set_relay_addresses(vec![relay(1), relay(2), relay(3)]);
+        assert_eq!(c.next_handshake(), NextHandshake::Send(relay(1)));
+        let first = c.handshake_request(None, &[]).unwrap();
+        assert_eq!(c.next_handshake(), NextHandshake::Send(relay(2)));
+        let second = c.handshake_request(None, &[]).unwrap();
+        assert_eq!(first, second, "every relay carries the same first message");
+        assert_eq!(c.next_handshake(), NextHandshake::Wait, "two in flight");
+        assert!(c.handshake_returned());
+        assert_eq!(c.next_handshake(), NextHandshake::Send(relay(3)));
+        c.handshake_request(None, &[]).unwrap();
+        assert!(c.handshake_returned());
+        assert_eq!(
+            c.next_handshake(),
+            NextHandshake::Wait,
+            "one still in flight"
+        );
+        assert!(c.handshake_returned());
+        assert_eq!(c.next_handshake(), NextHandshake::Walk);
+        c.set_walk(1);
+        assert_eq!(c.next_handshake(), NextHandshake::Wait, "the walk runs");
+        assert!(
+            !c.offer_relay(relay(2)),
+            "a relay address is not tried twice"
+        );
+        assert!(c.offer_relay(relay(4)));
+        assert_eq!(c.next_handshake(), NextHandshake::Send(relay(4)));
+        c.handshake_request(None, &[]).unwrap();
+        c.walk_done();
+        assert_eq!(c.next_handshake(), NextHandshake::Wait);
+        assert!(c.handshake_returned());
+        assert_eq!(
+            c.next_handshake(),
+            NextHandshake::Fail(ConnectError::PeerConnectionFailed)
+        );
+    }
+
+    #[test]
+    fn a_walk_without_records_is_peer_not_found() {
+        let mut c = attempt();
+        assert_eq!(c.next_handshake(), NextHandshake::Walk);
+        c.set_walk(1);
+        c.walk_done();
+        assert_eq!(
+            c.next_handshake(),
+            NextHandshake::Fail(ConnectError::PeerNotFound)
+        );
+    }
+
+    /// The first message announces us as open only when the DHT told us our address.
+    #[test]
+    fn the_first_message_says_open_when_our_address_is_known() {
+        let mut c = attempt();
+        c.handshake_request(Some(relay(9)), &[]).unwrap();
+        assert_eq!(c.our_firewall(), firewall::OPEN);
+        let mut c = attempt();
+        c.handshake_request(None, &[relay(8)]).unwrap();
+        assert_eq!(c.our_firewall(), firewall::UNKNOWN);
     }
 }

@@ -2,28 +2,24 @@
 //! Noise handshake through up to two nodes at a time, and the attempt's end (a path, or a
 //! failure). Choosing the path and the initiator half of holepunching are `client_punch.rs`.
 
-use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
 use super::queries::{QueryKind, QuerySpec};
 use super::records::{Commit, RecordKind};
 use super::rpc::{Owner, RequestSpec};
 use super::Node;
-use crate::connection::attempt::{
-    ClientConn, ConnectInfo, InitiatorBox, Phase, PARALLEL_HANDSHAKES,
-};
+use crate::connection::attempt::{ClientConn, ConnectInfo, NextHandshake, Phase};
 use crate::connection::relay::{ConnectOptions, RelayRequest};
 use crate::connection::{ConnectError, Purpose, Side};
-use crate::crypto::{hash, to_hex};
+use crate::crypto::to_hex;
 use crate::dht::keys::command;
 use crate::dht::KeyPair;
 use crate::event::{Event, Reply};
 use crate::holepunch::SecurePayload;
 use crate::ids::{ConnId, SocketId};
-use crate::noise::Initiator;
 use crate::time::Timestamp;
 use crate::wire::hyperdht::{mode, Handshake, Peer};
-use crate::wire::noise::{error, firewall, NoisePayload, RelayThrough, UdxInfo};
+use crate::wire::noise::{error, NoisePayload, RelayThrough};
 
 impl Node {
     /// Connects to the server with `remote_public_key` using our key pair `key`. The outcome is
@@ -76,39 +72,14 @@ impl Node {
         let id = conn;
         let local_udx_id = self.alloc_udx_id();
         let ephemeral = KeyPair::from_seed(&self.rng.bytes32());
-        let target = hash(remote_public_key);
-        let attempt = ClientConn {
-            remote_public_key: *remote_public_key,
-            target,
-            initiator: Some(InitiatorBox(Initiator::new(
-                key.clone(),
-                *remote_public_key,
-                ephemeral,
-            ))),
-            message1: None,
-            our_firewall: firewall::UNKNOWN,
+        let attempt = ClientConn::new(
+            *remote_public_key,
+            key.clone(),
+            ephemeral,
             local_udx_id,
-            query_done: false,
-            queue: VecDeque::new(),
-            in_flight: 0,
-            attempts: 0,
-            info: None,
-            secure: None,
-            puncher: None,
-            stream: None,
-            early_path: None,
-            phase: Phase::Finding,
-            round: 0,
-            server_relay: None,
-            deadline: None,
-            lan_only: false,
-            key: key.clone(),
             relay_through,
-            held: None,
-            fast_open: options.fast_open,
-            preconnect: Vec::new(),
-            find_query: None,
-        };
+            options.fast_open,
+        );
         if let Some(c) = self.cx.get_mut(conn) {
             c.client = Some(attempt);
         }
@@ -136,8 +107,7 @@ impl Node {
             // handshake through (JS walks at once too, and stops once connected: on a busy
             // node those requests fill the congestion window that everything else shares).
             if let Some(c) = self.cx.client_mut(id) {
-                c.queue.extend(preconnect.iter().copied());
-                c.preconnect = preconnect;
+                c.set_relay_addresses(preconnect);
             }
             self.pump_handshakes(id);
         }
@@ -145,18 +115,15 @@ impl Node {
 
     /// Starts the FIND_PEER walk of a connect (once).
     fn start_find_peer(&mut self, id: ConnId) {
-        let Some(c) = self.cx.client_mut(id) else {
+        let Some(c) = self.cx.client_mut(id).filter(|c| c.needs_walk()) else {
             return;
         };
-        if c.find_query.is_some() || c.query_done {
-            return;
-        }
         let mut spec = QuerySpec::external(c.target, command::FIND_PEER, None);
         spec.retries = Some(3);
         let query =
             self.start_query_with(spec, QueryKind::Connect(id), Commit::None, RecordKind::Peer);
         if let Some(c) = self.cx.client_mut(id) {
-            c.find_query = Some(query);
+            c.set_walk(query);
         }
     }
 
@@ -168,21 +135,19 @@ impl Node {
         if Peer::decode(value).is_err() {
             return;
         }
-        let Some(c) = self.cx.client_mut(id) else {
-            return;
-        };
-        if c.info.is_some() || c.phase == Phase::Done || c.preconnect.contains(&reply.from) {
-            return;
+        if self
+            .cx
+            .client_mut(id)
+            .is_some_and(|c| c.offer_relay(reply.from))
+        {
+            self.pump_handshakes(id);
         }
-        c.queue.push_back(reply.from);
-        self.pump_handshakes(id);
     }
 
     /// The FIND_PEER walk ended.
     pub(super) fn on_connect_query_done(&mut self, id: ConnId) {
         if let Some(c) = self.cx.client_mut(id) {
-            c.query_done = true;
-            c.find_query = None;
+            c.walk_done();
         }
         self.pump_handshakes(id);
     }
@@ -199,73 +164,15 @@ impl Node {
             let Some(c) = self.cx.client_mut(id) else {
                 return;
             };
-            if c.info.is_some() || c.phase != Phase::Finding {
-                return;
-            }
-            if c.in_flight >= PARALLEL_HANDSHAKES {
-                return;
-            }
-            let Some(relay) = c.queue.pop_front() else {
-                if c.find_query.is_none() && !c.query_done {
-                    // The relay addresses did not get us through: walk.
-                    if c.in_flight == 0 {
-                        self.start_find_peer(id);
-                    }
-                    return;
-                }
-                if c.query_done && c.in_flight == 0 {
-                    let reason = if c.attempts > 0 {
-                        ConnectError::PeerConnectionFailed
-                    } else {
-                        ConnectError::PeerNotFound
-                    };
-                    self.fail_client(id, reason);
-                }
-                return;
+            let relay = match c.next_handshake() {
+                NextHandshake::Send(relay) => relay,
+                NextHandshake::Walk => return self.start_find_peer(id),
+                NextHandshake::Wait => return,
+                NextHandshake::Fail(reason) => return self.fail_client(id, reason),
             };
-            if c.message1.is_none() {
-                c.our_firewall = if remote_address.is_some() {
-                    firewall::OPEN
-                } else {
-                    firewall::UNKNOWN
-                };
-                let mut addresses4: Vec<SocketAddrV4> = remote_address.into_iter().collect();
-                addresses4.extend(local.iter().copied());
-                let payload = NoisePayload {
-                    version: 1,
-                    firewall: c.our_firewall,
-                    addresses4,
-                    udx: Some(UdxInfo {
-                        version: 1,
-                        reusable_socket: false,
-                        id: u64::from(c.local_udx_id),
-                        seq: 0,
-                    }),
-                    secret_stream: Some(1),
-                    relay_through: c.relay_through,
-                    ..NoisePayload::default()
-                };
-                let Some(ini) = c.initiator.as_mut() else {
-                    return;
-                };
-                match ini.0.write_message1(&payload.to_bytes()) {
-                    Ok(m) => c.message1 = Some(m),
-                    Err(_) => {
-                        self.fail_client(id, ConnectError::PeerConnectionFailed);
-                        return;
-                    }
-                }
-            }
-            let noise = c.message1.clone().unwrap_or_default();
-            c.in_flight += 1;
-            c.attempts += 1;
-            let value = Handshake {
-                mode: mode::FROM_CLIENT,
-                noise,
-                peer_address: None,
-                relay_address: None,
-            }
-            .to_bytes();
+            let Ok(value) = c.handshake_request(remote_address, &local) else {
+                return self.fail_client(id, ConnectError::PeerConnectionFailed);
+            };
             let spec = RequestSpec::external(command::PEER_HANDSHAKE, Some(c.target), Some(value));
             if self
                 .send_request(relay, None, spec, Owner::ConnHandshake { conn: id, relay })
@@ -287,8 +194,7 @@ impl Node {
         let Some(c) = self.cx.client_mut(id) else {
             return;
         };
-        c.in_flight = c.in_flight.saturating_sub(1);
-        if c.info.is_some() || c.phase != Phase::Finding {
+        if !c.handshake_returned() {
             return;
         }
         let hs = reply.as_ref().and_then(|r| {
@@ -300,11 +206,7 @@ impl Node {
             self.pump_handshakes(id);
             return;
         };
-        let Some(template) = c.initiator.as_ref() else {
-            return;
-        };
-        let initiator = clone_initiator(&template.0);
-        let Ok((payload, output)) = initiator.read_message2(&hs.noise) else {
+        let Some((payload, output)) = c.read_reply(&hs.noise) else {
             tracing::debug!(%relay, "handshake reply failed authentication");
             self.pump_handshakes(id);
             return;
@@ -325,7 +227,7 @@ impl Node {
         let Some(c) = self.cx.client_mut(id) else {
             return;
         };
-        c.initiator = None;
+        c.handshake_done();
         c.secure = Some(SecurePayload::new(output.holepunch_secret(), local_secret));
         let info = ConnectInfo {
             relayed: hs.peer_address.is_some(),
@@ -337,7 +239,7 @@ impl Node {
         };
         tracing::debug!(relayed = info.relayed, server = %info.server_address, "handshake complete");
         c.info = Some(info.clone());
-        if let Some(q) = c.find_query.take() {
+        if let Some(q) = c.take_walk() {
             // Its replies and timeouts find no query and are dropped.
             self.queries.remove(&q);
         }
@@ -419,7 +321,7 @@ impl Node {
         if c.phase == Phase::Done {
             return;
         }
-        if let Some(q) = c.find_query.take() {
+        if let Some(q) = c.take_walk() {
             self.queries.remove(&q);
         }
         self.stop_client_puncher(&mut c);
@@ -556,9 +458,4 @@ impl Node {
         self.set_now(now);
         self.fail_client(conn, ConnectError::Destroyed);
     }
-}
-
-/// A copy of the initiator's state (the same message 2 may arrive through several relays).
-fn clone_initiator(i: &Initiator) -> Initiator {
-    i.clone()
 }

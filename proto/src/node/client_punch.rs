@@ -39,7 +39,7 @@ impl Node {
         let Some(c) = self.cx.client_mut(id) else {
             return;
         };
-        if c.our_firewall == firewall::OPEN {
+        if c.our_firewall() == firewall::OPEN {
             c.deadline = Some(now + PASSIVE_CONNECT_TIMEOUT);
             return;
         }
