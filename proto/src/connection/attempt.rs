@@ -9,6 +9,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::dht::KeyPair;
+use crate::holepunch::addr::{is_bogon, is_reserved, match_address};
 use crate::holepunch::puncher::Puncher;
 use crate::holepunch::SecurePayload;
 use crate::ids::SocketId;
@@ -105,6 +106,93 @@ pub(crate) struct ConnectInfo {
     pub(crate) server_address: SocketAddrV4,
     pub(crate) payload: NoisePayload,
     pub(crate) output: HandshakeOutput,
+}
+
+/// How the client opens its path after the handshake (hyperdht `connect.js` `holepunch()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PathChoice {
+    /// The server is reachable: talk to it at this address.
+    Direct(SocketAddrV4),
+    /// We are reachable: wait for the server to reach us.
+    Passive,
+    /// Both share a public address and the server cannot be punched: only a PING on the
+    /// LAN to this address can open the path. (As in JS, the direct rule before it already
+    /// takes every relayed handshake the server cannot be punched through; kept so the tree
+    /// reads as `holepunch()` does.)
+    LanOnly(SocketAddrV4),
+    /// Probe the server through this relay of its (if it named one) and punch; with a LAN
+    /// address to PING at the same time when both share a public address.
+    Punch {
+        server_relay: Option<RelayInfo>,
+        lan_ping: Option<SocketAddrV4>,
+    },
+    /// Neither side is reachable and the server cannot be punched.
+    CannotHolepunch,
+}
+
+impl ConnectInfo {
+    /// Whether the server offered relays to holepunch through.
+    pub fn holepunchable(&self) -> bool {
+        self.payload
+            .holepunch
+            .as_ref()
+            .is_some_and(|h| !h.relays.is_empty())
+    }
+
+    /// The decision tree of `holepunch()`: direct when the server is open (or reached
+    /// unrelayed and unpunchable), passive when we are, the LAN when we share a public
+    /// address (`lan`: whether local connections are on, and our local addresses), else the
+    /// punch. `our_firewall` is what our first message announced.
+    pub fn choose_path(&self, our_firewall: u64, lan: Option<&[SocketAddrV4]>) -> PathChoice {
+        let p = &self.payload;
+        let holepunchable = self.holepunchable();
+        if p.firewall == firewall::OPEN || (self.relayed && !holepunchable) {
+            let addr = p
+                .addresses4
+                .iter()
+                .find(|a| !is_bogon(a.ip()))
+                .copied()
+                .unwrap_or(self.server_address);
+            return PathChoice::Direct(addr);
+        }
+        if our_firewall == firewall::OPEN {
+            return PathChoice::Passive;
+        }
+        let same_public_address = self.client_address.ip() == self.server_address.ip();
+        let mut lan_ping = None;
+        if let Some(mine) = lan.filter(|_| self.relayed && same_public_address) {
+            let servers: Vec<SocketAddrV4> = p
+                .addresses4
+                .iter()
+                .filter(|a| !is_reserved(a.ip()))
+                .copied()
+                .collect();
+            if let Some(&first) = servers.first() {
+                let addr = match_address(mine, &servers).unwrap_or(first);
+                if !holepunchable {
+                    return PathChoice::LanOnly(addr);
+                }
+                lan_ping = Some(addr);
+            }
+        }
+        if !holepunchable {
+            return PathChoice::CannotHolepunch;
+        }
+        let server_relay = p
+            .holepunch
+            .as_ref()
+            .and_then(|h| {
+                h.relays
+                    .iter()
+                    .find(|r| r.relay_address == self.relay_address)
+                    .or_else(|| h.relays.first())
+            })
+            .copied();
+        PathChoice::Punch {
+            server_relay,
+            lan_ping,
+        }
+    }
 }
 
 /// Where the holepunch is.
@@ -465,6 +553,91 @@ mod tests {
         assert_eq!(
             c.next_handshake(),
             NextHandshake::Fail(ConnectError::PeerNotFound)
+        );
+    }
+
+    fn info(relayed: bool, firewall: u64, relays: &[SocketAddrV4]) -> ConnectInfo {
+        ConnectInfo {
+            relayed,
+            relay_address: relay(1),
+            client_address: SocketAddrV4::new([1, 2, 3, 4].into(), 5000),
+            server_address: SocketAddrV4::new([1, 2, 3, 4].into(), 6000),
+            payload: NoisePayload {
+                version: 1,
+                firewall,
+                addresses4: vec![
+                    SocketAddrV4::new([192, 168, 1, 20].into(), 7000),
+                    SocketAddrV4::new([5, 6, 7, 8].into(), 7000),
+                ],
+                holepunch: (!relays.is_empty()).then(|| crate::wire::noise::HolepunchInfo {
+                    id: 0,
+                    relays: relays
+                        .iter()
+                        .map(|&relay_address| RelayInfo {
+                            relay_address,
+                            peer_address: relay(99),
+                        })
+                        .collect(),
+                }),
+                ..NoisePayload::default()
+            },
+            output: HandshakeOutput {
+                tx: [0; 32],
+                rx: [0; 32],
+                hash: [0; 64],
+                remote_public_key: [0; 32],
+                is_initiator: true,
+            },
+        }
+    }
+
+    /// `holepunch()`'s decision tree, branch by branch.
+    #[test]
+    fn the_path_is_chosen_as_holepunch_does() {
+        let lan = [SocketAddrV4::new([192, 168, 1, 10].into(), 1)];
+        let public = SocketAddrV4::new([5, 6, 7, 8].into(), 7000);
+        // An open server: its first public address.
+        let open = info(true, firewall::OPEN, &[]);
+        assert_eq!(
+            open.choose_path(firewall::UNKNOWN, None),
+            PathChoice::Direct(public)
+        );
+        // Reached through a relay, nothing to punch through: direct too.
+        let relayed = info(true, firewall::CONSISTENT, &[]);
+        assert_eq!(
+            relayed.choose_path(firewall::UNKNOWN, None),
+            PathChoice::Direct(public)
+        );
+        // We are open: the server comes to us.
+        let punchable = info(true, firewall::CONSISTENT, &[relay(2), relay(1)]);
+        assert_eq!(
+            punchable.choose_path(firewall::OPEN, None),
+            PathChoice::Passive
+        );
+        // Same public address: a LAN ping beside the punch, through the relay we used.
+        let server_relay = Some(RelayInfo {
+            relay_address: relay(1),
+            peer_address: relay(99),
+        });
+        assert_eq!(
+            punchable.choose_path(firewall::UNKNOWN, Some(&lan)),
+            PathChoice::Punch {
+                server_relay,
+                lan_ping: Some(SocketAddrV4::new([192, 168, 1, 20].into(), 7000)),
+            }
+        );
+        assert_eq!(
+            punchable.choose_path(firewall::UNKNOWN, None),
+            PathChoice::Punch {
+                server_relay,
+                lan_ping: None
+            }
+        );
+        // Not relayed and nothing to punch through: no way, unless the LAN (relayed only).
+        let direct = info(false, firewall::CONSISTENT, &[]);
+        assert_eq!(
+            direct.choose_path(firewall::UNKNOWN, Some(&lan)),
+            PathChoice::CannotHolepunch
         );
     }
 

@@ -8,12 +8,12 @@ use std::net::SocketAddrV4;
 use super::rpc::{Owner, RequestSpec};
 use super::Node;
 use crate::connection::attempt::{
-    ConnectInfo, Phase, PASSIVE_CONNECT_TIMEOUT, REMOTE_UNKNOWN_PAUSE,
+    ConnectInfo, PathChoice, Phase, PASSIVE_CONNECT_TIMEOUT, REMOTE_UNKNOWN_PAUSE,
 };
 use crate::connection::ConnectError;
 use crate::dht::keys::command;
 use crate::event::Reply;
-use crate::holepunch::addr::{is_bogon, is_reserved, match_address};
+
 use crate::holepunch::puncher::Puncher;
 use crate::ids::{ConnId, SocketId};
 use crate::wire::holepunch::HolepunchPayload;
@@ -21,64 +21,38 @@ use crate::wire::hyperdht::{mode, Holepunch};
 use crate::wire::noise::{error, firewall};
 
 impl Node {
-    /// The decision tree after the handshake (`holepunch()`).
+    /// After the handshake: opens the path as [`ConnectInfo::choose_path`] decides.
     pub(super) fn choose_path(&mut self, id: ConnId, info: ConnectInfo) {
-        let p = &info.payload;
-        let holepunchable = p.holepunch.as_ref().is_some_and(|h| !h.relays.is_empty());
-        if p.firewall == firewall::OPEN || (info.relayed && !holepunchable) {
-            let addr = p
-                .addresses4
-                .iter()
-                .find(|a| !is_bogon(a.ip()))
-                .copied()
-                .unwrap_or(info.server_address);
-            let socket = self.request_socket();
-            return self.client_path_open(id, socket, addr);
-        }
-        let now = self.now;
+        let mine = self.config.local_connection.then(|| self.local_addresses());
         let Some(c) = self.cx.client_mut(id) else {
             return;
         };
-        if c.our_firewall() == firewall::OPEN {
-            c.deadline = Some(now + PASSIVE_CONNECT_TIMEOUT);
-            return;
-        }
-        if self.config.local_connection
-            && info.relayed
-            && info.client_address.ip() == info.server_address.ip()
-        {
-            let servers: Vec<SocketAddrV4> = p
-                .addresses4
-                .iter()
-                .filter(|a| !is_reserved(a.ip()))
-                .copied()
-                .collect();
-            if !servers.is_empty() {
-                let mine = self.local_addresses();
-                let addr = match_address(&mine, &servers).unwrap_or(servers[0]);
-                let spec = RequestSpec::internal(crate::commands::PING);
-                self.send_request(addr, None, spec, Owner::LanPing { conn: id, addr });
-                if !holepunchable {
-                    if let Some(c) = self.cx.client_mut(id) {
-                        c.lan_only = true;
-                    }
-                    return;
-                }
+        let choice = info.choose_path(c.our_firewall(), mine.as_deref());
+        let (server_relay, lan_ping) = match choice {
+            PathChoice::Direct(addr) => {
+                let socket = self.request_socket();
+                return self.client_path_open(id, socket, addr);
             }
+            PathChoice::Passive => {
+                c.deadline = Some(self.now + PASSIVE_CONNECT_TIMEOUT);
+                return;
+            }
+            PathChoice::LanOnly(addr) => {
+                c.lan_only = true;
+                self.send_lan_ping(id, addr);
+                return;
+            }
+            PathChoice::CannotHolepunch => {
+                return self.fail_client(id, ConnectError::CannotHolepunch);
+            }
+            PathChoice::Punch {
+                server_relay,
+                lan_ping,
+            } => (server_relay, lan_ping),
+        };
+        if let Some(addr) = lan_ping {
+            self.send_lan_ping(id, addr);
         }
-        if !holepunchable {
-            return self.fail_client(id, ConnectError::CannotHolepunch);
-        }
-        let server_relay = p
-            .holepunch
-            .as_ref()
-            .and_then(|h| {
-                h.relays
-                    .iter()
-                    .find(|r| r.relay_address == info.relay_address)
-                    .or_else(|| h.relays.first())
-            })
-            .copied();
         let nodes = self.sample_nodes();
         let rng = self.rng.child();
         let firewalled = self.firewalled;
@@ -86,14 +60,21 @@ impl Node {
             return;
         };
         c.server_relay = server_relay;
+        let remote_firewall = info.payload.firewall;
         tracing::debug!(
             sample_nodes = nodes.len(),
-            remote_firewall = p.firewall,
+            remote_firewall,
             "holepunch: probing the server"
         );
-        c.puncher = Some(Puncher::new(true, firewalled, p.firewall, nodes, rng));
+        c.puncher = Some(Puncher::new(true, firewalled, remote_firewall, nodes, rng));
         c.phase = Phase::ProbeReady { retry: true };
         self.drain_puncher(id);
+    }
+
+    /// PINGs the server at its LAN address (both sides share a public address).
+    fn send_lan_ping(&mut self, id: ConnId, addr: SocketAddrV4) {
+        let spec = RequestSpec::internal(crate::commands::PING);
+        self.send_request(addr, None, spec, Owner::LanPing { conn: id, addr });
     }
 
     /// The LAN PING came back (or not).
