@@ -5,7 +5,7 @@
 // It prints one JSON object per line: {ev:'ready', publicKey}, {ev:'flushed'} (the topic's
 // first refresh), {ev:'connection', remote, initiator}, {ev:'data', remote, data},
 // {ev:'close', remote}, and the answers to the commands it reads from stdin, one JSON object
-// per line: {cmd:'join', server, client}, {cmd:'send', data}, {cmd:'flush'}, {cmd:'leave'},
+// per line: {cmd:'join', server, client}, {cmd:'joinPeer', publicKey}, {cmd:'send', data}, {cmd:'flush'}, {cmd:'leave'},
 // {cmd:'stats'}, {cmd:'destroy'}.
 // MIT OR Apache-2.0.
 const Hyperswarm = require('hyperswarm')
@@ -63,6 +63,7 @@ async function join (server, client) {
 
 const commands = {
   join: (c) => join(c.server !== false, c.client !== false),
+  joinPeer: (c) => swarm.joinPeer(b4a.from(c.publicKey, 'hex')),
   send: (c) => {
     for (const conn of conns) conn.write(c.data)
     out({ ev: 'sent', to: conns.size })

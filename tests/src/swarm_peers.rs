@@ -94,6 +94,8 @@ pub trait SwarmPeer: Send {
     fn join(&self, options: JoinOptions);
     /// Waits for the swarm's flush.
     fn flush(&self);
+    /// Keeps a connection to `public_key`, dialled at once (hyperswarm `joinPeer`).
+    fn join_peer(&self, public_key: [u8; 32]);
     /// Leaves the topic.
     fn leave(&self);
     /// Its open connections now.
@@ -284,6 +286,11 @@ impl SwarmPeer for JsSwarmPeer {
     }
     fn flush(&self) {
         self.command(json!({"cmd": "flush"}), "flush-done");
+    }
+    fn join_peer(&self, public_key: [u8; 32]) {
+        let mut stdin = self.stdin.lock().unwrap();
+        let cmd = json!({"cmd": "joinPeer", "publicKey": to_hex(&public_key)});
+        writeln!(stdin, "{cmd}").expect("write to swarm-peer.js");
     }
     fn leave(&self) {
         self.command(json!({"cmd": "leave"}), "left");
@@ -500,6 +507,9 @@ impl SwarmPeer for RustSwarmPeer {
     }
     fn flush(&self) {
         self.swarm.flush().expect("flush");
+    }
+    fn join_peer(&self, public_key: [u8; 32]) {
+        self.swarm.join_peer(public_key).expect("join_peer");
     }
     fn leave(&self) {
         self.swarm.leave(self.topic).expect("leave");
