@@ -12,12 +12,9 @@ use std::time::Duration;
 use async_channel::Receiver;
 use futures_lite::Stream;
 use hyperdht_kit::{random_seed, Error, NodeInfo, QueryOutcome, RecordItem, ServerMeta};
-use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::event::Record;
-use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    Config, ConnectOptions, Node, NodeId, QueryId, QuerySpec, Reply, RequestSpec, ServerConfig,
-    Timestamp,
+    Config, ConnectOptions, KeyPair, MutableRecord, Node, NodeId, QueryId, QuerySpec, Record,
+    Reply, RequestSpec, ServerConfig, Timestamp,
 };
 
 use crate::conn::Connection;

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use hyperdht_async_std::{AsyncNode, Connection, Error};
-use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::event::Record;
-use hyperdht_proto::{Config, ConnectError, ConnectOptions, Persistence, ServerConfig};
+use hyperdht_proto::{
+    Config, ConnectError, ConnectOptions, KeyPair, Persistence, Record, ServerConfig,
+};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 

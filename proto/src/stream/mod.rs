@@ -135,7 +135,8 @@ pub enum CloseReason {
     Reset,
     /// The head packet went unacknowledged through six RTOs (libudx `ETIMEDOUT`).
     TimedOut,
-    /// We called [`UdxMux::reset`].
+    /// We destroyed the stream (`UdxMux::reset`: the connection was closed or aborted on our
+    /// side).
     Destroyed,
 }
 

@@ -26,12 +26,12 @@
 
 mod accept;
 mod dial;
-pub mod discovery;
+mod discovery;
 mod gate;
-pub mod peer;
-pub mod queue;
+mod peer;
+mod queue;
 mod refresh;
-pub mod retry;
+mod retry;
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -47,7 +47,7 @@ use crate::time::Timestamp;
 
 pub use discovery::JoinOptions;
 pub use gate::{Firewall, MAX_BANNED};
-pub use peer::{PeerInfo, Priority};
+pub use peer::{PeerInfo, Priority, MAX_TOPICS_PER_PEER};
 
 use discovery::Discovery;
 use gate::SharedGate;
@@ -431,7 +431,7 @@ impl Swarm {
         let d = self
             .discoveries
             .entry(topic)
-            .or_insert_with(|| Discovery::new(topic, options));
+            .or_insert_with(|| Discovery::new(options));
         d.wanted.server |= options.server;
         d.wanted.client |= options.client;
         tracing::debug!(topic = %crate::crypto::to_hex(&topic), ?options, "joining topic");
