@@ -190,14 +190,8 @@ impl AsyncNode {
 
     /// Stores an immutable value; returns its hash (the key to get it with) and the outcome.
     pub async fn immutable_put(&self, value: &[u8]) -> Result<([u8; 32], QueryOutcome), Error> {
-        let mut target = [0; 32];
-        let out = self
-            .run_query(|n, now| {
-                let (id, hash) = n.immutable_put(now, value);
-                target = hash;
-                id
-            })
-            .await?;
+        let target = hyperdht_proto::hash(value);
+        let out = self.run_query(|n, now| n.immutable_put(now, value)).await?;
         Ok((target, out))
     }
 

@@ -209,7 +209,7 @@ impl MioNode {
     pub fn immutable_put(&self, value: &[u8]) -> Result<([u8; 32], QueryOutcome), Error> {
         let target = hyperdht_proto::hash(value);
         let value = value.to_vec();
-        let out = self.run_query(Box::new(move |n, now| n.immutable_put(now, &value).0))?;
+        let out = self.run_query(Box::new(move |n, now| n.immutable_put(now, &value)))?;
         Ok((target, out))
     }
 
