@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use hyperdht_proto::swarm::{JoinOptions, Swarm, SwarmConfig};
-//! use hyperdht_proto::{dht::KeyPair, Config, Node, Timestamp};
+//! use hyperdht_proto::{Config, KeyPair, Node, Timestamp};
 //!
 //! let mut node = Node::new(Config::bootstrapper("127.0.0.1:49738".parse().unwrap()), [1; 32], Timestamp::ZERO);
 //! let mut swarm = Swarm::new(SwarmConfig::new(KeyPair::from_seed(&[2; 32])), [3; 32]);
