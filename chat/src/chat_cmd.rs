@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::thread;
 
 use hyperdht_mio::{random_key_pair, Config, ConnectOptions, MioNode, ServerConfig};
-use hyperdht_proto::config::{public_bootstrap, DEFAULT_PORT};
-use hyperdht_proto::crypto::to_hex;
-use hyperdht_proto::Persistence;
+use hyperdht_proto::{public_bootstrap, to_hex, Persistence, DEFAULT_PORT};
 
 use crate::args::{Bootstrap, ClientArgs, PeerArgs, RelayArgs, ServerArgs};
 use crate::keys::server_key;

@@ -5,8 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use hyperdht_proto::crypto::{from_hex, to_hex};
-use hyperdht_proto::dht::KeyPair;
+use hyperdht_proto::{from_hex, to_hex, KeyPair};
 
 /// The z-base-32 alphabet (`z32`, as hypercore-id-encoding writes keys).
 const Z32: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";

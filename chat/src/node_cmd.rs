@@ -6,8 +6,7 @@ use std::thread;
 
 use clap::error::ErrorKind;
 use hyperdht_mio::Config;
-use hyperdht_proto::config::{public_bootstrap, DEFAULT_PORT};
-use hyperdht_proto::{Event, Persistence};
+use hyperdht_proto::{public_bootstrap, Event, Persistence, DEFAULT_PORT};
 
 use crate::args::{Bootstrap, NodeArgs};
 use crate::peer::{spawn_node, watch_dht, Stop};

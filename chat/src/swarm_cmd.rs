@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use hyperdht_mio::{random_key_pair, ConnWriter, JoinOptions, SwarmConfig};
-use hyperdht_proto::crypto::to_hex;
-use hyperdht_proto::ConnId;
+use hyperdht_proto::{to_hex, ConnId};
 
 use crate::args::SwarmArgs;
 use crate::chat_cmd::node_config;
@@ -22,7 +21,7 @@ type Writers = Arc<Mutex<Vec<(ConnId, ConnWriter)>>>;
 pub fn run(args: SwarmArgs) -> Result<(), String> {
     let stop = Stop::install()?;
     let key = match args.seed {
-        Some(seed) => hyperdht_proto::dht::KeyPair::from_seed(&seed),
+        Some(seed) => hyperdht_proto::KeyPair::from_seed(&seed),
         None => random_key_pair().map_err(|e| e.to_string())?,
     };
     let topic = match args.topic {

@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use hyperdht_proto::crypto::to_hex;
+use hyperdht_proto::to_hex;
 use hyperdht_tests::js::{interop_enabled, js_dir};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -830,7 +830,7 @@ fn swarm_peers_rust_and_js_meet_by_topic() {
     let second_key = keys[0].iter().find(|k| **k != js_key).unwrap().clone();
     let first_key = keys[1].iter().find(|k| **k != second_key).unwrap().clone();
     // `--seed` and JS `new Hyperswarm({ seed })` derive the same key pair.
-    let derived = |b: u8| to_hex(&hyperdht_proto::dht::KeyPair::from_seed(&[b; 32]).public_key());
+    let derived = |b: u8| to_hex(&hyperdht_proto::KeyPair::from_seed(&[b; 32]).public_key());
     assert_eq!(js_key, derived(0x5e), "the JS peer's key from its seed");
     assert_eq!(second_key, derived(0xa7), "the Rust peer's key from --seed");
     for (p, from) in [

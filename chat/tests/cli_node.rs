@@ -212,7 +212,7 @@ fn js_peers_connect_through_ten_cli_nodes() {
         .call("listen", json!({"node": server["node"], "seed": seed}))
         .unwrap()["publicKey"]
         .clone();
-    let msg = hyperdht_proto::crypto::to_hex(b"relayed by hyperdht-chat nodes");
+    let msg = hyperdht_proto::to_hex(b"relayed by hyperdht-chat nodes");
     let echo = h
         .call(
             "connectEcho",

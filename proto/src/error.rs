@@ -79,14 +79,15 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// Why bytes did not decode: the one decode error of the crate, for compact-encoded messages
-/// ([`crate::wire`]) and UDX packets ([`crate::stream`]) alike.
+/// (dht-rpc datagrams, hyperdht records and handshakes) and UDX packets alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The input ended before the value did (for a UDX packet: shorter than its 20-byte
     /// header).
     UnexpectedEnd,
-    /// An array claimed more than [`crate::wire::compact::MAX_ARRAY_LEN`] elements.
+    /// An array claimed more elements than any honest message holds (`0x100000`,
+    /// `wire::compact::MAX_ARRAY_LEN`).
     ArrayTooLong,
     /// The first byte is neither a request nor a response of protocol version 3.
     UnknownType,

@@ -47,6 +47,18 @@
 //! until it does: what it would feed is refused anyway). A driver that drains fully every
 //! turn never sees it.
 //!
+//! ## Public surface
+//! The API is the crate root ([`Node`], its configuration, commands, events, errors, ids and
+//! the values they carry) and three modules: [`swarm`] (Hyperswarm on top of a node),
+//! [`protomux`] (channels over one connection's messages) and [`commands`] (dht-rpc command
+//! numbers for [`RequestSpec`]). Everything else (codecs, Noise, secret-stream, UDX, routing,
+//! holepunching) is internal.
+//!
+//! The `unstable` cargo feature makes those internal modules public (`wire`, `noise`,
+//! `secretstream`, `stream`, `dht`, ...) for the simulator, the fuzz targets and the
+//! byte-vector tests. It comes with **no semver promise**: what it exposes may change in any
+//! release, patch releases included. Applications and drivers should not enable it.
+//!
 //! ## A blocking loop in a few lines
 //! ```
 //! use hyperdht_proto::{Config, Node, SocketOp, Timestamp, Event};
@@ -70,39 +82,67 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod commands;
-pub mod config;
-mod connection;
-pub mod crypto;
-pub mod dht;
-pub mod error;
-pub mod event;
-pub mod holepunch;
-pub mod ids;
-mod node;
-pub mod noise;
-pub mod protomux;
-pub mod query;
-pub mod rng;
-pub mod routing;
-pub mod rpc;
-pub mod secretstream;
-pub mod stats;
-pub mod stream;
-pub mod swarm;
-pub mod time;
-pub mod wire;
+/// Declares internal modules: private, or `pub` with the `unstable` feature (no semver
+/// promise; for the simulator, the fuzz targets and the byte-vector tests). Without the
+/// feature, the items and re-exports only those users need are unused here: `dead_code` and
+/// `unused_imports` are allowed for them.
+macro_rules! unstable_mod {
+    ($($(#[$attr:meta])* $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "unstable")]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "unstable"))]
+        #[allow(dead_code, unused_imports)]
+        mod $name;
+    )*};
+}
 
-pub use config::{Config, Persistence};
-pub use dht::KeyPair;
+pub mod commands;
+mod connection;
+mod node;
+pub mod protomux;
+pub mod swarm;
+
+unstable_mod! {
+    config;
+    crypto;
+    dht;
+    error;
+    event;
+    holepunch;
+    ids;
+    noise;
+    query;
+    rng;
+    routing;
+    rpc;
+    secretstream;
+    stats;
+    stream;
+    time;
+    wire;
+}
+
+pub use config::{
+    public_bootstrap, Config, Persistence, DEFAULT_MAX_CONNECTIONS_PER_SERVER,
+    DEFAULT_MAX_QUEUED_OUTPUT, DEFAULT_PORT, MAX_PENDING_REPLIES, PUBLIC_BOOTSTRAP,
+    SOCKET_RECV_BUFFER,
+};
+pub use crypto::{from_hex, hash, to_hex};
+pub use dht::{KeyPair, StoreLimits};
 pub use error::{ApiError, DecodeError, QueryError, RequestError};
-pub use event::{Backpressure, Event, Reply, SocketOp, Transmit};
+pub use event::{Backpressure, Event, Record, Reply, SocketOp, Transmit};
 pub use ids::{ConnId, NodeId, QueryId, RequestId, ServerId, SocketId};
 pub use node::{
     AcceptPolicy, Conn, ConnCloseReason, ConnError, ConnInfo, ConnectError, ConnectOptions,
     IncomingHandshake, Node, QuerySpec, RequestSpec, ServerConfig, CLOSED_LINGER,
     MAX_PENDING_OUTPUT, MAX_UNREAD_INPUT,
 };
+pub use routing::{RoutingTable, TableNode};
 pub use rpc::HealthState;
+pub use secretstream::{SecretStreamError, MAX_MESSAGE};
 pub use stats::{Dropped, Relaying, Stats};
+pub use stream::{CloseReason as StreamCloseReason, StreamInfo, StreamStats};
 pub use time::Timestamp;
+pub use wire::hyperdht::{MutableRecord, Peer};

@@ -60,6 +60,16 @@ const CLOSE: u64 = 3;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub u32);
 
+/// What a channel was opened with: both sides open the same name to pair
+/// ([`Protomux::channel_name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelName<'a> {
+    /// The protocol (JS `protocol`).
+    pub protocol: &'a str,
+    /// The optional id that tells channels of one protocol apart (JS `id`).
+    pub id: Option<&'a [u8]>,
+}
+
 /// What the peer made happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MuxEvent {
@@ -389,9 +399,11 @@ impl Protomux {
     }
 
     /// The protocol and id `channel` was opened with, while it is open or opening.
-    pub fn channel_name(&self, channel: ChannelId) -> Option<(&str, Option<&[u8]>)> {
-        self.local_channel(channel)
-            .map(|l| (l.key.0.as_str(), l.key.1.as_deref()))
+    pub fn channel_name(&self, channel: ChannelId) -> Option<ChannelName<'_>> {
+        self.local_channel(channel).map(|l| ChannelName {
+            protocol: l.key.0.as_str(),
+            id: l.key.1.as_deref(),
+        })
     }
 
     /// The next message to send on the connection, whole.
@@ -662,7 +674,13 @@ mod tests {
         let (mut a, mut b) = (Protomux::new(), Protomux::new());
         let ca = a.open("test", Some(b"x"), b"hi from a").unwrap();
         assert_eq!(a.send(ca, 0, b"early"), Err(ChannelError::NotOpen));
-        assert_eq!(a.channel_name(ca), Some(("test", Some(&b"x"[..]))));
+        assert_eq!(
+            a.channel_name(ca),
+            Some(ChannelName {
+                protocol: "test",
+                id: Some(&b"x"[..])
+            })
+        );
         let cb = b.open("test", Some(b"x"), b"hi from b").unwrap();
         pump(&mut a, &mut b);
         pump(&mut b, &mut a);

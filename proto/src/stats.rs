@@ -28,7 +28,7 @@ pub struct Dropped {
     /// already held [`Config::max_connections_per_server`](crate::Config) live connections
     /// (no reply, as JS gives none to a handshake it cannot answer).
     pub connection_cap: u64,
-    /// A handshake reply dropped because [`MAX_PENDING_REPLIES`](crate::config::MAX_PENDING_REPLIES)
+    /// A handshake reply dropped because [`MAX_PENDING_REPLIES`](crate::MAX_PENDING_REPLIES)
     /// already waited for the server's puncher socket (the oldest goes; a client resending
     /// its handshake while the socket opens cannot grow the queue).
     pub pending_reply_overflow: u64,

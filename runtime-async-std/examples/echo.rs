@@ -15,10 +15,9 @@ use std::process::ExitCode;
 use async_std::task;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use hyperdht_async_std::{AsyncNode, Server};
-use hyperdht_proto::config::PUBLIC_BOOTSTRAP;
-use hyperdht_proto::crypto::{from_hex, to_hex};
-use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::{Config, Persistence, ServerConfig};
+use hyperdht_proto::{
+    from_hex, to_hex, Config, KeyPair, Persistence, ServerConfig, PUBLIC_BOOTSTRAP,
+};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

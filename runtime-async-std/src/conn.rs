@@ -88,9 +88,9 @@ impl Connection {
     /// connection holds too much unsent data. An empty message is not sent (hyperdht peers
     /// drop empty messages as keep-alives).
     ///
-    /// Fails with `InvalidInput` over [`hyperdht_proto::secretstream::MAX_MESSAGE`] bytes.
+    /// Fails with `InvalidInput` over [`hyperdht_proto::MAX_MESSAGE`] bytes.
     pub async fn send_message(&self, message: &[u8]) -> io::Result<()> {
-        if message.len() > hyperdht_proto::secretstream::MAX_MESSAGE {
+        if message.len() > hyperdht_proto::MAX_MESSAGE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 ConnError::MessageTooLarge,

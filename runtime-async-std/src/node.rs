@@ -12,12 +12,9 @@ use std::time::Duration;
 use async_channel::Receiver;
 use futures_lite::Stream;
 use hyperdht_kit::{random_seed, Error, NodeInfo, QueryOutcome, RecordItem, ServerMeta};
-use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::event::Record;
-use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    Config, ConnectOptions, Node, NodeId, QueryId, QuerySpec, Reply, RequestSpec, ServerConfig,
-    Timestamp,
+    Config, ConnectOptions, KeyPair, MutableRecord, Node, NodeId, QueryId, QuerySpec, Record,
+    Reply, RequestSpec, ServerConfig, Timestamp,
 };
 
 use crate::conn::Connection;
@@ -193,14 +190,8 @@ impl AsyncNode {
 
     /// Stores an immutable value; returns its hash (the key to get it with) and the outcome.
     pub async fn immutable_put(&self, value: &[u8]) -> Result<([u8; 32], QueryOutcome), Error> {
-        let mut target = [0; 32];
-        let out = self
-            .run_query(|n, now| {
-                let (id, hash) = n.immutable_put(now, value);
-                target = hash;
-                id
-            })
-            .await?;
+        let target = hyperdht_proto::hash(value);
+        let out = self.run_query(|n, now| n.immutable_put(now, value)).await?;
         Ok((target, out))
     }
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use hyperdht_async_std::{AsyncNode, Connection, Error};
-use hyperdht_proto::dht::KeyPair;
-use hyperdht_proto::event::Record;
-use hyperdht_proto::{Config, ConnectError, ConnectOptions, Persistence, ServerConfig};
+use hyperdht_proto::{
+    Config, ConnectError, ConnectOptions, KeyPair, Persistence, Record, ServerConfig,
+};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -502,19 +502,8 @@ async fn oversized_datagrams_are_counted(spawn: Spawner) {
     let sock = smol::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.send_to(&[0x13; 2049], target).await.unwrap();
     // Then a PING from the same socket: once it is answered, the datagram before it was read.
-    let ping = hyperdht_proto::wire::rpc::Request {
-        tid: 7,
-        to: v4(target),
-        id: None,
-        token: None,
-        internal: true,
-        command: hyperdht_proto::commands::PING,
-        target: None,
-        value: None,
-    };
-    let mut bytes = Vec::new();
-    ping.encode(&mut bytes);
-    sock.send_to(&bytes, target).await.unwrap();
+    let ping = hyperdht_proto::wire::rpc::Request::ping(7, v4(target)).to_bytes();
+    sock.send_to(&ping, target).await.unwrap();
     let mut buf = [0u8; 2048];
     let (n, _) = timeout(STEP, "ping reply", sock.recv_from(&mut buf))
         .await

@@ -321,10 +321,10 @@ impl ConnWriter {
     /// is reported by the next write, `flush` or `finish`. An empty message is not sent
     /// (hyperdht peers drop empty messages as keep-alives).
     ///
-    /// Fails at once with `InvalidInput` over [`hyperdht_proto::secretstream::MAX_MESSAGE`]
+    /// Fails at once with `InvalidInput` over [`hyperdht_proto::MAX_MESSAGE`]
     /// bytes.
     pub fn send_message(&self, message: &[u8]) -> io::Result<()> {
-        if message.len() > hyperdht_proto::secretstream::MAX_MESSAGE {
+        if message.len() > hyperdht_proto::MAX_MESSAGE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 ConnError::MessageTooLarge,

@@ -257,7 +257,6 @@ mod tests {
     /// sender; a datagram larger than a receive slot is dropped and counted, not decoded.
     #[test]
     fn bursts_are_answered_and_oversized_datagrams_counted() {
-        use hyperdht_proto::commands::PING;
         use hyperdht_proto::wire::rpc::{Request, Response};
         let node = MioNode::spawn(Config::bootstrapper(SocketAddrV4::new(
             std::net::Ipv4Addr::LOCALHOST,
@@ -265,21 +264,8 @@ mod tests {
         )))
         .unwrap();
         let target = node.local_addr();
-        let ping = |tid: u16| {
-            let req = Request {
-                tid,
-                to: SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, target.port()),
-                id: None,
-                token: None,
-                internal: true,
-                command: PING,
-                target: None,
-                value: None,
-            };
-            let mut bytes = Vec::new();
-            req.encode(&mut bytes);
-            bytes
-        };
+        let to = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, target.port());
+        let ping = |tid: u16| Request::ping(tid, to).to_bytes();
         // Three clients, 40 pings each, sent back to back before reading anything.
         let clients: Vec<StdUdpSocket> = (0..3)
             .map(|_| StdUdpSocket::bind("127.0.0.1:0").unwrap())

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hyperdht_kit::{random_seed, Error, Listened, NodeInfo, QueryOutcome, ServerMeta, SwarmSlot};
-use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::swarm::SwarmConfig;
-use hyperdht_proto::wire::hyperdht::MutableRecord;
 use hyperdht_proto::{
-    Config, ConnId, ConnectOptions, Event, Node, NodeId, QueryId, QuerySpec, Reply, RequestSpec,
-    ServerConfig, ServerId, Timestamp,
+    Config, ConnId, ConnectOptions, Event, KeyPair, MutableRecord, Node, NodeId, QueryId,
+    QuerySpec, Reply, RequestSpec, ServerConfig, ServerId, Timestamp,
 };
 use mio::{Poll, Waker};
 
@@ -209,9 +207,9 @@ impl MioNode {
 
     /// Stores an immutable value; returns its hash and the query outcome.
     pub fn immutable_put(&self, value: &[u8]) -> Result<([u8; 32], QueryOutcome), Error> {
-        let target = hyperdht_proto::crypto::hash(value);
+        let target = hyperdht_proto::hash(value);
         let value = value.to_vec();
-        let out = self.run_query(Box::new(move |n, now| n.immutable_put(now, &value).0))?;
+        let out = self.run_query(Box::new(move |n, now| n.immutable_put(now, &value)))?;
         Ok((target, out))
     }
 

@@ -74,8 +74,8 @@ pub use handle::MioNode;
 /// Batched UDP I/O (`recvmmsg`/`sendmmsg` on Linux), from `hyperdht-kit`.
 pub use hyperdht_kit::batch;
 pub use hyperdht_kit::{random_key_pair, Error, NodeInfo, QueryOutcome};
-pub use hyperdht_proto::dht::KeyPair;
 pub use hyperdht_proto::swarm::{JoinOptions, PeerInfo, SwarmConfig, SwarmInfo};
+pub use hyperdht_proto::KeyPair;
 pub use hyperdht_proto::{Config, ConnectOptions, ServerConfig};
 pub use resolve::{parse_bootstrap_list, resolve_bootstrap};
 pub use server::{Server, ServerEvent};

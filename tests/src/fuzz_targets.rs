@@ -2359,18 +2359,7 @@ impl ConnRun {
         for (side, host) in NET_HOSTS.iter().enumerate() {
             let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 4000);
             let to = SocketAddrV4::new(*host, NET_PORT);
-            let req = Request {
-                tid: 0x7777,
-                to,
-                id: None,
-                token: None,
-                internal: true,
-                command: hyperdht_proto::commands::PING,
-                target: None,
-                value: None,
-            };
-            let mut bytes = Vec::new();
-            req.encode(&mut bytes);
+            let bytes = Request::ping(0x7777, to).to_bytes();
             let node = &mut self.pair.net.peers[side].node;
             let now = self.pair.net.now;
             node.handle_datagram(now, SocketId::SERVER, SocketAddr::V4(from), &bytes);

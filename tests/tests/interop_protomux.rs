@@ -158,7 +158,7 @@ fn rust_client_with_a_js_protomux_server() {
                 kind,
                 payload,
             } => {
-                let name = s.mux.channel_name(channel).unwrap().0.to_string();
+                let name = s.mux.channel_name(channel).unwrap().protocol.to_string();
                 got.push((name, kind, payload));
             }
             MuxEvent::Closed { channel } => panic!("channel {channel:?} closed early"),

@@ -23,19 +23,7 @@ const NODE: &str = "127.0.0.9:49737";
 
 /// A PING to the node with transaction id `tid`, as bytes.
 fn ping(tid: u16) -> Vec<u8> {
-    let req = Request {
-        tid,
-        to: NODE.parse().unwrap(),
-        id: None,
-        token: None,
-        internal: true,
-        command: hyperdht_proto::commands::PING,
-        target: None,
-        value: None,
-    };
-    let mut bytes = Vec::new();
-    req.encode(&mut bytes);
-    bytes
+    Request::ping(tid, NODE.parse().unwrap()).to_bytes()
 }
 
 /// The `i`-th of many distinct senders.

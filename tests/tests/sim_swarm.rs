@@ -99,7 +99,7 @@ fn run(seed: u64, n: usize) -> Run {
             .map(|(i, _)| {
                 sim.swarm(*i)
                     .open_connections()
-                    .map(|(k, _, client)| (k, client))
+                    .map(|c| (c.remote_public_key, c.client))
                     .collect()
             })
             .collect();
@@ -132,7 +132,7 @@ fn run(seed: u64, n: usize) -> Run {
     // No peer holds two connections to one key, and no duplicate is left open at either end.
     for (i, _) in &peers {
         let sw = sim.swarm(*i);
-        let open: Vec<[u8; 32]> = sw.open_connections().map(|(k, _, _)| k).collect();
+        let open: Vec<[u8; 32]> = sw.open_connections().map(|c| c.remote_public_key).collect();
         let mut dedup = open.clone();
         dedup.sort_unstable();
         dedup.dedup();

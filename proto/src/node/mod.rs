@@ -696,9 +696,15 @@ impl Node {
         self.bootstrapped
     }
 
-    /// Our public host and port as the NAT sampler sees them (port 0 = randomised or unknown).
-    pub fn nat(&self) -> (Option<Ipv4Addr>, u16) {
-        (self.nat.host(), self.nat.port())
+    /// Our public host as the NAT sampler sees it, once sampled (JS `dht.host`).
+    pub fn nat_host(&self) -> Option<Ipv4Addr> {
+        self.nat.host()
+    }
+
+    /// Our public port as the NAT sampler sees it: 0 while randomised or unknown (JS
+    /// `dht.port`).
+    pub fn nat_port(&self) -> u16 {
+        self.nat.port()
     }
 
     /// Our reachable address, if we are reachable on the server port (JS `remoteAddress()`).

@@ -274,22 +274,16 @@ impl Node {
         )
     }
 
-    /// Stores `value` under `H(value)` at the closest nodes. Returns the query and the hash.
-    pub fn immutable_put(
-        &mut self,
-        now: crate::time::Timestamp,
-        value: &[u8],
-    ) -> (QueryId, [u8; 32]) {
+    /// Stores `value` under `H(value)` at the closest nodes. Returns the query; the key is
+    /// [`hash`](crate::hash)`(value)`, what [`Node::immutable_get`] takes.
+    pub fn immutable_put(&mut self, now: crate::time::Timestamp, value: &[u8]) -> QueryId {
         let target = hash(value);
         let spec = QuerySpec::external(target, command::IMMUTABLE_GET, None);
         let commit = Commit::Fixed {
             command: command::IMMUTABLE_PUT,
             value: value.to_vec(),
         };
-        (
-            self.start_record_query(now, spec, commit, RecordKind::Immutable { target }),
-            target,
-        )
+        self.start_record_query(now, spec, commit, RecordKind::Immutable { target })
     }
 
     /// Fetches the value whose hash is `target`; values that hash right arrive as

@@ -43,6 +43,7 @@ pub struct TableNode {
 
 impl TableNode {
     /// A fresh entry for a node at `addr` with id `id`, first seen at `tick`.
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn new(id: NodeId, addr: SocketAddrV4, tick: u64) -> TableNode {
         TableNode {
             id,
@@ -84,6 +85,7 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     /// An empty table around our id.
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn new(id: NodeId) -> RoutingTable {
         RoutingTable {
             id,
@@ -131,6 +133,7 @@ impl RoutingTable {
     }
 
     /// The entry for `id`, mutably (the recency order is not changed; see [`RoutingTable::touch`]).
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn get_mut(&mut self, id: &NodeId) -> Option<&mut TableNode> {
         let (r, pos) = self.find(id);
         pos.ok().map(move |i| &mut self.rows[r][i])
@@ -143,6 +146,7 @@ impl RoutingTable {
 
     /// Adds `node` (as most recently heard from), replaces its entry if present, or reports a
     /// full row.
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn insert(&mut self, mut node: TableNode) -> Insert {
         if node.id == self.id {
             return Insert::OwnId;
@@ -173,6 +177,7 @@ impl RoutingTable {
     }
 
     /// Removes `id`, returning its entry.
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn remove(&mut self, id: &NodeId) -> Option<TableNode> {
         let (r, pos) = self.find(id);
         let i = pos.ok()?;
@@ -183,6 +188,7 @@ impl RoutingTable {
     }
 
     /// Moves `id` to the most-recently-heard end of the recency order.
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn touch(&mut self, id: &NodeId) {
         let seq = self.next_seq;
         let (r, pos) = self.find(id);
@@ -244,6 +250,7 @@ impl RoutingTable {
     }
 
     /// A uniformly random node.
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn random(&self, rng: &mut Rng) -> Option<&TableNode> {
         if self.len == 0 {
             return None;
@@ -260,6 +267,7 @@ impl RoutingTable {
 
     /// Re-centres the table on `id` (when the node becomes persistent), keeping the recency
     /// order. Returns the nodes that no longer fit (or that have the new id).
+    #[cfg_attr(not(feature = "unstable"), doc(hidden))]
     pub fn recentre(&mut self, id: NodeId) -> Vec<TableNode> {
         let old = core::mem::replace(self, RoutingTable::new(id));
         let mut nodes: Vec<TableNode> = old.rows.into_iter().flatten().collect();

@@ -34,7 +34,8 @@ use frame::{FrameDecoder, FrameTooLarge, MAX_FRAME};
 /// (`IDHEADERBYTES`, secret-stream `index.js`).
 pub const ID_HEADER_BYTES: usize = 32 + HEADER_BYTES;
 
-/// Largest plaintext one [`SecretStream::write`] accepts: a frame body is at most
+/// Largest plaintext one secret-stream message carries (one `SecretStream::write`,
+/// one [`Conn::write_message`](crate::Conn::write_message)): a frame body is at most
 /// `2^24 - 1` bytes and carries 17 bytes of overhead (`MAX_ATOMIC_WRITE`, `index.js`).
 pub const MAX_MESSAGE: usize = MAX_FRAME - ABYTES;
 
@@ -136,7 +137,7 @@ pub enum SecretStreamError {
     InvalidMessage,
     /// A data frame failed authentication (libsodium pull failure).
     Decrypt,
-    /// A frame longer than [`Config::max_frame`].
+    /// A frame longer than the session accepts (its configured maximum frame length).
     FrameTooLarge,
     /// A write larger than [`MAX_MESSAGE`] ("Message is too large for an atomic write").
     MessageTooLarge,

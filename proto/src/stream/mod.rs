@@ -38,7 +38,9 @@
 //!   connected one (they are processed as if they came through it).
 //!
 //! ## Driving it
+//! (The module is public with the `unstable` feature only, so the example runs with it.)
 //! ```
+//! # #[cfg(feature = "unstable")] {
 //! use hyperdht_proto::stream::{Config, UdxMux, StreamEvent};
 //! use hyperdht_proto::{SocketId, Timestamp};
 //!
@@ -57,6 +59,7 @@
 //! let mut buf = [0u8; 16];
 //! assert_eq!(b.read(sb, &mut buf), Ok(5));
 //! assert_eq!(&buf[..5], b"hello");
+//! # }
 //! ```
 
 pub mod congestion;
@@ -135,7 +138,8 @@ pub enum CloseReason {
     Reset,
     /// The head packet went unacknowledged through six RTOs (libudx `ETIMEDOUT`).
     TimedOut,
-    /// We called [`UdxMux::reset`].
+    /// We destroyed the stream (`UdxMux::reset`: the connection was closed or aborted on our
+    /// side).
     Destroyed,
 }
 

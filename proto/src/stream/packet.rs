@@ -126,7 +126,7 @@ pub struct Header {
 
 impl Header {
     /// The 20 wire bytes.
-    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0] = MAGIC;
         b[1] = VERSION;

@@ -116,7 +116,7 @@ pub struct StreamStats {
     /// Packets dropped because a receive buffer was full.
     pub recv_dropped: u64,
     /// SACK blocks that failed validation, or past what an honest peer sends in one ACK
-    /// (more than [`packet::MAX_SACKS`] blocks, or more packets than were in flight).
+    /// (more than 50 blocks (`packet::MAX_SACKS`), or more packets than were in flight).
     pub dropped_sacks: u64,
 }
 

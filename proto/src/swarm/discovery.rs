@@ -67,8 +67,6 @@ pub enum RefreshQuery {
 /// The state of one joined topic.
 #[derive(Debug)]
 pub struct Discovery {
-    /// The topic.
-    pub topic: [u8; 32],
     /// What the application asked for.
     pub wanted: JoinOptions,
     /// What the refresh under way (or the last one) does.
@@ -87,9 +85,8 @@ pub struct Discovery {
 
 impl Discovery {
     /// A topic just joined; its first refresh starts at once.
-    pub fn new(topic: [u8; 32], wanted: JoinOptions) -> Discovery {
+    pub fn new(wanted: JoinOptions) -> Discovery {
         Discovery {
-            topic,
             wanted,
             running: wanted,
             query: None,
@@ -160,7 +157,7 @@ mod tests {
     #[test]
     fn refreshes_every_ten_to_twelve_minutes() {
         let mut rng = Rng::from_seed([1; 32]);
-        let mut d = Discovery::new([0; 32], JoinOptions::default());
+        let mut d = Discovery::new(JoinOptions::default());
         d.refresh_later(at(0), false, &mut rng);
         let (due, _, _) = d.refresh_timer.unwrap();
         assert!(due >= at(600) && due <= at(720), "{due:?}");
@@ -170,7 +167,7 @@ mod tests {
     #[test]
     fn a_timer_that_fires_after_a_sleep_waits_a_little_first() {
         let mut rng = Rng::from_seed([1; 32]);
-        let mut d = Discovery::new([0; 32], JoinOptions::default());
+        let mut d = Discovery::new(JoinOptions::default());
         d.refresh_later(at(0), false, &mut rng);
         assert!(!d.on_refresh_timer(at(3600), &mut rng));
         let (due, _, _) = d.refresh_timer.unwrap();
@@ -179,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_query_follows_the_roles() {
-        let mut d = Discovery::new([0; 32], JoinOptions::default());
+        let mut d = Discovery::new(JoinOptions::default());
         assert_eq!(d.next_query(), RefreshQuery::Announce);
         d.running = JoinOptions::client_only();
         assert_eq!(d.next_query(), RefreshQuery::Lookup);

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use hyperdht_proto::swarm::{JoinOptions, Swarm, SwarmConfig};
-//! use hyperdht_proto::{dht::KeyPair, Config, Node, Timestamp};
+//! use hyperdht_proto::{Config, KeyPair, Node, Timestamp};
 //!
 //! let mut node = Node::new(Config::bootstrapper("127.0.0.1:49738".parse().unwrap()), [1; 32], Timestamp::ZERO);
 //! let mut swarm = Swarm::new(SwarmConfig::new(KeyPair::from_seed(&[2; 32])), [3; 32]);
@@ -26,12 +26,12 @@
 
 mod accept;
 mod dial;
-pub mod discovery;
+mod discovery;
 mod gate;
-pub mod peer;
-pub mod queue;
+mod peer;
+mod queue;
 mod refresh;
-pub mod retry;
+mod retry;
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -47,7 +47,7 @@ use crate::time::Timestamp;
 
 pub use discovery::JoinOptions;
 pub use gate::{Firewall, MAX_BANNED};
-pub use peer::{PeerInfo, Priority};
+pub use peer::{PeerInfo, Priority, MAX_TOPICS_PER_PEER};
 
 use discovery::Discovery;
 use gate::SharedGate;
@@ -271,6 +271,18 @@ pub struct SwarmStats {
     pub events_not_queued: u64,
 }
 
+/// One open connection of the swarm ([`Swarm::open_connections`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenConnection {
+    /// The peer's public key.
+    pub remote_public_key: [u8; 32],
+    /// The node's connection.
+    pub conn: ConnId,
+    /// Whether we dialled it (JS `peer.client`).
+    pub client: bool,
+}
+
 /// A snapshot of a swarm's state ([`Swarm::info`]), what the drivers' `info()` returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwarmInfo {
@@ -431,7 +443,7 @@ impl Swarm {
         let d = self
             .discoveries
             .entry(topic)
-            .or_insert_with(|| Discovery::new(topic, options));
+            .or_insert_with(|| Discovery::new(options));
         d.wanted.server |= options.server;
         d.wanted.client |= options.client;
         tracing::debug!(topic = %crate::crypto::to_hex(&topic), ?options, "joining topic");
@@ -719,12 +731,16 @@ impl Swarm {
         self.by_key.len()
     }
 
-    /// The open connections: remote key, connection, and whether we dialled it.
-    pub fn open_connections(&self) -> impl Iterator<Item = ([u8; 32], ConnId, bool)> + '_ {
+    /// The open connections, in connection id order.
+    pub fn open_connections(&self) -> impl Iterator<Item = OpenConnection> + '_ {
         self.conns
             .iter()
             .filter(|(_, c)| c.opened)
-            .map(|(id, c)| (c.remote, *id, c.client))
+            .map(|(id, c)| OpenConnection {
+                remote_public_key: c.remote,
+                conn: *id,
+                client: c.client,
+            })
     }
 
     /// Dials under way (JS `swarm.connecting`).
@@ -763,9 +779,9 @@ impl Swarm {
             connections: self.connections(),
             connected: self
                 .open_connections()
-                .map(|(k, _, client)| (k, client))
+                .map(|c| (c.remote_public_key, c.client))
                 .collect(),
-            open: self.open_connections().map(|(_, c, _)| c).collect(),
+            open: self.open_connections().map(|c| c.conn).collect(),
             connecting: self.connecting(),
             queued: self.queued(),
             waiting: self.waiting(),

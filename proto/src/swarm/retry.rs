@@ -139,11 +139,6 @@ impl RetryTimer {
         self.timers.iter().map(BulkTimer::len).sum()
     }
 
-    /// Whether no peer waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Forgets every waiting peer (JS `destroy`).
     pub fn clear(&mut self) {
         for t in &mut self.timers {

@@ -20,7 +20,7 @@ pub struct Peer {
 
 impl Peer {
     /// Decodes a peer at the reader's position.
-    pub fn read(r: &mut Reader<'_>) -> Result<Peer, DecodeError> {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Peer, DecodeError> {
         Ok(Peer {
             public_key: r.fixed()?,
             relay_addresses: r.ipv4_array()?,

@@ -115,6 +115,23 @@ fn optional_fixed32(r: &mut Reader<'_>, present: bool) -> Result<Option<[u8; 32]
     }
 }
 
+impl Request<'static> {
+    /// A client's internal PING to `to` (no id, no token, no target, no value): what a node
+    /// answers with its view of the sender's address, as JS `dht.ping()` sends it.
+    pub fn ping(tid: u16, to: SocketAddrV4) -> Request<'static> {
+        Request {
+            tid,
+            to,
+            id: None,
+            token: None,
+            internal: true,
+            command: crate::commands::PING,
+            target: None,
+            value: None,
+        }
+    }
+}
+
 impl<'a> Request<'a> {
     /// Decodes a request datagram, type byte included.
     pub fn decode(buf: &'a [u8]) -> Result<Request<'a>, DecodeError> {
@@ -183,6 +200,13 @@ impl<'a> Request<'a> {
         if let Some(value) = self.value {
             compact::write_buffer(out, value);
         }
+    }
+
+    /// The encoded request datagram.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
     }
 }
 
@@ -312,6 +336,8 @@ mod tests {
         assert_eq!(to_hex(&out), "030434127f000002409c00");
         assert_eq!(out.len(), req.encoded_len());
         assert_eq!(Request::decode(&out).unwrap(), req);
+        assert_eq!(Request::ping(0x1234, req.to), req);
+        assert_eq!(req.to_bytes(), out);
     }
 
     #[test]

@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
 
-use hyperdht_proto::event::Record;
-use hyperdht_proto::{ConnId, Event, Node, QueryId, Reply, RequestId, ServerId, Timestamp};
+use hyperdht_proto::{ConnId, Event, Node, QueryId, Record, Reply, RequestId, ServerId, Timestamp};
 
 use crate::error::Error;
 use crate::info::QueryOutcome;

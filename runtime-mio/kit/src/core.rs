@@ -6,11 +6,10 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use hyperdht_proto::dht::KeyPair;
 use hyperdht_proto::swarm::SwarmConfig;
 use hyperdht_proto::{
-    ApiError, Config, ConnCloseReason, ConnId, ConnectOptions, Event, Node, QueryId, Reply,
-    RequestSpec, ServerConfig, ServerId, SocketId, SocketOp, Timestamp,
+    ApiError, Config, ConnCloseReason, ConnId, ConnectOptions, Event, KeyPair, Node, QueryId,
+    Reply, RequestSpec, ServerConfig, ServerId, SocketId, SocketOp, Timestamp,
 };
 
 use crate::batch::{RecvBatch, SLOT};

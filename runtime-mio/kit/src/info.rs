@@ -4,9 +4,7 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 
-use hyperdht_proto::event::Record;
-use hyperdht_proto::wire::hyperdht::MutableRecord;
-use hyperdht_proto::{Node, NodeId, Reply, SocketId, Stats};
+use hyperdht_proto::{MutableRecord, Node, NodeId, Record, Reply, SocketId, Stats};
 
 /// A snapshot of the node's state.
 #[derive(Clone, Debug)]

@@ -52,12 +52,12 @@ pub use swarms::{SwarmConnection, SwarmSlot, Swarms};
 #[doc(hidden)]
 pub use hyperdht_proto as proto;
 
-use hyperdht_proto::dht::KeyPair;
+use hyperdht_proto::KeyPair;
 
 /// Formats a swarm handle for `Debug`: its public key in hex, nothing of its state.
 pub fn fmt_swarm(f: &mut std::fmt::Formatter<'_>, public_key: &[u8; 32]) -> std::fmt::Result {
     f.debug_struct("Swarm")
-        .field("public_key", &hyperdht_proto::crypto::to_hex(public_key))
+        .field("public_key", &hyperdht_proto::to_hex(public_key))
         .finish_non_exhaustive()
 }
 

@@ -7,7 +7,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
-use hyperdht_proto::config::SOCKET_RECV_BUFFER;
+use hyperdht_proto::SOCKET_RECV_BUFFER;
 
 /// The TTL a socket is set back to when the kernel does not tell its own: the usual default
 /// (`net.ipv4.ip_default_ttl` on Linux, libudx's `UDX_DEFAULT_TTL`).
